@@ -1,0 +1,34 @@
+"""Measure what a PyTorch detection model needs before booking GPUs or merging.
+
+Heavy modules (pydantic, torch) load on first use of a name below, so that pytest, which imports every
+installed plugin in every run, pays nothing for this package unless ``--mlestimate`` is given.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.api import estimate, estimate_model
+    from pytest_mlestimate.errors import EstimateError
+    from pytest_mlestimate.result import Estimate
+    from pytest_mlestimate.scenario import Scenario, ScenarioError
+
+__all__ = ["Estimate", "EstimateError", "Scenario", "ScenarioError", "estimate", "estimate_model"]
+
+_HOMES = {
+    "estimate": "pytest_mlestimate.api",
+    "estimate_model": "pytest_mlestimate.api",
+    "Estimate": "pytest_mlestimate.result",
+    "EstimateError": "pytest_mlestimate.errors",
+    "Scenario": "pytest_mlestimate.scenario",
+    "ScenarioError": "pytest_mlestimate.scenario",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'pytest_mlestimate' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -1,0 +1,90 @@
+"""The Python API: ``estimate(scenario)``. The pytest plugin and the HTTP service call nothing else."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pytest_mlestimate.cache import ProfileCache, profile_key
+from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.result import Estimate
+from pytest_mlestimate.scenario import Scenario, parse_scenario
+
+_device_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def device_lock(device: str) -> threading.Lock:
+    """One profile at a time per device within this process: two would corrupt each other's figures."""
+    with _locks_guard:
+        return _device_locks.setdefault(device, threading.Lock())
+
+
+def estimate(
+    scenario: Scenario | Mapping[str, Any],
+    *,
+    cache: bool = True,
+    refresh: bool = False,
+    isolate: bool = True,
+    timeout: float | None = None,
+    cache_path: Path | None = None,
+) -> Estimate:
+    """Measure (or recall) the scenario's profile and return its estimate.
+
+    ``cache=False`` neither reads nor writes the cache; ``refresh=True`` re-measures and overwrites.
+    ``isolate=False`` profiles in this process (faster to start; RAM figures then include the caller's).
+    Raises ``ScenarioError`` for invalid input and an ``EstimateError`` when the model cannot be measured;
+    a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
+    """
+    parsed = parse_scenario(scenario)
+    store = ProfileCache(cache_path) if cache else None
+    key = profile_key(parsed) if store else None
+    if store is not None and key is not None and not refresh:
+        found = store.get(key)
+        if found is not None:
+            return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
+    with device_lock(parsed.device):
+        if store is not None and key is not None and not refresh:
+            found = store.get(key)  # measured by another thread while this one waited
+            if found is not None:
+                return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
+        profile = _measure(parsed, isolate, timeout)
+    info: dict[str, Any] = {"hit": False}
+    if store is not None and key is not None:
+        store.put(key, profile)
+        info.update(key=key, path=str(store.path))
+        if store.problem:
+            profile.warnings.append(store.problem)
+    return Estimate(parsed, profile, cache=info)
+
+
+def estimate_model(
+    model_factory: Callable[[], Any],
+    scenario: Scenario | Mapping[str, Any],
+) -> Estimate:
+    """Estimate a model defined in Python code, in this process and without the cache.
+
+    ``scenario`` may leave out ``architecture``; the factory's name is used for it.
+    """
+    data = scenario.model_dump() if isinstance(scenario, Scenario) else dict(scenario)
+    data.setdefault("architecture", f"{model_factory.__module__}:{getattr(model_factory, '__name__', 'model')}")
+    if ":" in data["architecture"] and not data["architecture"].partition(":")[2].isidentifier():
+        data["architecture"] = "python:model"
+    parsed = parse_scenario(data)
+    from pytest_mlestimate.profiler import profile_scenario
+
+    with device_lock(parsed.device):
+        profile = profile_scenario(parsed, model_factory=lambda _scenario: model_factory())
+    return Estimate(parsed, profile, cache={"hit": False})
+
+
+def _measure(scenario: Scenario, isolate: bool, timeout: float | None) -> Profile:
+    if isolate:
+        from pytest_mlestimate.isolation import profile_in_child
+
+        return profile_in_child(scenario, timeout)
+    from pytest_mlestimate.profiler import profile_scenario
+
+    return profile_scenario(scenario)

@@ -1,0 +1,90 @@
+"""Building the model a scenario names: a torchvision detection builder without downloads, or a
+custom ``package.module:factory``; optional weights from a local file."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_mlestimate.architectures import TORCHVISION, TargetKind
+from pytest_mlestimate.errors import ModelBuildError
+from pytest_mlestimate.scenario import Scenario
+
+
+def target_kind(scenario: Scenario) -> TargetKind:
+    known = TORCHVISION.get(scenario.architecture)
+    if known is not None:
+        return known.targets
+    return "masks" if scenario.task_type == "instance" else "boxes"
+
+
+def num_classes(scenario: Scenario) -> int:
+    if scenario.num_classes is not None:
+        return scenario.num_classes
+    known = TORCHVISION.get(scenario.architecture)
+    return known.default_num_classes if known else 91
+
+
+def build_model(scenario: Scenario) -> nn.Module:
+    kwargs: dict[str, Any] = dict(scenario.model_kwargs)
+    if scenario.architecture in TORCHVISION:
+        from torchvision.models import detection
+
+        builder = getattr(detection, scenario.architecture)
+        kwargs.setdefault("num_classes", num_classes(scenario))
+        try:
+            model = builder(weights=None, weights_backbone=None, **kwargs)
+        except TypeError as exc:
+            raise ModelBuildError(f"{scenario.architecture}: model_kwargs rejected by the builder: {exc}") from None
+    else:
+        module_name, _, attr = scenario.architecture.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ModelBuildError(f"cannot load custom factory '{scenario.architecture}': {exc}") from None
+        if scenario.num_classes is not None:
+            kwargs.setdefault("num_classes", scenario.num_classes)
+        model = factory(**kwargs)
+        if not isinstance(model, nn.Module):
+            raise ModelBuildError(
+                f"custom factory '{scenario.architecture}' returned {type(model).__name__}, not an nn.Module"
+            )
+    if scenario.weights_path:
+        load_weights(model, scenario.weights_path)
+    return model
+
+
+def load_weights(model: nn.Module, path: str) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError) as exc:
+        raise ModelBuildError(f"weights_path '{path}': cannot load a state dict: {exc}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelBuildError(f"weights_path '{path}' does not fit the built model: {first}") from None
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def effective_input_size(model: nn.Module, image: torch.Tensor) -> tuple[int, int] | None:
+    """The size the model really computes on, after its own resize and padding (None if it has no
+    torchvision-style ``transform``)."""
+    transform = getattr(model, "transform", None)
+    if transform is None:
+        return None
+    was_training = transform.training
+    transform.eval()
+    with torch.inference_mode():
+        batched, _ = transform([image])
+    transform.train(was_training)
+    height, width = batched.tensors.shape[-2:]
+    return int(height), int(width)

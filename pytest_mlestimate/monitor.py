@@ -1,0 +1,208 @@
+"""Resource sampling during a profile: process-tree RAM and CPU (psutil), GPU memory (PyTorch allocator
+and NVML) and GPU utilisation (NVML).
+
+Two modes, chosen by the scenario's ``threading`` field: step-wise, where the profiler calls ``mark()``
+at fixed points of each step, and threaded, where a background thread samples at a fixed interval.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from pytest_mlestimate.profile import PhasePeaks
+
+CPU_WINDOW_S = 0.1
+"""CPU time advances in 10 ms ticks on Linux, so utilisation is computed over windows of at least this."""
+
+
+class ProcessTree:
+    """RSS and CPU time of this process and all its descendants (data-loader workers included)."""
+
+    def __init__(self) -> None:
+        self._root = psutil.Process(os.getpid())
+
+    def _members(self) -> list[psutil.Process]:
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return [self._root]
+
+    def rss(self) -> int:
+        total = 0
+        for proc in self._members():
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self._members():
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+            if proc is self._root:
+                total += times.children_user + times.children_system
+        return total
+
+
+class Nvml:
+    """NVML access for one CUDA device; every query answers None when NVML cannot."""
+
+    def __init__(self, cuda_index: int) -> None:
+        self.handle: Any = None
+        self.unavailable: str | None = None
+        try:
+            import pynvml
+            import torch
+
+            pynvml.nvmlInit()
+            self._nvml = pynvml
+            uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+            uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+            try:
+                self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
+            except pynvml.NVMLError:
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
+        except Exception as exc:  # NVML missing, no driver, or an old torch without uuid
+            self.unavailable = f"NVML unavailable: {exc}"
+
+    def process_memory(self) -> int | None:
+        """GPU memory this process holds, CUDA context included; the device total if per-process is hidden."""
+        if self.handle is None:
+            return None
+        try:
+            for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
+                    return int(proc.usedGpuMemory)
+            return int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
+        except self._nvml.NVMLError:
+            return None
+
+    def utilization(self) -> float | None:
+        if self.handle is None:
+            return None
+        try:
+            return float(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+        except self._nvml.NVMLError:
+            return None
+
+
+@dataclass
+class _Peaks:
+    rss: int = 0
+    cpu: float | None = None
+    gpu_overhead: int | None = None
+    gpu_util: float | None = None
+    samples: int = 0
+    cpu_mark: tuple[float, float] = (0.0, 0.0)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ResourceMonitor:
+    def __init__(self, device: str, interval_s: float, threaded: bool) -> None:
+        self.device = device
+        self.interval_s = interval_s
+        self.threaded = threaded
+        self.tree = ProcessTree()
+        self.cuda_index: int | None = None
+        self.nvml: Nvml | None = None
+        if device.startswith("cuda"):
+            import torch
+
+            self.cuda_index = torch.device(device).index or 0
+            self.nvml = Nvml(self.cuda_index)
+        self._peaks = _Peaks()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def gpu_unavailable(self) -> str | None:
+        if self.cuda_index is None:
+            return "no CUDA device in use (profiled on the CPU)"
+        return self.nvml.unavailable if self.nvml else None
+
+    def gpu_memory_now(self) -> int | None:
+        """What the device holds for this process now: NVML's figure, else PyTorch's reserved bytes."""
+        if self.cuda_index is None:
+            return None
+        import torch
+
+        used = self.nvml.process_memory() if self.nvml else None
+        return used if used is not None else int(torch.cuda.memory_reserved(self.cuda_index))
+
+    def mark(self) -> None:
+        """A step-wise sample at a fixed point of the step; a no-op when a thread samples instead."""
+        if not self.threaded:
+            self._sample()
+
+    def _sample(self) -> None:
+        rss = self.tree.rss()
+        now, cpu_s = time.perf_counter(), self.tree.cpu_seconds()
+        overhead = util = None
+        if self.cuda_index is not None and self.nvml is not None and self.nvml.handle is not None:
+            import torch
+
+            used = self.nvml.process_memory()
+            if used is not None:
+                overhead = used - int(torch.cuda.memory_reserved(self.cuda_index))
+            util = self.nvml.utilization()
+        peaks = self._peaks
+        with peaks.lock:
+            peaks.samples += 1
+            peaks.rss = max(peaks.rss, rss)
+            start_wall, start_cpu = peaks.cpu_mark
+            if now - start_wall >= CPU_WINDOW_S:
+                percent = 100.0 * (cpu_s - start_cpu) / (now - start_wall)
+                peaks.cpu = percent if peaks.cpu is None else max(peaks.cpu, percent)
+                peaks.cpu_mark = (now, cpu_s)
+            if overhead is not None:
+                peaks.gpu_overhead = overhead if peaks.gpu_overhead is None else max(peaks.gpu_overhead, overhead)
+            if util is not None:
+                peaks.gpu_util = util if peaks.gpu_util is None else max(peaks.gpu_util, util)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    def start_phase(self) -> None:
+        """Forget earlier peaks (the allocator's too) and, in threaded mode, start sampling."""
+        if self.cuda_index is not None:
+            import torch
+
+            torch.cuda.synchronize(self.cuda_index)
+            torch.cuda.reset_peak_memory_stats(self.cuda_index)
+        self._peaks = _Peaks(cpu_mark=(time.perf_counter(), self.tree.cpu_seconds()))
+        self._sample()
+        if self.threaded:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="mlestimate-monitor", daemon=True)
+            self._thread.start()
+
+    def end_phase(self) -> PhasePeaks:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        self._sample()
+        peaks = self._peaks
+        result = PhasePeaks(peak_rss=peaks.rss, peak_cpu_percent=peaks.cpu, samples=peaks.samples)
+        if self.cuda_index is not None:
+            import torch
+
+            torch.cuda.synchronize(self.cuda_index)
+            reserved = int(torch.cuda.max_memory_reserved(self.cuda_index))
+            result.peak_gpu_allocated = int(torch.cuda.max_memory_allocated(self.cuda_index))
+            result.peak_gpu_reserved = reserved
+            result.peak_gpu_memory = reserved + max(peaks.gpu_overhead or 0, 0)
+            result.peak_gpu_utilization = peaks.gpu_util
+        return result

@@ -1,0 +1,152 @@
+"""The one scenario schema, shared by YAML scenario files, HTTP requests and the Python API."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pytest_mlestimate.architectures import (
+    TORCHVISION,
+    is_custom_factory,
+    unknown_architecture_message,
+)
+
+MAX_IMAGE_SIDE = 8192
+MAX_BATCH_SIZE = 4096
+MAX_DATASET_SIZE = 10**9
+MAX_EPOCHS = 100_000
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+Scalar = str | int | float | bool | None
+
+
+class Optimizer(BaseModel):
+    """Defaults follow torchvision's detection reference recipe (SGD, lr 0.01 per 8 images, momentum 0.9)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class Scenario(BaseModel):
+    """What to estimate. Fields that change a profile are listed in ``profile_fields``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_type: Literal["detection", "instance"]
+    architecture: str
+    parameters: int | None = Field(None, ge=1)
+    dataset_size: int = Field(ge=1, le=MAX_DATASET_SIZE)
+    batch_size: int = Field(ge=1, le=MAX_BATCH_SIZE)
+    image_size: tuple[Side, Side]
+    application_type: Literal["training", "inference"] = "training"
+    threading: bool = False
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    device: str = "auto"
+    num_classes: int | None = Field(None, ge=2, le=100_000)
+    objects_per_image: int = Field(5, ge=1, le=1000)
+    model_kwargs: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    warmup_iterations: int | None = Field(None, ge=0, le=1000)
+    measure_iterations: int | None = Field(None, ge=2, le=10_000)
+    sample_interval_ms: int = Field(20, ge=1, le=10_000)
+    weights_path: str | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError(f"'{value}' is not a device; allowed: auto, cpu, cuda, cuda:N")
+        return value
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture(cls, value: str, info: ValidationInfo) -> str:
+        if value in TORCHVISION:
+            return value
+        context = info.context or {}
+        if is_custom_factory(value):
+            allowed = context.get("allowed_factories")
+            if allowed is None or value in allowed:
+                return value
+            raise ValueError(
+                f"custom factory '{value}' is not allowed here; allowed: "
+                f"{', '.join(TORCHVISION)}{', ' if allowed else ''}{', '.join(sorted(allowed))}"
+            )
+        raise ValueError(unknown_architecture_message(value))
+
+    @model_validator(mode="after")
+    def _task_matches_architecture(self) -> Scenario:
+        known = TORCHVISION.get(self.architecture)
+        if known is not None and known.task_type != self.task_type:
+            kind = "instance segmentation" if known.task_type == "instance" else "detection"
+            raise ValueError(
+                f"task_type '{self.task_type}' does not suit architecture '{self.architecture}': "
+                f"it is a {kind} model, so task_type must be '{known.task_type}'"
+            )
+        return self
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.dataset_size // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_batches * self.epochs
+
+    def profile_fields(self) -> dict[str, Any]:
+        """Everything a measured profile depends on; dataset_size and epochs only scale results."""
+        return self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters"})
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem: the field path, the bad value and what is allowed."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"]) or "scenario"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(Scenario.model_fields)
+            lines.append(f"{loc}: unknown field; allowed fields: {allowed}")
+        elif item["type"] == "missing":
+            lines.append(f"{loc}: required field is missing")
+        elif "input" in item and not isinstance(item["input"], dict):
+            lines.append(f"{loc}: {message} (got {item['input']!r})")
+        else:
+            lines.append(f"{loc}: {message}")
+    return lines
+
+
+class ScenarioError(ValueError):
+    """Invalid scenario input, already phrased for a person."""
+
+    def __init__(self, problems: list[str], where: str = "") -> None:
+        self.problems = problems
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(prefix + "invalid scenario\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def parse_scenario(data: Any, where: str = "", context: dict[str, Any] | None = None) -> Scenario:
+    if isinstance(data, Scenario):
+        return data
+    try:
+        return Scenario.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ScenarioError(describe_errors(exc), where) from None
