@@ -1,0 +1,122 @@
+"""The ``mlestimate`` command. ``mlestimate serve`` runs the HTTP service (needs the ``service`` extra)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.service.settings import ServiceSettings
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlestimate", description="Estimate what a PyTorch detection model needs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP estimation service",
+        description="Run the HTTP estimation service. Options not given are read from MLESTIMATE_* variables.",
+    )
+    serve.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default {DEFAULT_PORT})")
+    serve.add_argument("--device", help="auto, cpu, cuda or cuda:N: where profiles run (MLESTIMATE_DEVICE)")
+    serve.add_argument(
+        "--api-key",
+        help="require this key on every /api/v1 route (MLESTIMATE_API_KEY; prefer the variable: "
+        "arguments are visible to other users of the machine)",
+    )
+    serve.add_argument(
+        "--allow-factory",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a custom model factory requests may name; repeat for several (MLESTIMATE_ALLOW_FACTORIES)",
+    )
+    serve.add_argument("--queue-size", type=int, help="profiles that may wait per device (MLESTIMATE_QUEUE_SIZE)")
+    serve.add_argument(
+        "--profile-timeout", type=float, help="seconds before a profile is stopped (MLESTIMATE_PROFILE_TIMEOUT)"
+    )
+    serve.add_argument("--max-batch-size", type=int, help="largest batch_size accepted (MLESTIMATE_MAX_BATCH_SIZE)")
+    serve.add_argument("--max-image-side", type=int, help="largest image side accepted (MLESTIMATE_MAX_IMAGE_SIDE)")
+    serve.add_argument(
+        "--weights-dir", type=Path, help="directory requests' weights_path may name files in (MLESTIMATE_WEIGHTS_DIR)"
+    )
+    serve.add_argument(
+        "--profile-cpus",
+        metavar="LIST",
+        help="CPUs (e.g. 1 or 2-3) kept for profiling, the rest serve requests (MLESTIMATE_PROFILE_CPUS)",
+    )
+    serve.add_argument("--cache-dir", type=Path, help="where measured profiles are kept (MLESTIMATE_CACHE_DIR)")
+    serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+    serve.set_defaults(run=serve_command)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
+    from pytest_mlestimate.service.settings import ServiceSettings, SettingsError, parse_cpus
+
+    try:
+        cpus = parse_cpus(args.profile_cpus) if args.profile_cpus else None
+    except ValueError:
+        raise SettingsError(f"--profile-cpus {args.profile_cpus!r} is not a CPU list such as 1 or 2-3") from None
+
+    base = ServiceSettings.from_env(
+        device=args.device,
+        api_key=args.api_key,
+        queue_size=args.queue_size,
+        profile_timeout=args.profile_timeout,
+        max_batch_size=args.max_batch_size,
+        max_image_side=args.max_image_side,
+        weights_dir=args.weights_dir,
+        profile_cpus=cpus,
+    )
+    if not args.allow_factory:
+        return base
+    from dataclasses import replace
+
+    return replace(base, allowed_factories=base.allowed_factories | frozenset(args.allow_factory))
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from pytest_mlestimate.service.settings import SettingsError
+
+    try:
+        import uvicorn
+
+        from pytest_mlestimate.service.app import create_app
+    except ImportError as exc:
+        print(f"mlestimate serve needs the service extra: pip install 'pytest-mlestimate[service]' ({exc})")
+        return 2
+    if args.cache_dir is not None:
+        os.environ["MLESTIMATE_CACHE_DIR"] = str(args.cache_dir)  # the engine's own setting, for its cache
+    try:
+        settings = settings_from_args(args)
+    except SettingsError as exc:
+        print(f"mlestimate serve: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+        workers=1,  # one process: the queue that keeps profiles apart lives in it
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""What each endpoint answers: the documented figures of an estimate, or why there is none."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ProfileCrashError, ProfileTimeoutError
+from pytest_mlestimate.result import Estimate
+from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.service.jobs import Answer
+from pytest_mlestimate.service.profile_queue import Measured
+from pytest_mlestimate.service.validation import InvalidRequest, problem
+
+log = logging.getLogger("pytest_mlestimate.service")
+
+FIGURES = {
+    "estimate-resource": "resource",
+    "estimate-training-time": "training_time",
+    "estimate-inference-time": "inference_time",
+}
+"""Endpoint -> the part of ``Estimate.to_dict()`` whose keys it puts at the top level of its body."""
+
+
+def check_endpoint(endpoint: str, scenario: Scenario) -> None:
+    if endpoint == "estimate-training-time" and scenario.application_type != "training":
+        raise InvalidRequest(
+            [
+                problem(
+                    "application_type",
+                    f"{endpoint} needs 'training' (got '{scenario.application_type}'); allowed: training",
+                )
+            ]
+        )
+
+
+def figures(endpoint: str, scenario: Scenario, measured: Measured) -> Answer:
+    profile, cache = measured
+    result = Estimate(scenario, profile, cache=cache).to_dict()
+    chosen: dict[str, Any] = result[FIGURES[endpoint]]
+    units = {name: unit for name, unit in result["units"].items() if name in chosen}
+    return 200, {**chosen, "units": units, "details": result["details"], "warnings": result["warnings"]}
+
+
+def failure(exc: BaseException) -> Answer:
+    """A profile that could not be made, as an answer; anything unforeseen is logged under an id."""
+    if isinstance(exc, InvalidRequest):
+        return 422, {"detail": exc.problems}
+    if isinstance(exc, DeviceUnavailableError):
+        return 422, {"detail": [problem("device", str(exc))]}
+    if isinstance(exc, ModelBuildError):
+        return 422, {"detail": [problem("", str(exc))]}
+    if isinstance(exc, ProfileTimeoutError):
+        return 504, {"detail": str(exc)}
+    error_id = uuid.uuid4().hex[:12]
+    if isinstance(exc, ProfileCrashError):
+        log.error("error %s: %s", error_id, exc)
+        summary = str(exc).splitlines()[0]
+        return 500, {"detail": f"{summary} (error id {error_id})", "error_id": error_id}
+    log.error("error %s: internal error", error_id, exc_info=exc)
+    return 500, {"detail": f"internal error (error id {error_id}, also in the server log)", "error_id": error_id}

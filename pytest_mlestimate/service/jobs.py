@@ -1,0 +1,65 @@
+"""Asynchronous estimates: a job that a client polls instead of holding its request open."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from pytest_mlestimate.service.profile_queue import Measured
+
+Answer = tuple[int, dict[str, Any]]
+"""An HTTP status and its body."""
+
+
+@dataclass
+class Job:
+    id: str
+    endpoint: str
+    future: Future[Measured]
+    answer: Callable[[Measured], Answer]
+    """Turns the profile into the endpoint's answer for this job's scenario."""
+    fail: Callable[[BaseException], Answer]
+    created: float = field(default_factory=time.time)
+
+    def describe(self) -> dict[str, Any]:
+        state = {"id": self.id, "endpoint": self.endpoint, "created": self.created}
+        if not self.future.done():
+            return {**state, "status": "running" if self.future.running() else "queued"}
+        error = self.future.exception()
+        status, body = self.fail(error) if error is not None else self.answer(self.future.result())
+        outcome = "done" if status == 200 else "failed"
+        return {**state, "status": outcome, "http_status": status, "result" if status == 200 else "error": body}
+
+
+class JobBoard:
+    """The jobs this process knows, newest last; past ``limit`` the oldest finished ones are forgotten."""
+
+    def __init__(self, limit: int) -> None:
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        endpoint: str,
+        future: Future[Measured],
+        answer: Callable[[Measured], Answer],
+        fail: Callable[[BaseException], Answer],
+    ) -> Job:
+        job = Job(secrets.token_urlsafe(12), endpoint, future, answer, fail)
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = [j.id for j in self._jobs.values() if j.future.done()]
+            for stale in finished[: max(0, len(self._jobs) - self._limit)]:
+                del self._jobs[stale]
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            return self._jobs.get(job_id)

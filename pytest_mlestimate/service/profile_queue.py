@@ -1,0 +1,148 @@
+"""The profile queue: one profile at a time per device, one profile per configuration.
+
+Each device has a lane: a thread that measures the profiles queued for it, in order, so two
+configurations never share a device while measured. Requests for a configuration already queued or
+being measured wait for that profile instead of queueing another (single flight). A lane holds at
+most ``max_waiting`` profiles not yet started; one more raises ``QueueFull``.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import math
+import os
+import queue
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.service.store import ProfileStore
+
+Measured = tuple[Profile, dict[str, Any]]
+"""A profile and the engine's cache record for it."""
+Measure = Callable[[Scenario], Measured]
+
+DEFAULT_RETRY_AFTER = 30
+
+
+class QueueFull(Exception):
+    def __init__(self, device: str, waiting: int, retry_after: int) -> None:
+        super().__init__(f"{waiting} profiles already wait for {device}; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def lane_for(device: str, auto: str) -> str:
+    """The physical device a scenario's ``device`` names: 'auto' is the service's, 'cuda' is 'cuda:0'."""
+    if device == "auto":
+        device = auto
+    return "cuda:0" if device == "cuda" else device
+
+
+class _Lane:
+    def __init__(self, device: str, cpus: frozenset[int]) -> None:
+        self.device = device
+        self.cpus = cpus
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.waiting = 0
+        self.running: str | None = None
+        self.thread = threading.Thread(target=self._work, name=f"profile-{device}", daemon=True)
+        self.thread.start()
+
+    def _work(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only; the profiling child inherits it
+        while True:
+            self.jobs.get()()
+
+
+class ProfileQueue:
+    def __init__(
+        self,
+        measure: Measure,
+        store: ProfileStore,
+        *,
+        auto_device: str,
+        max_waiting: int,
+        profile_cpus: frozenset[int] = frozenset(),
+    ) -> None:
+        self._measure = measure
+        self._store = store
+        self._auto = auto_device
+        self._max_waiting = max_waiting
+        self._cpus = profile_cpus
+        self._lanes: dict[str, _Lane] = {}
+        self._in_flight: dict[str, Future[Measured]] = {}
+        self._durations: collections.deque[float] = collections.deque(maxlen=20)
+        self._lock = threading.Lock()
+        self.measured = 0
+        """Profiles this queue has measured (or handed to the engine to measure)."""
+
+    def submit(self, scenario: Scenario, key: str) -> Future[Measured]:
+        """The future profile of ``key``: the one already on its way, or a newly queued one."""
+        with self._lock:
+            shared = self._in_flight.get(key)
+            if shared is not None:
+                return shared
+            future: Future[Measured] = Future()
+            known = self._store.recent(key)  # finished between the caller's look-up and now
+            if known is not None:
+                future.set_result((known, self._store.cache_info(key)))
+                return future
+            lane = self._lane(lane_for(scenario.device, self._auto))
+            if lane.waiting >= self._max_waiting:
+                raise QueueFull(lane.device, lane.waiting, self._retry_after(lane.waiting + 1))
+            lane.waiting += 1
+            self._in_flight[key] = future
+        lane.jobs.put(lambda: self._run(lane, key, scenario, future))
+        return future
+
+    def _run(self, lane: _Lane, key: str, scenario: Scenario, future: Future[Measured]) -> None:
+        with self._lock:
+            lane.waiting -= 1
+            lane.running = key
+        started = time.monotonic()
+        try:
+            if future.set_running_or_notify_cancel():
+                with self._lock:
+                    self.measured += 1
+                try:
+                    profile, cache = self._measure(scenario)
+                except BaseException as exc:
+                    future.set_exception(exc)
+                else:
+                    self._store.remember(key, profile)  # before leaving the in-flight table: no gap
+                    future.set_result((profile, cache))
+        finally:
+            with self._lock:
+                self._durations.append(time.monotonic() - started)
+                lane.running = None
+                with contextlib.suppress(KeyError):
+                    del self._in_flight[key]
+
+    def _lane(self, device: str) -> _Lane:
+        lane = self._lanes.get(device)
+        if lane is None:
+            lane = self._lanes[device] = _Lane(device, self._cpus)
+        return lane
+
+    def _retry_after(self, ahead: int) -> int:
+        if not self._durations:
+            return DEFAULT_RETRY_AFTER
+        return max(1, math.ceil(statistics.fmean(self._durations) * ahead))
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {
+                device: {"waiting": lane.waiting, "measuring": lane.running is not None, "capacity": self._max_waiting}
+                for device, lane in self._lanes.items()
+            }
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(lane.waiting for lane in self._lanes.values())

@@ -1,0 +1,133 @@
+"""The HTTP routes: thin over the engine, the profile queue and the job board."""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.environment import gpu_inventory, host_fingerprint
+from pytest_mlestimate.scenario import MAX_DATASET_SIZE
+from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
+from pytest_mlestimate.service.auth import require_api_key
+from pytest_mlestimate.service.profile_queue import Measured, QueueFull
+from pytest_mlestimate.service.state import EstimationService
+from pytest_mlestimate.service.validation import scenario_from_body
+
+SCENARIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scenario"}}},
+    }
+}
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    202: {"description": "With ?async=true: the job was accepted; poll the URL in Location"},
+    401: {"description": "An API key is required and was missing or wrong"},
+    422: {"description": "Invalid scenario: each problem names the field, the value and what is allowed"},
+    500: {"description": "Internal error: the body carries an error id that is also in the server log"},
+    503: {"description": "The profile queue for this device is full; retry after Retry-After seconds"},
+    504: {"description": "The profile ran past the service's time limit and was stopped"},
+}
+
+ASYNC = Query(False, alias="async", description="Answer 202 at once with a job URL to poll instead of waiting")
+
+api = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
+public = APIRouter()
+
+
+def _service(request: Request) -> EstimationService:
+    return request.app.state.service
+
+
+async def _estimate(request: Request, endpoint: str, run_async: bool) -> Response:
+    service = _service(request)
+    try:
+        scenario = scenario_from_body(await request.body(), service.settings)
+        check_endpoint(endpoint, scenario)
+        key = service.store.known_key(scenario)
+        profile = service.store.recent(key) if key else None
+        if key is None or profile is None:
+            key, profile = await run_in_threadpool(service.find, scenario)
+        answer = partial(figures, endpoint, scenario)
+        if profile is not None:
+            future: Future[Measured] = Future()
+            future.set_result((profile, service.store.cache_info(key)))
+        else:
+            future = service.queue.submit(scenario, key)
+        if run_async:
+            job = service.jobs.add(endpoint, future, answer, failure)
+            url = str(request.url_for("job", job_id=job.id).path)
+            return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
+        status, body = answer(future.result() if future.done() else await asyncio.shield(asyncio.wrap_future(future)))
+    except QueueFull as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+    except Exception as exc:
+        status, body = failure(exc)
+    return JSONResponse(body, status_code=status)
+
+
+@api.post("/estimate-resource", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Resource use of one step")
+async def estimate_resource(request: Request, run_async: bool = ASYNC) -> Response:
+    """Peak GPU and RAM memory, peak GPU and CPU utilisation, forward and backward batch time, and the
+    memory in use before training, for the scenario's application_type."""
+    return await _estimate(request, "estimate-resource", run_async)
+
+
+@api.post("/estimate-training-time", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Total training time")
+async def estimate_training_time(request: Request, run_async: bool = ASYNC) -> Response:
+    """Total Training Time for dataset_size images over the scenario's epochs (application_type training)."""
+    return await _estimate(request, "estimate-training-time", run_async)
+
+
+@api.post("/estimate-inference-time", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Inference time")
+async def estimate_inference_time(request: Request, run_async: bool = ASYNC) -> Response:
+    """Inference time of one image and of one batch of batch_size images."""
+    return await _estimate(request, "estimate-inference-time", run_async)
+
+
+@api.get("/jobs/{job_id}", name="job", summary="An asynchronous estimate's state, and its answer once done")
+async def job(request: Request, job_id: str) -> dict[str, Any]:
+    found = _service(request).jobs.get(job_id)
+    if found is None:
+        raise HTTPException(404, f"no job '{job_id}' here (jobs live in memory and are forgotten on restart)")
+    return found.describe()
+
+
+@api.get("/environment", summary="What this service measures on, and what it accepts")
+async def environment(request: Request) -> dict[str, Any]:
+    service = _service(request)
+    settings = service.settings
+    gpus, driver, reason = gpu_inventory()
+    return {
+        "device": settings.device,
+        "auto_device": service.auto_device,
+        "gpus": list(gpus),
+        "gpu_driver": driver,
+        "gpu_unavailable": reason,
+        "versions": host_fingerprint(),
+        "architectures": {name: arch.task_type for name, arch in TORCHVISION.items()}
+        | {name: "custom" for name in sorted(settings.allowed_factories)},
+        "endpoints": {f"/api/v1/{name}": part for name, part in FIGURES.items()},
+        "limits": {
+            "batch_size": settings.max_batch_size,
+            "image_side": settings.max_image_side,
+            "dataset_size": MAX_DATASET_SIZE,
+            "profile_timeout_seconds": settings.profile_timeout,
+            "weights_files": settings.weights_dir is not None,
+        },
+        "queue": service.queue.snapshot(),
+        "profiles_in_memory": len(service.store),
+        "api_key_required": settings.api_key is not None,
+    }
+
+
+@public.get("/healthz", summary="Liveness")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}

@@ -1,0 +1,119 @@
+"""What the operator decides when starting the service, from the command line or ``MLESTIMATE_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pytest_mlestimate.architectures import is_custom_factory
+from pytest_mlestimate.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+
+ENVIRONMENT = {
+    "device": "MLESTIMATE_DEVICE",
+    "api_key": "MLESTIMATE_API_KEY",
+    "allowed_factories": "MLESTIMATE_ALLOW_FACTORIES",
+    "queue_size": "MLESTIMATE_QUEUE_SIZE",
+    "profile_timeout": "MLESTIMATE_PROFILE_TIMEOUT",
+    "max_batch_size": "MLESTIMATE_MAX_BATCH_SIZE",
+    "max_image_side": "MLESTIMATE_MAX_IMAGE_SIDE",
+    "weights_dir": "MLESTIMATE_WEIGHTS_DIR",
+    "profile_cpus": "MLESTIMATE_PROFILE_CPUS",
+}
+"""Setting -> the environment variable that sets it (the cache directory is the engine's MLESTIMATE_CACHE_DIR)."""
+
+
+class SettingsError(ValueError):
+    """A setting the service cannot start with; the message names the setting and what is allowed."""
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    device: str = "auto"
+    """Where profiles run. Not 'auto': requests saying 'auto' are measured there and others are refused."""
+    api_key: str | None = None
+    allowed_factories: frozenset[str] = frozenset()
+    """Custom ``package.module:function`` models requests may name, besides torchvision's builders."""
+    queue_size: int = 8
+    """Distinct profiles that may wait per device; one more is answered 503."""
+    profile_timeout: float = 600.0
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_image_side: int = MAX_IMAGE_SIDE
+    weights_dir: Path | None = None
+    """Requests may name a ``weights_path`` inside this directory only; without it, none at all."""
+    profile_cpus: frozenset[int] = field(default_factory=frozenset)
+    """CPUs kept for profiling (and kept free of serving), so that CPU figures do not depend on traffic."""
+    job_limit: int = 1000
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _DEVICE.match(self.device):
+            problems.append(f"device '{self.device}' is not a device; allowed: auto, cpu, cuda, cuda:N")
+        for name in sorted(self.allowed_factories):
+            if not is_custom_factory(name):
+                problems.append(f"allowed factory '{name}' is not of the form 'package.module:function'")
+        if self.api_key is not None and not self.api_key:
+            problems.append("api_key is empty; leave it unset for an open service")
+        for name, value, highest in (
+            ("max_batch_size", self.max_batch_size, MAX_BATCH_SIZE),
+            ("max_image_side", self.max_image_side, MAX_IMAGE_SIDE),
+        ):
+            if not 1 <= value <= highest:
+                problems.append(f"{name} {value} is out of range; allowed: 1 to {highest}")
+        if self.queue_size < 0:
+            problems.append(f"queue_size {self.queue_size} is negative")
+        if self.profile_timeout <= 0:
+            problems.append(f"profile_timeout {self.profile_timeout:g} must be positive (seconds)")
+        if self.profile_cpus:
+            available = os.sched_getaffinity(0)
+            if not self.profile_cpus < available:
+                problems.append(
+                    f"profile_cpus {sorted(self.profile_cpus)} must be some, not all, of this process's CPUs "
+                    f"{sorted(available)}: the rest serve requests"
+                )
+        if problems:
+            raise SettingsError("; ".join(problems))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServiceSettings:
+        """Settings from ``MLESTIMATE_*`` variables; keyword arguments that are not None win over them."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, variable in ENVIRONMENT.items():
+            raw = environ.get(variable)
+            if raw is not None and raw.strip():
+                values[name] = _parse(name, variable, raw.strip())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values) if values else cls()
+
+
+def parse_cpus(text: str) -> frozenset[int]:
+    """'1', '2,3' or '2-5' (the taskset list format)."""
+    cpus: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        low, _, high = part.partition("-")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return frozenset(cpus)
+
+
+def _parse(name: str, variable: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(ServiceSettings)}[name]
+    try:
+        if name == "allowed_factories":
+            return frozenset(filter(None, re.split(r"[,\s]+", raw)))
+        if name == "profile_cpus":
+            return parse_cpus(raw)
+        if name == "weights_dir":
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"{variable}={raw!r} is not a valid {name.replace('_', ' ')}") from None
+    return raw

@@ -1,0 +1,60 @@
+"""The parts of one running service, built once from its settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.cache import ProfileCache
+from pytest_mlestimate.environment import gpu_inventory
+from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.service.jobs import JobBoard
+from pytest_mlestimate.service.profile_queue import Measure, Measured, ProfileQueue
+from pytest_mlestimate.service.settings import ServiceSettings
+from pytest_mlestimate.service.store import ProfileStore
+
+
+def engine_measure(store: ProfileStore, timeout: float) -> Measure:
+    """Profiles measured by the engine in a child process, which a timeout stops; results go to its cache."""
+
+    def measure(scenario: Scenario) -> Measured:
+        result = estimate(scenario, isolate=True, timeout=timeout, cache_path=store.path)
+        return result.profile, result.cache
+
+    return measure
+
+
+def auto_device(settings: ServiceSettings) -> str:
+    """What 'auto' means here, read without importing torch: the operator's device, else a visible GPU."""
+    if settings.device != "auto":
+        return settings.device
+    gpus, _driver, _reason = gpu_inventory()
+    return "cuda:0" if gpus else "cpu"
+
+
+@dataclass
+class EstimationService:
+    settings: ServiceSettings
+    store: ProfileStore
+    queue: ProfileQueue
+    jobs: JobBoard
+    auto_device: str
+
+    @classmethod
+    def build(cls, settings: ServiceSettings, measure: Measure | None = None) -> EstimationService:
+        store = ProfileStore(ProfileCache().path)
+        device = auto_device(settings)
+        queue = ProfileQueue(
+            measure or engine_measure(store, settings.profile_timeout),
+            store,
+            auto_device=device,
+            max_waiting=settings.queue_size,
+            profile_cpus=settings.profile_cpus,
+        )
+        return cls(settings, store, queue, JobBoard(settings.job_limit), device)
+
+    def find(self, scenario: Scenario) -> tuple[str, Profile | None]:
+        """The profile key and, if measured before, the profile (blocking: may read sqlite)."""
+        key = self.store.key(scenario)
+        return key, self.store.lookup(key)

@@ -1,0 +1,87 @@
+"""Measured profiles as the service reads them: recent ones from memory, the rest from the engine's cache.
+
+A hot request must not pay for sqlite or for the profile key's environment fingerprint on every call, so
+both the key and the profile are remembered. The key is remembered only where it is a pure function of
+the scenario's fields (a torchvision architecture, no weights file): a custom model's key also covers its
+source file, which is re-read each time so that an edited model is measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import TypeVar
+
+from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.cache import ProfileCache, profile_key
+from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.scenario import Scenario
+
+_V = TypeVar("_V")
+
+
+class _Recent(OrderedDict[str, _V]):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def remember(self, key: str, value: _V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class ProfileStore:
+    def __init__(self, path: Path, capacity: int = 1024) -> None:
+        self.path = path
+        self._keys = _Recent[str](capacity)
+        self._profiles = _Recent[Profile](capacity)
+        self._lock = threading.Lock()
+
+    def cache_info(self, key: str) -> dict[str, object]:
+        return {"hit": True, "key": key, "path": str(self.path)}
+
+    def known_key(self, scenario: Scenario) -> str | None:
+        """The profile key if it was computed before and cannot have changed since."""
+        with self._lock:
+            return self._keys.get(_fields(scenario))
+
+    def key(self, scenario: Scenario) -> str:
+        found = self.known_key(scenario)
+        if found is not None:
+            return found
+        key = profile_key(scenario)
+        if scenario.architecture in TORCHVISION and scenario.weights_path is None:
+            with self._lock:
+                self._keys.remember(_fields(scenario), key)
+        return key
+
+    def recent(self, key: str) -> Profile | None:
+        with self._lock:
+            found = self._profiles.get(key)
+            if found is not None:
+                self._profiles.move_to_end(key)
+            return found
+
+    def remember(self, key: str, profile: Profile) -> None:
+        with self._lock:
+            self._profiles.remember(key, profile)
+
+    def lookup(self, key: str) -> Profile | None:
+        """Memory, then the persistent cache (blocking: sqlite)."""
+        found = self.recent(key)
+        if found is None:
+            found = ProfileCache(self.path).get(key)
+            if found is not None:
+                self.remember(key, found)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._profiles)
+
+
+def _fields(scenario: Scenario) -> str:
+    return json.dumps(scenario.profile_fields(), sort_keys=True)
