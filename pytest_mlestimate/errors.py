@@ -11,6 +11,10 @@ class ModelBuildError(EstimateError):
     """The model could not be built or its weights did not load."""
 
 
+class ModelRunError(EstimateError):
+    """The model raised while it was being trained or run (e.g. a shape its layers cannot take)."""
+
+
 class DeviceUnavailableError(EstimateError):
     """The scenario asks for a device this machine does not have (a reason to skip, not to fail)."""
 
@@ -24,5 +28,6 @@ class ProfileCrashError(EstimateError):
 
 
 ERROR_TYPES: dict[str, type[EstimateError]] = {
-    cls.__name__: cls for cls in (ModelBuildError, DeviceUnavailableError, ProfileTimeoutError, ProfileCrashError)
+    cls.__name__: cls
+    for cls in (ModelBuildError, ModelRunError, DeviceUnavailableError, ProfileTimeoutError, ProfileCrashError)
 }

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pytest_mlestimate.environment import torch_fingerprint
-from pytest_mlestimate.errors import DeviceUnavailableError
+from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError, ModelRunError
 from pytest_mlestimate.models import (
     build_model,
     effective_input_size,
@@ -231,6 +231,14 @@ def profile_scenario(
             f"does not fit: batch {scenario.batch_size} at {scenario.image_size[0]}x{scenario.image_size[1]} "
             f"on {profile.device_name} needs more than {total / 2**30:.1f} GiB"
         )
+    except EstimateError:
+        raise
+    except Exception as exc:
+        raise ModelRunError(
+            f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
+            f"{scenario.image_size[1]} failed while profiling {scenario.application_type}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     finally:
         del session
         with contextlib.suppress(NameError):

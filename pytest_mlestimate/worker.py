@@ -15,14 +15,14 @@ from pathlib import Path
 def main(argv: list[str]) -> int:
     out = Path(argv[1])
     try:
-        from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError
+        from pytest_mlestimate.errors import EstimateError
         from pytest_mlestimate.profiler import profile_scenario
         from pytest_mlestimate.scenario import Scenario
 
         scenario = Scenario.model_validate_json(sys.stdin.read())
         try:
             profile = profile_scenario(scenario, isolated=True)
-        except (ModelBuildError, DeviceUnavailableError) as exc:
+        except EstimateError as exc:
             out.write_text(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
             return 0
         out.write_text(json.dumps({"profile": profile.model_dump(mode="json")}))

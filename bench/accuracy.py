@@ -1,0 +1,103 @@
+"""Accuracy of the estimate against a real training run of the same configuration.
+
+For each configuration: estimate it (fresh child process, no cache), then run a plain training loop of
+all its batches in another fresh process (bench/reference_loop.py) and print the relative error of
+Total Training Time and Peak RAM Memory (and Peak GPU Memory on a GPU).
+
+    python bench/accuracy.py                 # CPU configurations
+    python bench/accuracy.py --device cuda   # GPU configurations, >= 300 iterations each
+    python bench/accuracy.py --only ssdlite  # configurations whose name contains 'ssdlite'
+
+Bars: CPU within 10 % (time) and 15 % (RAM) for at least three architectures; GPU within 5 % (time)
+and 2 % (peak GPU memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.scenario import Scenario
+
+HERE = Path(__file__).parent
+SMALL = {"min_size": 128, "max_size": 128}
+
+CPU = [
+    ("ssdlite320_mobilenet_v3_large", 2, (320, 320), 80, {}),
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", 2, (320, 320), 40, {}),
+    ("retinanet_resnet50_fpn", 1, (128, 128), 40, SMALL),
+    ("fcos_resnet50_fpn", 2, (160, 160), 40, {"min_size": 160, "max_size": 160}),
+]
+GPU_512 = {"min_size": 512, "max_size": 512}
+GPU = [
+    ("fasterrcnn_resnet50_fpn", 4, (512, 512), 1200, GPU_512),
+    ("maskrcnn_resnet50_fpn", 2, (512, 512), 600, GPU_512),
+    ("retinanet_resnet50_fpn", 4, (512, 512), 1200, GPU_512),
+    ("ssdlite320_mobilenet_v3_large", 16, (320, 320), 4800, {}),
+]
+BARS = {"cpu": {"time": 0.10, "ram": 0.15}, "cuda": {"time": 0.05, "gpu": 0.02}}
+
+
+def relative(estimated: float | None, real: float | None) -> float | None:
+    if estimated is None or not real:
+        return None
+    return (estimated - real) / real
+
+
+def run_one(arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str) -> dict:
+    task = "instance" if arch.startswith("mask") else "detection"
+    scenario = Scenario(
+        task_type=task, architecture=arch, dataset_size=dataset, batch_size=batch, image_size=size,
+        model_kwargs=kwargs, device=device,
+    )
+    result = estimate(scenario, cache=False).to_dict()
+    reference = subprocess.run(
+        [sys.executable, str(HERE / "reference_loop.py"), scenario.model_dump_json(), str(scenario.total_steps)],
+        capture_output=True, text=True, check=True,
+    )
+    real = json.loads(reference.stdout.strip().splitlines()[-1])
+    return {
+        "architecture": arch,
+        "batch": batch,
+        "steps": scenario.total_steps,
+        "time": (result["training_time"]["Total Training Time"], real["seconds"]),
+        "ram": (result["resource"]["Peak RAM Memory"], real["peak_rss"]),
+        "gpu": (result["resource"]["Peak GPU Memory"], real["peak_gpu_process"]),
+        "profile_seconds": result["details"]["profile_seconds"],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    configs = [c for c in (GPU if args.device == "cuda" else CPU) if args.only in c[0]]
+    bars = BARS[args.device]
+    failures = 0
+    print(f"{'architecture':40} {'steps':>5} {'est s':>8} {'real s':>8} {'time err':>8} "
+          f"{'est RAM':>8} {'real RAM':>8} {'RAM err':>8} {'GPU err':>8}")
+    for config in configs:
+        row = run_one(*config, device=args.device)
+        errors = {k: relative(*row[k]) for k in ("time", "ram", "gpu")}
+        ok = all(errors[k] is not None and abs(errors[k]) <= limit for k, limit in bars.items())
+        failures += not ok
+        gib = 2**30
+        gpu = "-" if errors["gpu"] is None else f"{errors['gpu']:+.1%}"
+        print(
+            f"{row['architecture']:40} {row['steps']:>5} {row['time'][0]:8.2f} {row['time'][1]:8.2f} "
+            f"{errors['time']:+8.1%} {row['ram'][0] / gib:7.2f}G {row['ram'][1] / gib:7.2f}G {errors['ram']:+8.1%} "
+            f"{gpu:>8}  {'ok' if ok else 'OVER BAR'} (profile took {row['profile_seconds']:.1f} s)",
+            flush=True,
+        )
+    print(f"{len(configs) - failures}/{len(configs)} configurations within the bars {bars}")
+    return 0 if failures == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
