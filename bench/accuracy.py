@@ -52,13 +52,20 @@ def relative(estimated: float | None, real: float | None) -> float | None:
 def run_one(arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str) -> dict:
     task = "instance" if arch.startswith("mask") else "detection"
     scenario = Scenario(
-        task_type=task, architecture=arch, dataset_size=dataset, batch_size=batch, image_size=size,
-        model_kwargs=kwargs, device=device,
+        task_type=task,
+        architecture=arch,
+        dataset_size=dataset,
+        batch_size=batch,
+        image_size=size,
+        model_kwargs=kwargs,
+        device=device,
     )
     result = estimate(scenario, cache=False).to_dict()
     reference = subprocess.run(
         [sys.executable, str(HERE / "reference_loop.py"), scenario.model_dump_json(), str(scenario.total_steps)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     real = json.loads(reference.stdout.strip().splitlines()[-1])
     return {
@@ -80,8 +87,10 @@ def main() -> int:
     configs = [c for c in (GPU if args.device == "cuda" else CPU) if args.only in c[0]]
     bars = BARS[args.device]
     failures = 0
-    print(f"{'architecture':40} {'steps':>5} {'est s':>8} {'real s':>8} {'time err':>8} "
-          f"{'est RAM':>8} {'real RAM':>8} {'RAM err':>8} {'GPU err':>8}")
+    print(
+        f"{'architecture':40} {'steps':>5} {'est s':>8} {'real s':>8} {'time err':>8} "
+        f"{'est RAM':>8} {'real RAM':>8} {'RAM err':>8} {'GPU err':>8}"
+    )
     for config in configs:
         row = run_one(*config, device=args.device)
         errors = {k: relative(*row[k]) for k in ("time", "ram", "gpu")}

@@ -44,7 +44,10 @@ def main() -> None:
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes(scenario), **scenario.model_kwargs)
     model.to(device).train()
     images, targets = make_batch(
-        scenario.batch_size, scenario.image_size, scenario.objects_per_image, num_classes(scenario),
+        scenario.batch_size,
+        scenario.image_size,
+        scenario.objects_per_image,
+        num_classes(scenario),
         target_kind(scenario),
     )
     images = [i.to(device) for i in images]

@@ -4,6 +4,7 @@ custom ``package.module:factory``; optional weights from a local file."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 import torch
@@ -28,12 +29,52 @@ def num_classes(scenario: Scenario) -> int:
     return known.default_num_classes if known else 91
 
 
+_MODEL_CLASSES = {
+    "Faster R-CNN": ("faster_rcnn", "FasterRCNN"),
+    "Mask R-CNN": ("mask_rcnn", "MaskRCNN"),
+    "Keypoint R-CNN": ("keypoint_rcnn", "KeypointRCNN"),
+    "RetinaNet": ("retinanet", "RetinaNet"),
+    "FCOS": ("fcos", "FCOS"),
+    "SSD": ("ssd", "SSD"),
+    "SSDlite": ("ssd", "SSD"),
+}
+
+
+def _named_parameters(function: Any) -> set[str]:
+    return {
+        name
+        for name, parameter in inspect.signature(function).parameters.items()
+        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name != "self"
+    }
+
+
+def accepted_model_kwargs(architecture: str) -> set[str]:
+    """What a torchvision builder really uses: its own parameters, its model class's and the transform's.
+
+    Some builders swallow unknown keywords silently, so a misspelt ``min_sise`` would change nothing.
+    """
+    from torchvision.models import detection
+    from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+    module, name = _MODEL_CLASSES[TORCHVISION[architecture].family]
+    model_class = getattr(importlib.import_module(f"torchvision.models.detection.{module}"), name)
+    accepted = _named_parameters(getattr(detection, architecture)) | _named_parameters(model_class.__init__)
+    accepted |= _named_parameters(GeneralizedRCNNTransform.__init__)
+    return accepted - {"weights", "weights_backbone", "progress", "backbone", "self"}
+
+
 def build_model(scenario: Scenario) -> nn.Module:
     kwargs: dict[str, Any] = dict(scenario.model_kwargs)
     if scenario.architecture in TORCHVISION:
         from torchvision.models import detection
 
         builder = getattr(detection, scenario.architecture)
+        unknown = sorted(set(kwargs) - accepted_model_kwargs(scenario.architecture))
+        if unknown:
+            raise ModelBuildError(
+                f"model_kwargs {', '.join(unknown)} not accepted by {scenario.architecture}; allowed: "
+                f"{', '.join(sorted(accepted_model_kwargs(scenario.architecture)))}"
+            )
         kwargs.setdefault("num_classes", num_classes(scenario))
         try:
             model = builder(weights=None, weights_backbone=None, **kwargs)

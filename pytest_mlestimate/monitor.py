@@ -105,6 +105,7 @@ class _Peaks:
     gpu_util: float | None = None
     samples: int = 0
     cpu_mark: tuple[float, float] = (0.0, 0.0)
+    phase_start: tuple[float, float] = (0.0, 0.0)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -181,7 +182,8 @@ class ResourceMonitor:
 
             torch.cuda.synchronize(self.cuda_index)
             torch.cuda.reset_peak_memory_stats(self.cuda_index)
-        self._peaks = _Peaks(cpu_mark=(time.perf_counter(), self.tree.cpu_seconds()))
+        start = (time.perf_counter(), self.tree.cpu_seconds())
+        self._peaks = _Peaks(cpu_mark=start, phase_start=start)
         self._sample()
         if self.threaded:
             self._stop.clear()
@@ -195,6 +197,9 @@ class ResourceMonitor:
             self._thread = None
         self._sample()
         peaks = self._peaks
+        if peaks.cpu is None:  # a phase shorter than one CPU window: its average is the best figure there is
+            wall = time.perf_counter() - peaks.phase_start[0]
+            peaks.cpu = 100.0 * (self.tree.cpu_seconds() - peaks.phase_start[1]) / wall if wall > 0 else None
         result = PhasePeaks(peak_rss=peaks.rss, peak_cpu_percent=peaks.cpu, samples=peaks.samples)
         if self.cuda_index is not None:
             import torch
