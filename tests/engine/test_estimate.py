@@ -66,16 +66,16 @@ def test_child_process_profile_is_cached_and_scaled_without_remeasuring() -> Non
 
 
 def test_errors_from_the_child_keep_their_kind_and_message() -> None:
-    with pytest.raises(ModelBuildError, match="model_kwargs min_sise not accepted by .* allowed: .*min_size"):
+    with pytest.raises(ModelBuildError, match=r"model_kwargs min_sise not accepted by .* allowed: .*min_size"):
         estimate({**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "model_kwargs": {"min_sise": 1}})
-    with pytest.raises(ModelBuildError, match="cannot load custom factory 'nowhere.models:build'"):
+    with pytest.raises(ModelBuildError, match=r"cannot load custom factory 'nowhere.models:build'"):
         estimate({**TINY, "architecture": "nowhere.models:build"})
     with pytest.raises(ModelRunError, match="ssdlite320_mobilenet_v3_large at batch 1"):
         estimate({**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "batch_size": 1}, isolate=False)
 
 
 def test_timeout_stops_the_profile_and_says_so() -> None:
-    with pytest.raises(EstimateError, match="ran past its limit of 0.5 s"):
+    with pytest.raises(EstimateError, match=r"ran past its limit of 0\.5 s"):
         estimate(TINY, timeout=0.5, cache=False)
 
 
