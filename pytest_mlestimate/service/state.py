@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.cache import ProfileCache
@@ -15,11 +16,11 @@ from pytest_mlestimate.service.settings import ServiceSettings
 from pytest_mlestimate.service.store import ProfileStore
 
 
-def engine_measure(store: ProfileStore, timeout: float) -> Measure:
+def engine_measure(cache_path: Path, timeout: float) -> Measure:
     """Profiles measured by the engine in a child process, which a timeout stops; results go to its cache."""
 
     def measure(scenario: Scenario) -> Measured:
-        result = estimate(scenario, isolate=True, timeout=timeout, cache_path=store.path)
+        result = estimate(scenario, isolate=True, timeout=timeout, cache_path=cache_path)
         return result.profile, result.cache
 
     return measure
@@ -46,7 +47,7 @@ class EstimationService:
         store = ProfileStore(ProfileCache().path)
         device = auto_device(settings)
         queue = ProfileQueue(
-            measure or engine_measure(store, settings.profile_timeout),
+            measure or engine_measure(store.path, settings.profile_timeout),
             store,
             auto_device=device,
             max_waiting=settings.queue_size,

@@ -1,0 +1,86 @@
+"""Each endpoint answers the original request with the documented keys at the top level."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.service.fakes import EXAMPLE, fake_profile
+
+pytestmark = pytest.mark.anyio
+
+RESOURCE_KEYS = {
+    "Peak GPU Memory",
+    "Peak GPU Utilization",
+    "Peak RAM Memory",
+    "Peak CPU Utilization",
+    "Batch Time",
+    "RAM before training",
+    "VRAM before training",
+}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "keys"),
+    [
+        ("estimate-resource", RESOURCE_KEYS),
+        ("estimate-training-time", {"Total Training Time"}),
+        ("estimate-inference-time", {"1-Image Inference Time", "Batch of 8 Inference Time"}),
+    ],
+)
+async def test_each_endpoint_answers_the_original_request(client, endpoint, keys):
+    response = await client.post(f"/api/v1/{endpoint}", json=EXAMPLE)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == keys | {"units", "details", "warnings"}
+    assert set(body["units"]) == keys
+    assert body["details"]["fits"] is True
+
+
+async def test_figures_are_the_engines(client):
+    resource = (await client.post("/api/v1/estimate-resource", json=EXAMPLE)).json()
+    training = (await client.post("/api/v1/estimate-training-time", json=EXAMPLE)).json()
+
+    assert resource["Peak RAM Memory"] == 2_000_000_000
+    assert resource["Batch Time"] == {"forward_pass": pytest.approx(0.425), "backward_pass": pytest.approx(0.525)}
+    # 10000 images / batch 8 = 1250 steps: the two warm-up steps as timed, the rest at the mean step.
+    assert training["Total Training Time"] == pytest.approx(3.5 + 1.0 * 1248)
+
+
+async def test_a_model_that_does_not_fit_is_an_answer(client, measure):
+    measure.profile = fake_profile(failure="does not fit: batch 8 needs more than 80 GB", training=None)
+
+    response = await client.post("/api/v1/estimate-resource", json=EXAMPLE)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["details"]["fits"] is False
+    assert "does not fit" in body["details"]["failure"]
+    assert body["Peak RAM Memory"] is None
+
+
+async def test_training_time_of_an_inference_scenario_is_refused(client):
+    response = await client.post("/api/v1/estimate-training-time", json=EXAMPLE | {"application_type": "inference"})
+
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", "application_type"]
+    assert "allowed: training" in problem["msg"]
+
+
+async def test_health_environment_and_docs(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+    environment = (await client.get("/api/v1/environment")).json()
+    assert environment["auto_device"] in ("cpu", "cuda:0")
+    assert environment["architectures"]["maskrcnn_resnet50_fpn"] == "instance"
+    assert environment["architectures"]["pytest_mlestimate.tiny:tiny_detector"] == "custom"
+    assert environment["limits"]["batch_size"] == 4096
+    assert environment["versions"]["torch"]
+
+    assert (await client.get("/docs")).status_code == 200
+    schema = (await client.get("/openapi.json")).json()
+    body = schema["paths"]["/api/v1/estimate-resource"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Scenario"}
+    assert "batch_size" in schema["components"]["schemas"]["Scenario"]["properties"]
+    assert "Optimizer" in schema["components"]["schemas"]
