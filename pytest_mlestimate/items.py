@@ -1,0 +1,166 @@
+"""YAML scenario files as pytest tests: one item per scenario.
+
+Setup validates the scenario and measures it (an invalid or unmeasurable scenario is an *error*, a
+missing GPU a *skip*); the test itself checks budgets and the baseline (a broken budget is a *failure*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.baseline import parse_tolerances
+from pytest_mlestimate.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
+from pytest_mlestimate.gpus import gpu_slot, missing_gpu_reason
+from pytest_mlestimate.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.result import Estimate
+from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenario_file import PLUGIN_KEYS, ScenarioEntry, ScenarioFileError, read_scenario_file
+from pytest_mlestimate.settings import Settings
+from pytest_mlestimate.verdict import Verdict, judge
+
+SETTINGS = pytest.StashKey[Settings]()
+
+
+class OverBudget(Exception):
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        super().__init__(verdict.summary())
+
+
+def relative_file(config: pytest.Config, path: Path) -> str:
+    try:
+        return path.relative_to(config.rootpath).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            entries = read_scenario_file(self.path.read_text(encoding="utf-8"))
+        except (ScenarioFileError, UnicodeDecodeError) as exc:
+            line = getattr(exc, "line", 1)
+            yield BrokenFile.from_parent(self, name="file", problem=str(exc), line=line)
+            return
+        for entry in entries:
+            yield ScenarioItem.from_parent(self, name=entry.name, entry=entry)
+
+
+class _RecordedItem(pytest.Item):
+    line: int
+
+    def _start_record(self) -> dict[str, Any]:
+        record = new_record(self.name, self.file, self.line, self.nodeid)
+        self.stash[RECORDS] = [record]
+        return record
+
+    @property
+    def file(self) -> str:
+        return relative_file(self.config, self.path)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}"
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, self.line - 1, f"scenario {self.name}"
+
+    def error(self, message: str) -> None:
+        self.stash[RECORDS][0]["message"] = message
+        pytest.fail(message, pytrace=False)
+
+
+class BrokenFile(_RecordedItem):
+    """Stands for a scenario file that cannot be read, so the error is reported and the run goes on."""
+
+    def __init__(self, *, problem: str, line: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.problem = problem
+        self.line = line
+        self._start_record()
+
+    def setup(self) -> None:
+        self.error(f"{self.where}: scenario file {self.file} is invalid: {self.problem}")
+
+    def runtest(self) -> None:  # setup always fails
+        raise AssertionError("unreachable")
+
+
+def _describe(problem: str) -> str:
+    if "unknown field" in problem:
+        return f"{problem} (and, in a scenario file, {', '.join(PLUGIN_KEYS)})"
+    return problem
+
+
+class ScenarioItem(_RecordedItem):
+    def __init__(self, *, entry: ScenarioEntry, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.entry = entry
+        self.line = entry.line
+        self.scenario: Scenario | None = None
+        self.budgets: list[Budget] = []
+        self.tolerances: dict[str, float] = {}
+        self.estimate: Estimate | None = None
+        self._start_record()
+
+    @property
+    def settings(self) -> Settings:
+        return self.config.stash[SETTINGS]
+
+    def _validate(self) -> None:
+        problems = list(self.entry.problems)
+        try:
+            self.scenario = parse_scenario(self.entry.fields, where=self.where)
+        except ScenarioError as exc:
+            problems.extend(_describe(p) for p in exc.problems)
+        try:
+            self.budgets = merge_budgets(self.settings.budgets, parse_budgets(self.entry.budgets))
+        except BudgetError as exc:
+            problems.extend(exc.problems)
+        try:
+            self.tolerances = parse_tolerances(self.entry.tolerances)
+        except BudgetError as exc:
+            problems.extend(exc.problems)
+        if problems:
+            lines = "\n".join(f"  - {p}" for p in problems)
+            self.error(f"{self.where}: scenario '{self.name}' is invalid:\n{lines}")
+
+    def setup(self) -> None:
+        self._validate()
+        assert self.scenario is not None
+        record = self.stash[RECORDS][0]
+        record["scenario"] = self.scenario.model_dump(mode="json")
+        reason = missing_gpu_reason(self.scenario.device)
+        if reason:
+            record["message"] = reason
+            pytest.skip(reason)
+        settings = self.settings
+        try:
+            with gpu_slot():
+                self.estimate = estimate(
+                    self.scenario, cache=settings.cache, refresh=settings.refresh, timeout=settings.timeout
+                )
+        except DeviceUnavailableError as exc:
+            record["message"] = str(exc)
+            pytest.skip(str(exc))
+        except EstimateError as exc:
+            self.error(f"{self.where}: scenario '{self.name}' could not be measured: {exc}")
+
+    def runtest(self) -> None:
+        assert self.estimate is not None
+        verdict = judge(self.estimate, self.budgets, self.tolerances, self.settings, self.file, self.name, self.where)
+        fill_record(self.stash[RECORDS][0], self.estimate, verdict)
+        self.user_properties.extend(metric_properties(self.estimate))
+        if not verdict.passed:
+            raise OverBudget(verdict)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, OverBudget):
+            return excinfo.value.verdict.render()
+        return super().repr_failure(excinfo, style)

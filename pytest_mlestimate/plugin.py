@@ -1,0 +1,82 @@
+"""The pytest plugin: ``pytest --mlestimate scenarios/`` turns YAML scenarios into budgeted tests.
+
+pytest imports every installed plugin in every run, so this module imports nothing heavy: the engine
+(torch, pydantic) and the run's machinery load only when ``--mlestimate`` is given or the ``mlestimate``
+fixture is used.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.fixture import ModelEstimator
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mlestimate", "estimate what detection models need (pytest-mlestimate)")
+    group.addoption("--mlestimate", action="store_true", help="collect YAML scenario files and measure each scenario.")
+    group.addoption("--mlestimate-json", metavar="PATH", help="write the JSON report to PATH.")
+    group.addoption("--mlestimate-junitxml", metavar="PATH", help="write a JUnit XML report of the scenarios to PATH.")
+    group.addoption(
+        "--mlestimate-budget",
+        action="append",
+        metavar="METRIC=LIMIT",
+        help="a default budget for every scenario, e.g. 'peak_gpu_memory=20 GiB' (repeatable).",
+    )
+    group.addoption(
+        "--mlestimate-tolerance",
+        action="append",
+        metavar="METRIC=PERCENT",
+        help="the change allowed against the baseline, e.g. 'forward_pass=20 %%' (repeatable).",
+    )
+    group.addoption("--mlestimate-save-baseline", metavar="DIR", help="record every scenario's figures under DIR.")
+    group.addoption("--mlestimate-compare", metavar="DIR", help="fail scenarios that regressed against DIR.")
+    group.addoption("--mlestimate-no-cache", action="store_true", help="measure again and keep nothing.")
+    group.addoption("--mlestimate-refresh", action="store_true", help="measure again and update the cache.")
+    group.addoption("--mlestimate-timeout", metavar="SECONDS", help="stop a scenario's measurement after SECONDS.")
+    parser.addini("mlestimate_budgets", "default budgets, one 'metric = limit' a line", type="linelist", default=[])
+    parser.addini("mlestimate_tolerances", "tolerances, one 'metric = N %' a line", type="linelist", default=[])
+    parser.addini("mlestimate_timeout", "seconds before a measurement is stopped", default="")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    """Pin an xdist worker to its GPU before any conftest can import torch and initialise CUDA."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and getattr(early_config.known_args_namespace, "mlestimate", False):
+        from pytest_mlestimate.gpus import pin_worker
+
+        pin_worker(os.environ, worker)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mlestimate: a test that estimates a model with the mlestimate fixture")
+    if not config.option.mlestimate:
+        return
+    from pytest_mlestimate.items import SETTINGS
+    from pytest_mlestimate.session import MlestimateRun
+    from pytest_mlestimate.settings import Settings
+
+    config.stash[SETTINGS] = Settings.from_config(config)
+    config.pluginmanager.register(MlestimateRun(config), "mlestimate-run")
+
+
+@pytest.fixture
+def mlestimate(request: pytest.FixtureRequest) -> ModelEstimator:
+    """Estimate a model defined in Python: ``mlestimate(factory, scenario, budgets={...})``."""
+    from pytest_mlestimate.fixture import ModelEstimator
+
+    return ModelEstimator(request.node)
+
+
+def pytest_report_header(config: pytest.Config) -> Any:
+    if config.option.mlestimate:
+        from pytest_mlestimate.cache import default_cache_path
+
+        cache = "off" if config.option.mlestimate_no_cache else str(default_cache_path())
+        return f"mlestimate: profile cache {cache}"
+    return None

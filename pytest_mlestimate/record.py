@@ -1,0 +1,56 @@
+"""One scenario's entry in the reports, as a plain dict that travels on pytest's reports (and so from
+xdist workers to the controller) and is written as it is."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.result import Estimate
+    from pytest_mlestimate.verdict import Verdict
+
+RECORDS = pytest.StashKey[list[dict[str, Any]]]()
+ESTIMATE_KEYS = ("resource", "training_time", "inference_time", "units", "details")
+
+
+def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "file": file,
+        "line": line,
+        "nodeid": nodeid,
+        "outcome": None,
+        "message": None,
+        "scenario": None,
+        **dict.fromkeys(ESTIMATE_KEYS),
+        "budgets": [],
+        "warnings": [],
+    }
+
+
+def fill_record(record: dict[str, Any], estimate: Estimate, verdict: Verdict) -> None:
+    found = estimate.to_dict()
+    record["scenario"] = estimate.scenario.model_dump(mode="json")
+    record.update({key: found[key] for key in ESTIMATE_KEYS})
+    record["budgets"] = [check.to_dict() for check in verdict.checks]
+    record["warnings"] = found["warnings"] + verdict.warnings
+    if not verdict.passed:
+        record["message"] = verdict.summary()
+
+
+def metric_properties(estimate: Estimate) -> list[tuple[str, object]]:
+    """Metrics as pytest's own --junitxml test-case properties."""
+    return [(f"mlestimate.{name}", value) for name, value in estimate.metrics().items() if value is not None]
+
+
+def outcome_after(previous: str | None, when: str, outcome: str) -> str | None:
+    """Fold one phase's pytest outcome into the scenario's: passed | failed | error | skipped."""
+    if outcome == "skipped":
+        return previous if previous in ("failed", "error") else "skipped"
+    if outcome == "failed":
+        return "failed" if when == "call" else "error"
+    if when == "call":
+        return "passed"
+    return previous

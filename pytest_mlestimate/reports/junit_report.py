@@ -1,0 +1,53 @@
+"""The JUnit XML report: one test case per scenario; a failure names each broken metric with its measured
+value and limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+from pytest_mlestimate.budgets import Check
+from pytest_mlestimate.reports.json_report import environment_of, write_atomically
+
+
+def failed_checks(record: dict[str, Any]) -> list[Check]:
+    return [
+        Check(b["metric"], b["kind"], b["limit"], b["value"], b["baseline"])
+        for b in record.get("budgets") or []
+        if b.get("passed") is False
+    ]
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    joined = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return joined if len(joined) <= limit else joined[: limit - 3] + "..."
+
+
+def _case(record: dict[str, Any]) -> TestCase:
+    details = record.get("details") or {}
+    case = TestCase(
+        record["name"],
+        classname=record["file"].replace("/", ".").rsplit(".", 1)[0],
+        elapsed_sec=details.get("profile_seconds"),
+        file=record["file"],
+        line=record["line"],
+    )
+    message = record.get("message") or ""
+    outcome = record.get("outcome")
+    if outcome == "failed":
+        checks = failed_checks(record)
+        headline = "; ".join(c.summary() for c in checks) or _one_line(message) or "failed"
+        case.add_failure_info(message=headline, output=message, failure_type="budget")
+    elif outcome == "error":
+        case.add_error_info(message=_one_line(message) or "error", output=message)
+    elif outcome == "skipped":
+        case.add_skipped_info(message=message or "skipped")
+    return case
+
+
+def write_junit(path: Path, records: list[dict[str, Any]]) -> None:
+    properties = {k: str(v) for k, v in environment_of(records).items() if v is not None}
+    suite = TestSuite("mlestimate", [_case(r) for r in records], properties=properties)
+    write_atomically(path, to_xml_report_string([suite], prettyprint=True, encoding="utf-8"))

@@ -1,0 +1,62 @@
+"""The table of all scenarios printed after the run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytest_mlestimate.units import format_quantity
+
+_HEADLINE = (
+    ("peak GPU mem", ("resource", "Peak GPU Memory"), "bytes"),
+    ("peak RAM", ("resource", "Peak RAM Memory"), "bytes"),
+    ("forward", ("resource", "Batch Time", "forward_pass"), "seconds"),
+    ("backward", ("resource", "Batch Time", "backward_pass"), "seconds"),
+    ("training", ("training_time", "Total Training Time"), "seconds"),
+    ("1-image inference", ("inference_time", "1-Image Inference Time"), "seconds"),
+)
+
+
+def headline_metrics() -> list[str]:
+    return [label for label, _, _ in _HEADLINE]
+
+
+def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
+    value: Any = record
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _budgets(record: dict[str, Any]) -> str:
+    checks = record.get("budgets") or []
+    if not checks:
+        return "-"
+    failed = sum(1 for c in checks if c["passed"] is False)
+    unchecked = sum(1 for c in checks if c["passed"] is None)
+    text = f"{len(checks) - failed - unchecked}/{len(checks)} ok"
+    if failed:
+        text += f", {failed} failed"
+    if unchecked:
+        text += f", {unchecked} not checked"
+    return text
+
+
+def rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            record["name"],
+            record.get("outcome") or "not run",
+            *(format_quantity(_dig(record, path), unit) for _, path, unit in _HEADLINE),
+            _budgets(record),
+        ]
+        for record in records
+    ]
+
+
+def table(records: list[dict[str, Any]]) -> list[str]:
+    header = ["scenario", "result", *headline_metrics(), "budgets"]
+    body = rows(records)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]

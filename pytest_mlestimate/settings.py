@@ -1,0 +1,56 @@
+"""The run's options, read once from the command line and the ini file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pytest_mlestimate.baseline import parse_tolerances
+from pytest_mlestimate.budgets import Budget, BudgetError, parse_assignments, parse_budgets
+
+
+@dataclass(frozen=True)
+class Settings:
+    rootdir: Path
+    budgets: list[Budget] = field(default_factory=list)
+    tolerances: dict[str, float] = field(default_factory=dict)
+    cache: bool = True
+    refresh: bool = False
+    timeout: float | None = None
+    compare_dir: Path | None = None
+    save_dir: Path | None = None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> Settings:
+        option = config.option
+        budget_lines = list(config.getini("mlestimate_budgets")) + list(option.mlestimate_budget or [])
+        tolerance_lines = list(config.getini("mlestimate_tolerances")) + list(option.mlestimate_tolerance or [])
+        try:
+            budgets = parse_budgets(parse_assignments(budget_lines, "default budgets"), "default budgets")
+            tolerances = parse_tolerances(parse_assignments(tolerance_lines, "tolerances"), "tolerances")
+        except BudgetError as exc:
+            raise pytest.UsageError("pytest-mlestimate: " + "; ".join(exc.problems)) from None
+        timeout_text = option.mlestimate_timeout or config.getini("mlestimate_timeout")
+        try:
+            timeout = float(timeout_text) if timeout_text else None
+        except ValueError:
+            raise pytest.UsageError(f"pytest-mlestimate: timeout '{timeout_text}' is not a number of seconds") from None
+        return cls(
+            rootdir=Path(config.rootpath),
+            budgets=budgets,
+            tolerances=tolerances,
+            cache=not option.mlestimate_no_cache,
+            refresh=option.mlestimate_refresh,
+            timeout=timeout,
+            compare_dir=_directory(config, option.mlestimate_compare),
+            save_dir=_directory(config, option.mlestimate_save_baseline),
+        )
+
+
+def _directory(config: pytest.Config, value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else Path(config.invocation_params.dir) / path

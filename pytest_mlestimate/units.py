@@ -1,0 +1,85 @@
+"""Quantities as people write them in scenario files ("4 GiB", "80 ms", "85 %") and as reports print them.
+
+Every metric is measured in one base unit (bytes, seconds or percent); a limit is converted to it once,
+here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+BYTE_UNITS = {
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+SECOND_UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+PERCENT_UNITS = {"%": 1.0}
+
+UNITS_BY_DIMENSION = {"bytes": BYTE_UNITS, "seconds": SECOND_UNITS, "percent": PERCENT_UNITS}
+SPELLING = {
+    "bytes": "B, KB, MB, GB, TB, KiB, MiB, GiB, TiB",
+    "seconds": "us, ms, s, min, h, d",
+    "percent": "%",
+}
+EXAMPLE = {"bytes": "4 GiB", "seconds": "80 ms", "percent": "85 %"}
+
+_QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-zµ%]+)\s*$")
+
+
+class UnitError(ValueError):
+    """A quantity that cannot be read; the message says what is allowed."""
+
+
+def parse_quantity(text: object, dimension: str) -> float:
+    """``"4 GiB"`` -> 4294967296.0 for ``dimension="bytes"``; the unit is required."""
+    units = UNITS_BY_DIMENSION[dimension]
+    allowed = f"a number and one of {SPELLING[dimension]} (e.g. '{EXAMPLE[dimension]}')"
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UnitError(f"{text!r} is not a quantity; write {allowed}")
+    if isinstance(text, (int, float)):
+        raise UnitError(f"{text!r} has no unit; write {allowed}")
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise UnitError(f"'{text}' is not a quantity; write {allowed}")
+    number, unit = float(match.group(1)), match.group(2)
+    factor = units.get(unit) if dimension == "seconds" else units.get(unit.lower())
+    if factor is None:
+        other = next((d for d, table in UNITS_BY_DIMENSION.items() if unit.lower() in table or unit in table), None)
+        why = f"'{unit}' is a unit of {other}, not {dimension}" if other else f"unknown unit '{unit}'"
+        raise UnitError(f"'{text}': {why}; write {allowed}")
+    value = number * factor
+    if not math.isfinite(value):
+        raise UnitError(f"'{text}' is not a finite quantity")
+    return value
+
+
+def format_quantity(value: float | None, dimension: str) -> str:
+    """A short human reading: 1.50 GiB, 812 ms, 2.1 h, 85.0 %; '-' for no value."""
+    if value is None:
+        return "-"
+    if dimension == "bytes":
+        for unit, factor in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+            if abs(value) >= factor:
+                return f"{value / factor:.2f} {unit}"
+        return f"{value:.0f} B"
+    if dimension == "seconds":
+        for unit, factor in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)):
+            if abs(value) >= factor:
+                return f"{value / factor:.2f} {unit}"
+        if abs(value) >= 1e-3:
+            return f"{value * 1000:.1f} ms"
+        return f"{value * 1e6:.0f} us"
+    return f"{value:.1f} %"
+
+
+def parse_fraction(text: object) -> float:
+    """A tolerance such as ``"10 %"`` -> 0.1."""
+    return parse_quantity(text, "percent") / 100.0
