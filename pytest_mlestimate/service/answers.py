@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
 from pytest_mlestimate.service.profile_queue import Measured
+from pytest_mlestimate.service.store import Recent
 from pytest_mlestimate.service.validation import InvalidRequest, problem
 
 log = logging.getLogger("pytest_mlestimate.service")
@@ -60,3 +62,23 @@ def failure(exc: BaseException) -> Answer:
         return 500, {"detail": f"{summary} (error id {error_id})", "error_id": error_id}
     log.error("error %s: internal error", error_id, exc_info=exc)
     return 500, {"detail": f"internal error (error id {error_id}, also in the server log)", "error_id": error_id}
+
+
+class RecentAnswers:
+    """Rendered answers to cached estimates, by endpoint and request body: a hot request skips validation,
+    the estimate's statistics and JSON encoding. Only answers that cannot change are kept (see ProfileStore)."""
+
+    MAX_BODY = 4096
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._answers = Recent[bytes](capacity)
+        self._lock = threading.Lock()
+
+    def get(self, endpoint: str, body: bytes) -> bytes | None:
+        with self._lock:
+            return self._answers.get(f"{endpoint} {body!r}")
+
+    def keep(self, endpoint: str, body: bytes, answer: bytes) -> None:
+        if len(body) <= self.MAX_BODY:
+            with self._lock:
+                self._answers.remember(f"{endpoint} {body!r}", answer)

@@ -10,6 +10,7 @@ from pytest_mlestimate.cache import ProfileCache
 from pytest_mlestimate.environment import gpu_inventory
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.service.answers import RecentAnswers
 from pytest_mlestimate.service.jobs import JobBoard
 from pytest_mlestimate.service.profile_queue import Measure, Measured, ProfileQueue
 from pytest_mlestimate.service.settings import ServiceSettings
@@ -41,6 +42,7 @@ class EstimationService:
     queue: ProfileQueue
     jobs: JobBoard
     auto_device: str
+    answers: RecentAnswers
 
     @classmethod
     def build(cls, settings: ServiceSettings, measure: Measure | None = None) -> EstimationService:
@@ -53,7 +55,7 @@ class EstimationService:
             max_waiting=settings.queue_size,
             profile_cpus=settings.profile_cpus,
         )
-        return cls(settings, store, queue, JobBoard(settings.job_limit), device)
+        return cls(settings, store, queue, JobBoard(settings.job_limit), device, RecentAnswers())
 
     def find(self, scenario: Scenario) -> tuple[str, Profile | None]:
         """The profile key and, if measured before, the profile (blocking: may read sqlite)."""

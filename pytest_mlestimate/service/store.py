@@ -22,7 +22,9 @@ from pytest_mlestimate.scenario import Scenario
 _V = TypeVar("_V")
 
 
-class _Recent(OrderedDict[str, _V]):
+class Recent(OrderedDict[str, _V]):
+    """A bounded mapping that forgets the least recently remembered entry first."""
+
     def __init__(self, capacity: int) -> None:
         super().__init__()
         self.capacity = capacity
@@ -37,8 +39,8 @@ class _Recent(OrderedDict[str, _V]):
 class ProfileStore:
     def __init__(self, path: Path, capacity: int = 1024) -> None:
         self.path = path
-        self._keys = _Recent[str](capacity)
-        self._profiles = _Recent[Profile](capacity)
+        self._keys = Recent[str](capacity)
+        self._profiles = Recent[Profile](capacity)
         self._lock = threading.Lock()
 
     def cache_info(self, key: str) -> dict[str, object]:

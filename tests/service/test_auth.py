@@ -39,6 +39,13 @@ async def test_the_key_opens_them(guarded, headers):
     assert response.status_code == 200
 
 
+async def test_a_remembered_answer_still_needs_the_key(guarded):
+    assert (await guarded.post("/api/v1/estimate-resource", json=EXAMPLE, headers={"X-API-Key": KEY})).status_code == 200
+    assert (await guarded.post("/api/v1/estimate-resource", json=EXAMPLE, headers={"X-API-Key": KEY})).status_code == 200
+
+    assert (await guarded.post("/api/v1/estimate-resource", json=EXAMPLE)).status_code == 401
+
+
 async def test_environment_and_jobs_need_it_too_but_health_and_docs_do_not(guarded):
     assert (await guarded.get("/api/v1/environment")).status_code == 401
     assert (await guarded.get("/api/v1/jobs/anything")).status_code == 401

@@ -84,3 +84,15 @@ async def test_health_environment_and_docs(client):
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Scenario"}
     assert "batch_size" in schema["components"]["schemas"]["Scenario"]["properties"]
     assert "Optimizer" in schema["components"]["schemas"]
+
+
+async def test_a_repeated_request_is_answered_alike_from_memory(client, measure):
+    first = await client.post("/api/v1/estimate-resource", json=EXAMPLE)
+    second = await client.post("/api/v1/estimate-resource", json=EXAMPLE)
+    third = await client.post("/api/v1/estimate-resource", json=EXAMPLE)
+
+    assert len(measure.calls) == 1
+    assert first.json()["details"]["cache"] == {"hit": False}
+    assert second.json()["details"]["cache"]["hit"] is True
+    assert third.content == second.content
+    assert third.headers["content-type"] == "application/json"
