@@ -22,16 +22,27 @@ CPU_WINDOW_S = 0.1
 
 
 class ProcessTree:
-    """RSS and CPU time of this process and all its descendants (data-loader workers included)."""
+    """RSS and CPU time of this process and all its descendants (data-loader workers included).
 
-    def __init__(self) -> None:
+    Finding descendants scans every process on the machine, so the list is refreshed at most once per
+    ``refresh_s``; reading the members themselves is cheap.
+    """
+
+    def __init__(self, refresh_s: float = 1.0) -> None:
         self._root = psutil.Process(os.getpid())
+        self._refresh_s = refresh_s
+        self._members_cache: list[psutil.Process] = [self._root]
+        self._found_at = float("-inf")
 
     def _members(self) -> list[psutil.Process]:
-        try:
-            return [self._root, *self._root.children(recursive=True)]
-        except psutil.Error:
-            return [self._root]
+        now = time.monotonic()
+        if now - self._found_at >= self._refresh_s:
+            self._found_at = now
+            try:
+                self._members_cache = [self._root, *self._root.children(recursive=True)]
+            except psutil.Error:
+                self._members_cache = [self._root]
+        return self._members_cache
 
     def rss(self) -> int:
         total = 0
