@@ -71,6 +71,11 @@ class _RecordedItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.line - 1, f"scenario {self.name}"
 
+    def skip(self, reason: str) -> None:
+        """Skip, reported at the scenario's own file and line."""
+        self.stash[RECORDS][0]["message"] = reason
+        raise pytest.skip.Exception(reason, _use_item_location=True)
+
     def error(self, message: str) -> None:
         self.stash[RECORDS][0]["message"] = message
         pytest.fail(message, pytrace=False)
@@ -138,8 +143,7 @@ class ScenarioItem(_RecordedItem):
         record["scenario"] = self.scenario.model_dump(mode="json")
         reason = missing_gpu_reason(self.scenario.device)
         if reason:
-            record["message"] = reason
-            pytest.skip(reason)
+            self.skip(reason)
         settings = self.settings
         try:
             with gpu_slot():
@@ -147,8 +151,7 @@ class ScenarioItem(_RecordedItem):
                     self.scenario, cache=settings.cache, refresh=settings.refresh, timeout=settings.timeout
                 )
         except DeviceUnavailableError as exc:
-            record["message"] = str(exc)
-            pytest.skip(str(exc))
+            self.skip(str(exc))
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured: {exc}")
 

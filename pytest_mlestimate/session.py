@@ -18,6 +18,7 @@ from pytest_mlestimate.reports import github, terminal
 from pytest_mlestimate.reports.json_report import write_json
 from pytest_mlestimate.reports.junit_report import write_junit
 from pytest_mlestimate.scenario_file import looks_like_scenarios
+from pytest_mlestimate.verdict import PLUGIN_WARNINGS
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -89,7 +90,7 @@ class MlestimateRun:
 
     # reports ------------------------------------------------------------------------------------------
     def ordered(self) -> list[dict[str, Any]]:
-        return list(self.records.values())
+        return sorted(self.records.values(), key=lambda r: (r["file"], r["line"], r["name"]))
 
     def write_reports(self) -> None:
         records = self.ordered()
@@ -114,9 +115,18 @@ class MlestimateRun:
         terminalreporter.write_sep("=", "mlestimate summary")
         for line in terminal.table(records):
             terminalreporter.write_line(line)
+        verbose = self.config.get_verbosity() > 0
+        hidden = 0
         for record in records:
             for warning in record.get("warnings") or []:
-                terminalreporter.write_line(f"warning: {record['name']}: {warning}")
+                if verbose or warning.startswith(PLUGIN_WARNINGS):
+                    terminalreporter.write_line(f"warning: {record['name']}: {warning}")
+                else:
+                    hidden += 1
+        if hidden:
+            terminalreporter.write_line(
+                f"{hidden} more warning(s) from the measurements: run with -v or read the report"
+            )
         for path in (self.json_path, self.junit_path):
             if path:
                 terminalreporter.write_line(f"report written: {path}")

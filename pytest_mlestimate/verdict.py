@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from pytest_mlestimate.result import Estimate
     from pytest_mlestimate.settings import Settings
 
+PLUGIN_WARNINGS = ("budget on ", "baseline ", "no baseline ")
+"""How the warnings this module adds begin: the terminal shows these always, the engine's only with -v."""
 HEADER = ("metric", "measured", "limit", "baseline", "change", "result")
 GPU_METRICS = ("peak_gpu_memory", "peak_gpu_utilization", "vram_before_training")
 

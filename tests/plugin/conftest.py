@@ -1,0 +1,87 @@
+"""Shared set-up for the plugin's tests.
+
+Most tests are about what the plugin does with an estimate (budgets, reports, errors), not about
+measuring: they share one profile of the tiny model, measured once in this process and put in a
+profile cache, so that their pytest runs answer from the cache instead of starting a child process.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+TINY: dict[str, Any] = {
+    "task_type": "detection",
+    "architecture": "pytest_mlestimate.tiny:tiny_detector",
+    "dataset_size": 100,
+    "batch_size": 2,
+    "image_size": [64, 64],
+    "device": "cpu",
+    "warmup_iterations": 1,
+    "measure_iterations": 2,
+}
+
+
+def scenario_file(*entries: dict[str, Any], defaults: dict[str, Any] | None = None) -> str:
+    """One line per entry: the first scenario is on line 3, the next on line 4, ..."""
+
+    def flow(value: Any) -> str:
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+
+    lines = [f"defaults: {flow(TINY if defaults is None else defaults)}", "scenarios:"]
+    return "\n".join([*lines, *(f"  - {flow(entry)}" for entry in entries)]) + "\n"
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A profile cache holding the TINY scenario, measured once per test session."""
+    # Load everything an in-process pytest run uses now: pytester drops modules first imported inside
+    # a run when the run ends, and torch cannot be imported twice in one process.
+    import pytest_mlestimate.fixture
+    import pytest_mlestimate.session  # noqa: F401
+    from pytest_mlestimate.api import estimate
+
+    path = tmp_path_factory.mktemp("shared-cache")
+    estimate(TINY, isolate=False, cache_path=path / "profiles.sqlite3")
+    return path
+
+
+@pytest.fixture
+def cached(shared_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MLESTIMATE_CACHE_DIR", str(shared_cache))
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    return shared_cache
+
+
+RunResult = tuple[pytest.RunResult, dict[str, Any]]
+
+
+@pytest.fixture
+def run_scenarios(pytester: pytest.Pytester, cached: Path) -> Callable[..., RunResult]:
+    """Run ``pytest --mlestimate`` in this process over the pytester directory; return the result and the
+    JSON report."""
+
+    def run(*args: str, **options: Any) -> RunResult:
+        report = pytester.path / "report.json"
+        result = pytester.runpytest_inprocess(
+            "--mlestimate",
+            "--mlestimate-json",
+            str(report),
+            "-W",
+            "ignore::pytest.PytestAssertRewriteWarning",
+            *args,
+            **options,
+        )
+        return result, json.loads(report.read_text()) if report.exists() else {}
+
+    return run
+
+
+def by_name(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {entry["name"]: entry for entry in document["scenarios"]}

@@ -1,0 +1,253 @@
+"""``pytest --mlestimate`` over YAML scenario files, end to end through pytest (profiles from the shared
+cache, so these tests are about verdicts and reports, not measuring)."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
+
+
+def junit_cases(path: Path) -> dict[str, ET.Element]:
+    return {case.get("name"): case for case in ET.parse(path).getroot().iter("testcase")}
+
+
+def test_impossible_budget_fails_its_scenario_only(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(
+        ".yaml",
+        scenarios=scenario_file(
+            {"name": "fits", "budgets": {"peak_ram_memory": "64 GiB", "forward_pass": "1 min"}},
+            {"name": "impossible", "budgets": {"peak_ram_memory": "1 MiB"}},
+        ),
+    )
+    result, report = run_scenarios("--mlestimate-junitxml", "junit.xml")
+
+    assert result.ret == 1
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*scenario 'impossible' (scenarios.yaml:4): peak_ram_memory broke its limit: measured *, limit <= 1.00 MiB",
+            "metric*measured*limit*baseline*change*result",
+            "peak_ram_memory*MiB*<= 1.00 MiB*FAILED",
+        ]
+    )
+    jsonschema.validate(report, SCHEMA)
+    entries = by_name(report)
+    assert entries["fits"]["outcome"] == "passed"
+    assert entries["impossible"]["outcome"] == "failed"
+    (budget,) = entries["impossible"]["budgets"]
+    assert (budget["metric"], budget["limit"], budget["passed"]) == ("peak_ram_memory", 2**20, False)
+    assert budget["value"] == entries["impossible"]["resource"]["Peak RAM Memory"] > 2**20
+    cases = junit_cases(pytester.path / "junit.xml")
+    assert cases["fits"].find("failure") is None
+    failure = cases["impossible"].find("failure")
+    assert failure is not None and "peak_ram_memory broke its limit" in failure.get("message", "")
+
+
+def test_report_keeps_the_engine_keys_file_and_line(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "plain"}))
+    result, report = run_scenarios()
+    assert result.ret == 0
+    jsonschema.validate(report, SCHEMA)
+    entry = by_name(report)["plain"]
+    assert (entry["file"], entry["line"]) == ("scenarios.yaml", 3)
+    assert set(entry["resource"]) == {
+        "Peak GPU Memory",
+        "Peak GPU Utilization",
+        "Peak RAM Memory",
+        "Peak CPU Utilization",
+        "Batch Time",
+        "RAM before training",
+        "VRAM before training",
+    }
+    assert set(entry["inference_time"]) == {"1-Image Inference Time", "Batch of 2 Inference Time"}
+    assert entry["training_time"]["Total Training Time"] > 0
+    assert report["environment"]["torch"] == entry["details"]["environment"]["torch"]
+    assert entry["scenario"]["architecture"] == TINY["architecture"]
+
+
+def test_bad_inputs_error_with_what_is_wrong_and_the_rest_run(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", broken="scenarios:\n  - name: x\n   oops: [\n")
+    pytester.makefile(
+        ".yaml",
+        scenarios=scenario_file(
+            {"name": "valid"},
+            {"name": "unknown-field", "colour": "red"},
+            {"name": "misspelt", "architecture": "fasterrcnn_resnet50_fpm"},
+            {"name": "bad-unit", "budgets": {"peak_ram_memory": "4 GB/s"}},
+            {"name": "negative-batch", "batch_size": -2},
+        ),
+    )
+    result, report = run_scenarios()
+
+    assert result.ret == 1
+    result.assert_outcomes(passed=1, errors=5)
+    output = result.stdout.str()
+    assert "Traceback" not in output
+    result.stdout.fnmatch_lines_random(
+        [
+            "broken.yaml:3: scenario file broken.yaml is invalid: not valid YAML: line 3, column 4: *",
+            "scenarios.yaml:*: scenario 'unknown-field' is invalid:",
+            "  - colour: unknown field; allowed fields: task_type, architecture, *(and, in a scenario file, name, *",
+            "scenarios.yaml:*: scenario 'misspelt' is invalid:",
+            "  - architecture: unknown architecture 'fasterrcnn_resnet50_fpm': did you mean 'fasterrcnn_resnet50_fpn'?*"
+            " allowed: *",
+            "  - budgets.peak_ram_memory: '4 GB/s' is not a quantity; write a number and one of B, KB, MB, GB*",
+            "  - batch_size: Input should be greater than or equal to 1 (got -2)",
+        ]
+    )
+    outcomes = {entry["name"]: entry["outcome"] for entry in report["scenarios"]}
+    assert outcomes == {
+        "file": "error",
+        "valid": "passed",
+        "unknown-field": "error",
+        "misspelt": "error",
+        "bad-unit": "error",
+        "negative-batch": "error",
+    }
+    jsonschema.validate(report, SCHEMA)
+
+
+def test_other_yaml_files_are_ignored_and_no_flag_means_no_scenarios(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yml", ci="on: push\njobs:\n  scenarios:\n    runs-on: ubuntu-latest\n")
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "one"}))
+    result, report = run_scenarios()
+    result.assert_outcomes(passed=1)
+    assert [entry["name"] for entry in report["scenarios"]] == ["one"]
+    plain = pytester.runpytest_inprocess()
+    assert plain.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_cuda_scenario_skips_with_its_reason_here(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytest.importorskip("pytest_mlestimate.environment")
+    from pytest_mlestimate.environment import gpu_inventory
+
+    if gpu_inventory()[0]:
+        pytest.skip("this machine has a GPU")
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "on-gpu", "device": "cuda"}))
+    result, report = run_scenarios("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED * scenarios.yaml:3: device 'cuda' asked for, but no CUDA device*"])
+    entry = by_name(report)["on-gpu"]
+    assert entry["outcome"] == "skipped" and "no CUDA device" in entry["message"]
+
+
+def test_unmeasurable_budget_is_not_checked_and_said_so(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "cpu", "budgets": {"peak_gpu_memory": "1 B"}}))
+    result, report = run_scenarios()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["warning: cpu: budget on peak_gpu_memory not checked: not measurable here*"])
+    (budget,) = by_name(report)["cpu"]["budgets"]
+    assert budget["passed"] is None and budget["value"] is None
+
+
+def test_default_budgets_from_command_line_and_ini(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makeini("[pytest]\nmlestimate_budgets =\n    peak_ram_memory = 1 MiB\n")
+    pytester.makefile(
+        ".yaml",
+        scenarios=scenario_file({"name": "default"}, {"name": "own", "budgets": {"peak_ram_memory": "64 GiB"}}),
+    )
+    result, report = run_scenarios("--mlestimate-budget", "forward_pass=1 us")
+    outcomes = {name: [(b["metric"], b["passed"]) for b in e["budgets"]] for name, e in by_name(report).items()}
+    assert outcomes == {
+        "default": [("peak_ram_memory", False), ("forward_pass", False)],
+        "own": [("forward_pass", False), ("peak_ram_memory", True)],
+    }
+    assert result.ret == 1
+
+
+def test_baseline_round_trip_catches_a_regression(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "tracked"}))
+    saved, _ = run_scenarios("--mlestimate-save-baseline", "baseline")
+    assert saved.ret == 0
+    path = pytester.path / "baseline" / "scenarios" / "tracked.json"
+    stored = json.loads(path.read_text())
+
+    same, report = run_scenarios("--mlestimate-compare", "baseline")
+    assert same.ret == 0
+    assert all(b["passed"] for b in by_name(report)["tracked"]["budgets"])
+
+    stored["metrics"]["peak_ram_memory"] /= 2  # as if the model needed half the RAM before this change
+    path.write_text(json.dumps(stored))
+    worse, report = run_scenarios("--mlestimate-compare", "baseline")
+    assert worse.ret == 1
+    worse.stdout.fnmatch_lines(["*peak_ram_memory regressed past: measured * limit <= * (baseline)*"])
+    regressed = [b for b in by_name(report)["tracked"]["budgets"] if b["passed"] is False]
+    assert [(b["metric"], b["baseline"]) for b in regressed] == [
+        ("peak_ram_memory", stored["metrics"]["peak_ram_memory"])
+    ]
+
+    stored["environment"]["torch"] = "1.0"
+    path.write_text(json.dumps(stored))
+    elsewhere, report = run_scenarios("--mlestimate-compare", "baseline")
+    assert elsewhere.ret == 0
+    elsewhere.stdout.fnmatch_lines(
+        ["warning: tracked: baseline not compared: the environment differs (torch '1.0' -> *"]
+    )
+
+
+def test_github_summary_and_annotations(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = pytester.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    pytester.makefile(
+        ".yaml",
+        scenarios=scenario_file({"name": "good"}, {"name": "too-big", "budgets": {"peak_ram_memory": "1 MiB"}}),
+    )
+    result, _ = run_scenarios()
+    result.stdout.fnmatch_lines(
+        ["::error file=scenarios.yaml,line=4,title=scenario too-big failed::scenario 'too-big' *peak_ram_memory*"]
+    )
+    text = summary.read_text()
+    assert "| `scenarios.yaml:3` good | ✅ passed |" in text
+    assert "| `scenarios.yaml:4` too-big | ❌ failed |" in text
+
+
+def test_metrics_go_into_pytests_own_junitxml(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "props"}))
+    run_scenarios("--junitxml", "pytest.xml")
+    case = junit_cases(pytester.path / "pytest.xml")["props"]
+    properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+    assert float(properties["mlestimate.peak_ram_memory"]) > 0
+    assert float(properties["mlestimate.forward_pass"]) > 0
+
+
+def test_reports_are_written_when_the_run_is_interrupted(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makeconftest(
+        "def pytest_runtest_setup(item):\n    if item.name == 'second':\n        raise KeyboardInterrupt\n"
+    )
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "first"}, {"name": "second"}))
+    result, report = run_scenarios("--mlestimate-junitxml", "junit.xml", no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert by_name(report)["first"]["outcome"] == "passed"
+    assert "first" in junit_cases(pytester.path / "junit.xml")
