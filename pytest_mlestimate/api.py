@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.cache import ProfileCache, profile_key
+from pytest_mlestimate.environment import gpu_inventory
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, parse_scenario
@@ -17,7 +18,12 @@ _locks_guard = threading.Lock()
 
 
 def device_lock(device: str) -> threading.Lock:
-    """One profile at a time per device within this process: two would corrupt each other's figures."""
+    """One profile at a time per device within this process: two would corrupt each other's figures.
+
+    ``auto`` and ``cuda`` name the same device as ``cuda:0`` when a GPU is visible, so they share its lock.
+    """
+    if device in ("auto", "cuda"):
+        device = "cuda:0" if device == "cuda" or gpu_inventory()[0] else "cpu"
     with _locks_guard:
         return _device_locks.setdefault(device, threading.Lock())
 

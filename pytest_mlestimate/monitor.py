@@ -140,7 +140,11 @@ class ResourceMonitor:
     @property
     def gpu_unavailable(self) -> str | None:
         if self.cuda_index is None:
-            return "no CUDA device in use (profiled on the CPU)"
+            import torch
+
+            if torch.cuda.is_available():
+                return "profiled on the CPU as the scenario's device asks"
+            return "profiled on the CPU: no CUDA device is available here"
         return self.nvml.unavailable if self.nvml else None
 
     def gpu_memory_now(self) -> int | None:
