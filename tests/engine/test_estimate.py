@@ -67,7 +67,9 @@ def test_child_process_profile_is_cached_and_scaled_without_remeasuring() -> Non
 
 def test_errors_from_the_child_keep_their_kind_and_message() -> None:
     with pytest.raises(ModelBuildError, match=r"model_kwargs min_sise not accepted by .* allowed: .*min_size"):
-        estimate({**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "model_kwargs": {"min_sise": 1}})
+        estimate(
+            {**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "model_kwargs": {"min_sise": 1}}, isolate=False
+        )
     with pytest.raises(ModelBuildError, match=r"cannot load custom factory 'nowhere.models:build'"):
         estimate({**TINY, "architecture": "nowhere.models:build"})
     with pytest.raises(ModelRunError, match="ssdlite320_mobilenet_v3_large at batch 1"):
