@@ -53,9 +53,9 @@ def server(cache_dir: Path, extra: list[str]) -> Iterator[int]:
     env = os.environ | {"MLESTIMATE_CACHE_DIR": str(cache_dir)}
     command = [sys.executable, "-m", "pytest_mlestimate.cli", "serve", "--port", str(port), "--no-access-log", *extra]
     # The server gets every CPU, whichever this client keeps to; it keeps its own serving off --profile-cpus.
-    process = subprocess.Popen(
-        command, env=env, stderr=subprocess.DEVNULL, preexec_fn=lambda: os.sched_setaffinity(0, ALL_CPUS)
-    )
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log = (cache_dir / "server.log").open("w")
+    process = subprocess.Popen(command, env=env, stderr=log, preexec_fn=lambda: os.sched_setaffinity(0, ALL_CPUS))
     try:
         for _ in range(300):
             with contextlib.suppress(OSError):
@@ -63,11 +63,12 @@ def server(cache_dir: Path, extra: list[str]) -> Iterator[int]:
                 break
             time.sleep(0.1)
         else:
-            raise SystemExit("the server did not come up")
+            raise SystemExit(f"the server did not come up: see {log.name}")
         yield port
     finally:
         process.terminate()
         process.wait(30)
+        log.close()
 
 
 def post(port: int, endpoint: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], float]:
@@ -180,7 +181,7 @@ def figures(resource: dict[str, Any], training: dict[str, Any]) -> dict[str, Any
 def measure_new(port: int, body: dict[str, Any]) -> dict[str, Any]:
     status, resource, seconds = post(port, "estimate-resource", body)
     if status != 200:
-        raise SystemExit(f"profile failed: {status} {resource}")
+        raise SystemExit(f"profile failed: {status} {resource} (the server's log is kept in the cache directory)")
     _, training, _ = post(port, "estimate-training-time", body)
     return figures(resource, training) | {"request_seconds": seconds}
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from pytest_mlestimate.architectures import TORCHVISION
@@ -16,14 +14,24 @@ from pytest_mlestimate.environment import gpu_inventory, host_fingerprint
 from pytest_mlestimate.scenario import MAX_DATASET_SIZE
 from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
 from pytest_mlestimate.service.auth import require_api_key
-from pytest_mlestimate.service.profile_queue import Measured, QueueFull
+from pytest_mlestimate.service.profile_queue import QueueFull
 from pytest_mlestimate.service.state import EstimationService
 from pytest_mlestimate.service.validation import scenario_from_body
 
+EXAMPLE = {
+    "task_type": "detection",
+    "architecture": "ssdlite320_mobilenet_v3_large",
+    "parameters": 3440060,
+    "dataset_size": 10000,
+    "batch_size": 2,
+    "image_size": [320, 320],
+    "application_type": "training",
+    "threading": False,
+}
 SCENARIO_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scenario"}}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Scenario"}, "example": EXAMPLE}},
     }
 }
 
@@ -54,21 +62,13 @@ async def _estimate(request: Request, endpoint: str, run_async: bool) -> Respons
             return Response(remembered, media_type="application/json")
         scenario = scenario_from_body(content, service.settings)
         check_endpoint(endpoint, scenario)
-        key = service.store.known_key(scenario)
-        profile = service.store.recent(key) if key else None
-        if key is None or profile is None:
-            key, profile = await run_in_threadpool(service.find, scenario)
+        future, known = await service.profile_of(scenario)
         answer = partial(figures, endpoint, scenario)
-        if profile is not None:
-            future: Future[Measured] = Future()
-            future.set_result((profile, service.store.cache_info(key)))
-        else:
-            future = service.queue.submit(scenario, key)
         if run_async:
             job = service.jobs.add(endpoint, future, answer, failure)
             url = str(request.url_for("job", job_id=job.id).path)
             return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
-        if profile is None:
+        if not known:
             status, body = answer(await asyncio.shield(asyncio.wrap_future(future)))
             return JSONResponse(body, status_code=status)
         response = JSONResponse(answer(future.result())[1])

@@ -69,7 +69,9 @@ class ServiceSettings:
             problems.append(f"queue_size {self.queue_size} is negative")
         if self.profile_timeout <= 0:
             problems.append(f"profile_timeout {self.profile_timeout:g} must be positive (seconds)")
-        if self.profile_cpus:
+        if self.profile_cpus and not hasattr(os, "sched_getaffinity"):
+            problems.append("profile_cpus needs an operating system with CPU affinity (Linux)")
+        elif self.profile_cpus:
             available = os.sched_getaffinity(0)
             if not self.profile_cpus < available:
                 problems.append(

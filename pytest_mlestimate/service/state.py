@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,3 +63,16 @@ class EstimationService:
         """The profile key and, if measured before, the profile (blocking: may read sqlite)."""
         key = self.store.key(scenario)
         return key, self.store.lookup(key)
+
+    async def profile_of(self, scenario: Scenario) -> tuple[Future[Measured], bool]:
+        """The scenario's profile, and whether it was known: a known one is ready at once, without queueing;
+        otherwise the queue's future (shared with identical requests)."""
+        key = self.store.known_key(scenario)
+        profile = self.store.recent(key) if key else None
+        if key is None or profile is None:
+            key, profile = await asyncio.to_thread(self.find, scenario)
+        if profile is None:
+            return self.queue.submit(scenario, key), False
+        ready: Future[Measured] = Future()
+        ready.set_result((profile, self.store.cache_info(key)))
+        return ready, True
