@@ -7,7 +7,13 @@ import threading
 import uuid
 from typing import Any
 
-from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ProfileCrashError, ProfileTimeoutError
+from pytest_mlestimate.errors import (
+    DeviceUnavailableError,
+    ModelBuildError,
+    ModelRunError,
+    ProfileCrashError,
+    ProfileTimeoutError,
+)
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
@@ -51,7 +57,7 @@ def failure(exc: BaseException) -> Answer:
         return 422, {"detail": exc.problems}
     if isinstance(exc, DeviceUnavailableError):
         return 422, {"detail": [problem("device", str(exc))]}
-    if isinstance(exc, ModelBuildError):
+    if isinstance(exc, (ModelBuildError, ModelRunError)):
         return 422, {"detail": [problem("", str(exc))]}
     if isinstance(exc, ProfileTimeoutError):
         return 504, {"detail": str(exc)}

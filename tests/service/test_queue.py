@@ -8,7 +8,13 @@ import threading
 
 import pytest
 
-from pytest_mlestimate.errors import ProfileCrashError, ProfileTimeoutError
+from pytest_mlestimate.errors import (
+    DeviceUnavailableError,
+    ModelBuildError,
+    ModelRunError,
+    ProfileCrashError,
+    ProfileTimeoutError,
+)
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings
 from tests.service.fakes import EXAMPLE, FakeMeasure, client_for
@@ -133,6 +139,25 @@ async def test_a_failed_profile_is_not_remembered(client, measure):
 
     assert (await client.post(RESOURCE, json=EXAMPLE)).status_code == 200
     assert len(measure.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "loc"),
+    [
+        (ModelBuildError("fasterrcnn_resnet50_fpn: model_kwargs rejected by the builder"), ["body"]),
+        (ModelRunError("the model raised on a 8x8 input: too small for its strides"), ["body"]),
+        (DeviceUnavailableError("device 'cuda' asked for, but no CUDA device is available here"), ["body", "device"]),
+    ],
+)
+async def test_a_scenario_the_model_cannot_take_is_a_422(client, measure, error, loc):
+    measure.fail = error
+
+    response = await client.post(RESOURCE, json=EXAMPLE)
+
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == loc
+    assert str(error) in problem["msg"]
 
 
 async def test_an_internal_error_has_an_id_in_the_log_and_no_trace_in_the_body(client, measure, caplog):
