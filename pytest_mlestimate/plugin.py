@@ -54,7 +54,6 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "mlestimate: a test that estimates a model with the mlestimate fixture")
     if not config.option.mlestimate:
         return
     from pytest_mlestimate.items import SETTINGS
