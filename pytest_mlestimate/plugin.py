@@ -53,8 +53,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
         pin_worker(os.environ, worker)
 
 
+_NEEDS_FLAG = (
+    "--mlestimate-json",
+    "--mlestimate-junitxml",
+    "--mlestimate-save-baseline",
+    "--mlestimate-compare",
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not config.option.mlestimate:
+        needing = [name for name in _NEEDS_FLAG if getattr(config.option, name.lstrip("-").replace("-", "_"), None)]
+        if needing:
+            raise pytest.UsageError(f"{', '.join(needing)} needs --mlestimate")
         return
     from pytest_mlestimate.items import SETTINGS
     from pytest_mlestimate.session import MlestimateRun

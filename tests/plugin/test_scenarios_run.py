@@ -251,3 +251,9 @@ def test_reports_are_written_when_the_run_is_interrupted(
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert by_name(report)["first"]["outcome"] == "passed"
     assert "first" in junit_cases(pytester.path / "junit.xml")
+
+
+def test_report_options_without_the_flag_are_a_usage_error(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess("--mlestimate-json", "report.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--mlestimate-json needs --mlestimate*"])
