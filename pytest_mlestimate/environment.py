@@ -72,16 +72,32 @@ def gpu_inventory() -> tuple[tuple[str, ...], str | None, str | None]:
     return _nvml_inventory(os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
-def host_fingerprint() -> dict[str, str | None]:
-    names, driver, _ = gpu_inventory()
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), which is what a CPU profile's speed depends on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _installed() -> dict[str, str | None]:
     return {
-        "gpu": ", ".join(names) or None,
-        "driver": driver,
         "torch": _version("torch"),
         "torchvision": _version("torchvision"),
         "python": platform.python_version(),
         "cpu": cpu_model(),
         "mlestimate": _version("pytest-mlestimate"),
+    }
+
+
+def host_fingerprint() -> dict[str, str | None]:
+    names, driver, _ = gpu_inventory()
+    return {
+        "gpu": ", ".join(names) or None,
+        "driver": driver,
+        **_installed(),
+        "cpus": str(usable_cpus()),
+        "threads": os.environ.get("OMP_NUM_THREADS"),
     }
 
 
