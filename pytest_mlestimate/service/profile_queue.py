@@ -107,23 +107,27 @@ class ProfileQueue:
             lane.waiting -= 1
             lane.running = key
         started = time.monotonic()
-        try:
-            if future.set_running_or_notify_cancel():
-                with self._lock:
-                    self.measured += 1
-                try:
-                    profile, cache = self._measure(scenario)
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    self._store.remember(key, profile)  # before leaving the in-flight table: no gap
-                    future.set_result((profile, cache))
-        finally:
+        outcome: Measured | None = None
+        failure: BaseException | None = None
+        runs = future.set_running_or_notify_cancel()
+        if runs:
             with self._lock:
-                self._durations.append(time.monotonic() - started)
-                lane.running = None
-                with contextlib.suppress(KeyError):
-                    del self._in_flight[key]
+                self.measured += 1
+            try:
+                outcome = self._measure(scenario)
+            except BaseException as exc:
+                failure = exc
+            else:
+                self._store.remember(key, outcome[0])  # before leaving the in-flight table: no gap
+        with self._lock:  # the lane is free before anyone learns the outcome
+            self._durations.append(time.monotonic() - started)
+            lane.running = None
+            with contextlib.suppress(KeyError):
+                del self._in_flight[key]
+        if failure is not None:
+            future.set_exception(failure)
+        elif outcome is not None:
+            future.set_result(outcome)
 
     def _lane(self, device: str) -> _Lane:
         lane = self._lanes.get(device)

@@ -38,7 +38,7 @@ def test_impossible_budget_fails_its_scenario_only(
         [
             "*scenario 'impossible' (scenarios.yaml:4): peak_ram_memory broke its limit: measured *, limit <= 1.00 MiB",
             "metric*measured*limit*baseline*change*result",
-            "peak_ram_memory*MiB*<= 1.00 MiB*FAILED",
+            "peak_ram_memory*iB*<= 1.00 MiB*FAILED",
         ]
     )
     jsonschema.validate(report, SCHEMA)
