@@ -2,10 +2,13 @@
 
 Blocks of back-to-back steps alternate between "thread off" and "thread on" (ABBA order, so a slow drift
 of the machine cancels); the overhead is the mean of the paired block differences, with its 95 %
-confidence interval. Resolving 1 % needs hundreds of steps per arm.
+confidence interval. Resolving 1 % takes thousands of short steps: the default is the tiny model
+(about 17 ms a step on a 2-core CPU), blocks of 40 steps (several sampling intervals each).
 
-    python bench/monitor_overhead.py                                   # ssdlite320, batch 2, CPU
-    python bench/monitor_overhead.py --device cuda --architecture fasterrcnn_resnet50_fpn --batch 4
+    python bench/monitor_overhead.py                                   # default interval (100 ms)
+    python bench/monitor_overhead.py --interval-ms 20 --block 4        # a faster thread, for scale
+    python bench/monitor_overhead.py --architecture ssdlite320_mobilenet_v3_large --steps-per-arm 300
+    python bench/monitor_overhead.py --device cuda --architecture fasterrcnn_resnet50_fpn --batch 4 --size 512
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from pytest_mlestimate.models import build_model
 from pytest_mlestimate.monitor import ResourceMonitor
 from pytest_mlestimate.profiler import _Session, resolve_device
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.scenario import DEFAULT_SAMPLE_INTERVAL_MS, Scenario
 
 
 def block(session: _Session, steps: int) -> float:
@@ -26,13 +29,13 @@ def block(session: _Session, steps: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--architecture", default="ssdlite320_mobilenet_v3_large")
+    parser.add_argument("--architecture", default="pytest_mlestimate.tiny:tiny_detector")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--steps-per-arm", type=int, default=300)
-    parser.add_argument("--block", type=int, default=10)
-    parser.add_argument("--interval-ms", type=int, default=20)
+    parser.add_argument("--steps-per-arm", type=int, default=6000)
+    parser.add_argument("--block", type=int, default=40)
+    parser.add_argument("--interval-ms", type=int, default=DEFAULT_SAMPLE_INTERVAL_MS)
     args = parser.parse_args()
 
     scenario = Scenario(
