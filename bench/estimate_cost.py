@@ -23,8 +23,9 @@ FRESH = """
 import time, json, sys
 t = time.perf_counter()
 from pytest_mlestimate import estimate
+imported = time.perf_counter()
 result = estimate(json.loads(sys.argv[1]))
-print(time.perf_counter() - t, result.cache["hit"], "torch" in sys.modules)
+print(imported - t, time.perf_counter() - imported, result.cache["hit"], "torch" in sys.modules)
 """
 
 

@@ -38,7 +38,8 @@ from pytest_mlestimate.synthetic import make_batch
 @dataclass(frozen=True)
 class Iterations:
     """How many steps to run. GPU defaults are long enough for Mask R-CNN's random-weight slow-down to
-    settle (measured within 1 % from iterations 10-60); CPU steps cost ~1 s, so fewer there."""
+    settle (measured within 1 % from iterations 10-60); CPU steps cost up to ~1 s, so fewer there, but
+    enough that the first steps' slower allocations are past and a noisy neighbour averages out."""
 
     warmup: int
     measure: int
@@ -50,8 +51,8 @@ class Iterations:
     @classmethod
     def for_scenario(cls, scenario: Scenario, device: str) -> Iterations:
         on_gpu = device.startswith("cuda")
-        warmup = scenario.warmup_iterations if scenario.warmup_iterations is not None else (10 if on_gpu else 2)
-        measure = scenario.measure_iterations or (50 if on_gpu else 8)
+        warmup = scenario.warmup_iterations if scenario.warmup_iterations is not None else (10 if on_gpu else 3)
+        measure = scenario.measure_iterations or (50 if on_gpu else 12)
         return cls(
             warmup=warmup,
             measure=measure,

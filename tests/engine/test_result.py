@@ -9,6 +9,7 @@ import pytest
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.result import METRICS, Estimate
 from pytest_mlestimate.scenario import Scenario
+from tests.documented_keys import RESOURCE_KEYS
 
 GIB = 2**30
 
@@ -50,15 +51,7 @@ def profile(**changes: Any) -> Profile:
 def test_documented_keys_exactly() -> None:
     result = Estimate(scenario(), profile()).to_dict()
     assert list(result) == ["resource", "training_time", "inference_time", "units", "details", "warnings"]
-    assert list(result["resource"]) == [
-        "Peak GPU Memory",
-        "Peak GPU Utilization",
-        "Peak RAM Memory",
-        "Peak CPU Utilization",
-        "Batch Time",
-        "RAM before training",
-        "VRAM before training",
-    ]
+    assert list(result["resource"]) == RESOURCE_KEYS
     assert list(result["resource"]["Batch Time"]) == ["forward_pass", "backward_pass"]
     assert list(result["training_time"]) == ["Total Training Time"]
     assert list(result["inference_time"]) == ["1-Image Inference Time", "Batch of 4 Inference Time"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from tests.documented_keys import RESOURCE_KEYS
 from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
@@ -63,15 +64,7 @@ def test_report_keeps_the_engine_keys_file_and_line(
     jsonschema.validate(report, SCHEMA)
     entry = by_name(report)["plain"]
     assert (entry["file"], entry["line"]) == ("scenarios.yaml", 3)
-    assert set(entry["resource"]) == {
-        "Peak GPU Memory",
-        "Peak GPU Utilization",
-        "Peak RAM Memory",
-        "Peak CPU Utilization",
-        "Batch Time",
-        "RAM before training",
-        "VRAM before training",
-    }
+    assert list(entry["resource"]) == RESOURCE_KEYS
     assert set(entry["inference_time"]) == {"1-Image Inference Time", "Batch of 2 Inference Time"}
     assert entry["training_time"]["Total Training Time"] > 0
     assert report["environment"]["torch"] == entry["details"]["environment"]["torch"]

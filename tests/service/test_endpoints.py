@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import pytest
 
+from tests.documented_keys import RESOURCE_KEYS
 from tests.service.fakes import EXAMPLE, fake_profile
 
 pytestmark = pytest.mark.anyio
-
-RESOURCE_KEYS = {
-    "Peak GPU Memory",
-    "Peak GPU Utilization",
-    "Peak RAM Memory",
-    "Peak CPU Utilization",
-    "Batch Time",
-    "RAM before training",
-    "VRAM before training",
-}
 
 
 @pytest.mark.parametrize(
     ("endpoint", "keys"),
     [
-        ("estimate-resource", RESOURCE_KEYS),
+        ("estimate-resource", set(RESOURCE_KEYS)),
         ("estimate-training-time", {"Total Training Time"}),
         ("estimate-inference-time", {"1-Image Inference Time", "Batch of 8 Inference Time"}),
     ],

@@ -1,0 +1,12 @@
+"""The documented result keys, spelt out once for every test that checks the public contract (users'
+dashboards parse them: a test must fail if the engine renames one)."""
+
+RESOURCE_KEYS = [
+    "Peak GPU Memory",
+    "Peak GPU Utilization",
+    "Peak RAM Memory",
+    "Peak CPU Utilization",
+    "Batch Time",
+    "RAM before training",
+    "VRAM before training",
+]
