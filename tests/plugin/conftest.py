@@ -42,8 +42,8 @@ def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A profile cache holding the TINY scenario, measured once per test session."""
     # Load everything an in-process pytest run uses now: pytester drops modules first imported inside
     # a run when the run ends, and torch cannot be imported twice in one process.
-    import pytest_mlestimate.fixture
-    import pytest_mlestimate.session  # noqa: F401
+    import pytest_mlestimate.plugin.fixture
+    import pytest_mlestimate.plugin.session  # noqa: F401
     from pytest_mlestimate.api import estimate
 
     path = tmp_path_factory.mktemp("shared-cache")

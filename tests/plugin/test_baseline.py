@@ -5,8 +5,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.baseline import baseline_path, compare, parse_tolerances, save_baseline
-from pytest_mlestimate.budgets import BudgetError
+from pytest_mlestimate.plugin.baseline import baseline_path, compare, parse_tolerances, save_baseline
+from pytest_mlestimate.plugin.budgets import BudgetError
 
 ENV = {"gpu": "NVIDIA H100 80GB HBM3", "driver": "580.1", "cuda": "12.8", "torch": "2.11", "torchvision": "0.26"}
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pytest_mlestimate.gpus import PINNED_GPU, pin_worker
+from pytest_mlestimate.plugin.gpus import PINNED_GPU, pin_worker
 
 
 def test_workers_take_the_callers_gpus_round_robin() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from pytest_mlestimate.architectures import TORCHVISION
-from pytest_mlestimate.baseline import parse_tolerances
-from pytest_mlestimate.budgets import parse_budgets
+from pytest_mlestimate.plugin.baseline import parse_tolerances
+from pytest_mlestimate.plugin.budgets import parse_budgets
+from pytest_mlestimate.plugin.scenario_file import read_scenario_file
 from pytest_mlestimate.scenario import parse_scenario
-from pytest_mlestimate.scenario_file import read_scenario_file
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

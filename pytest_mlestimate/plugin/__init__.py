@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_mlestimate.fixture import ModelEstimator
+    from pytest_mlestimate.plugin.fixture import ModelEstimator
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -48,7 +48,7 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     """Pin an xdist worker to its GPU before any conftest can import torch and initialise CUDA."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and getattr(early_config.known_args_namespace, "mlestimate", False):
-        from pytest_mlestimate.gpus import pin_worker
+        from pytest_mlestimate.plugin.gpus import pin_worker
 
         pin_worker(os.environ, worker)
 
@@ -67,9 +67,9 @@ def pytest_configure(config: pytest.Config) -> None:
         if needing:
             raise pytest.UsageError(f"{', '.join(needing)} needs --mlestimate")
         return
-    from pytest_mlestimate.items import SETTINGS
-    from pytest_mlestimate.session import MlestimateRun
-    from pytest_mlestimate.settings import Settings
+    from pytest_mlestimate.plugin.items import SETTINGS
+    from pytest_mlestimate.plugin.session import MlestimateRun
+    from pytest_mlestimate.plugin.settings import Settings
 
     config.stash[SETTINGS] = Settings.from_config(config)
     config.pluginmanager.register(MlestimateRun(config), "mlestimate-run")
@@ -78,7 +78,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def mlestimate(request: pytest.FixtureRequest) -> ModelEstimator:
     """Estimate a model defined in Python: ``mlestimate(factory, scenario, budgets={...})``."""
-    from pytest_mlestimate.fixture import ModelEstimator
+    from pytest_mlestimate.plugin.fixture import ModelEstimator
 
     return ModelEstimator(request.node)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.items import ScenarioFile, relative_file
-from pytest_mlestimate.record import RECORDS, new_record, outcome_after
-from pytest_mlestimate.reports import github, terminal
-from pytest_mlestimate.reports.json_report import write_json
-from pytest_mlestimate.reports.junit_report import write_junit
-from pytest_mlestimate.scenario_file import looks_like_scenarios
-from pytest_mlestimate.verdict import PLUGIN_WARNINGS
+from pytest_mlestimate.plugin.items import ScenarioFile, relative_file
+from pytest_mlestimate.plugin.record import RECORDS, new_record, outcome_after
+from pytest_mlestimate.plugin.reports import github, terminal
+from pytest_mlestimate.plugin.reports.json_report import write_json
+from pytest_mlestimate.plugin.reports.junit_report import write_junit
+from pytest_mlestimate.plugin.scenario_file import looks_like_scenarios
+from pytest_mlestimate.plugin.verdict import PLUGIN_WARNINGS
 
 YAML_SUFFIXES = (".yaml", ".yml")
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlestimate.baseline import parse_tolerances
-from pytest_mlestimate.budgets import Budget, BudgetError, parse_assignments, parse_budgets
+from pytest_mlestimate.plugin.baseline import parse_tolerances
+from pytest_mlestimate.plugin.budgets import Budget, BudgetError, parse_assignments, parse_budgets
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,16 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.api import estimate_model
-from pytest_mlestimate.baseline import parse_tolerances
-from pytest_mlestimate.budgets import BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
-from pytest_mlestimate.gpus import gpu_slot
-from pytest_mlestimate.items import SETTINGS, relative_file
-from pytest_mlestimate.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.plugin.baseline import parse_tolerances
+from pytest_mlestimate.plugin.budgets import BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.plugin.gpus import gpu_slot
+from pytest_mlestimate.plugin.items import SETTINGS, relative_file
+from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.plugin.settings import Settings
+from pytest_mlestimate.plugin.verdict import judge
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import ScenarioError
-from pytest_mlestimate.settings import Settings
-from pytest_mlestimate.verdict import judge
 
 
 class ModelEstimator:

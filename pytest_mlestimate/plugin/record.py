@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_mlestimate.plugin.verdict import Verdict
     from pytest_mlestimate.result import Estimate
-    from pytest_mlestimate.verdict import Verdict
 
 RECORDS = pytest.StashKey[list[dict[str, Any]]]()
 ESTIMATE_KEYS = ("resource", "training_time", "inference_time", "units", "details")

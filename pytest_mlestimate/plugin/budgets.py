@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from pytest_mlestimate.plugin.units import UnitError, format_quantity, parse_quantity
 from pytest_mlestimate.result import METRIC_UNITS, METRICS
-from pytest_mlestimate.units import UnitError, format_quantity, parse_quantity
 
 Kind = Literal["max", "min", "regression"]
 

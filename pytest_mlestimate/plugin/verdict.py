@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlestimate.baseline import compare, save_baseline
-from pytest_mlestimate.budgets import Budget, Check, check_budgets
+from pytest_mlestimate.plugin.baseline import compare, save_baseline
+from pytest_mlestimate.plugin.budgets import Budget, Check, check_budgets
 from pytest_mlestimate.result import METRICS
 
 if TYPE_CHECKING:
+    from pytest_mlestimate.plugin.settings import Settings
     from pytest_mlestimate.result import Estimate
-    from pytest_mlestimate.settings import Settings
 
 PLUGIN_WARNINGS = ("budget on ", "baseline ", "no baseline ")
 """How the warnings this module adds begin: the terminal shows these always, the engine's only with -v."""

@@ -8,8 +8,8 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from pytest_mlestimate.budgets import Check
-from pytest_mlestimate.reports.json_report import environment_of, write_atomically
+from pytest_mlestimate.plugin.budgets import Check
+from pytest_mlestimate.plugin.reports.json_report import environment_of, write_atomically
 
 
 def failed_checks(record: dict[str, Any]) -> list[Check]:

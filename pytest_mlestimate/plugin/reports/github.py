@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_mlestimate.reports.terminal import headline_metrics, rows
+from pytest_mlestimate.plugin.reports.terminal import headline_metrics, rows
 
 ICONS = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭️ skipped"}
 

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.baseline import parse_tolerances
-from pytest_mlestimate.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
-from pytest_mlestimate.gpus import gpu_slot, missing_gpu_reason
-from pytest_mlestimate.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.plugin.baseline import parse_tolerances
+from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.plugin.gpus import gpu_slot, missing_gpu_reason
+from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.plugin.scenario_file import PLUGIN_KEYS, ScenarioEntry, ScenarioFileError, read_scenario_file
+from pytest_mlestimate.plugin.settings import Settings
+from pytest_mlestimate.plugin.verdict import Verdict, judge
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
-from pytest_mlestimate.scenario_file import PLUGIN_KEYS, ScenarioEntry, ScenarioFileError, read_scenario_file
-from pytest_mlestimate.settings import Settings
-from pytest_mlestimate.verdict import Verdict, judge
 
 SETTINGS = pytest.StashKey[Settings]()
 

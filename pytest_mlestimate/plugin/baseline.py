@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.budgets import Check, lower_is_worse
+from pytest_mlestimate.plugin.budgets import Check, lower_is_worse
 from pytest_mlestimate.result import METRIC_UNITS
 
 BASELINE_FORMAT = 1
@@ -100,8 +100,8 @@ def compare(
 
 def parse_tolerances(raw: object, field: str = "tolerances") -> dict[str, float]:
     """``{"forward_pass": "20 %"}`` -> ``{"forward_pass": 0.2}``."""
-    from pytest_mlestimate.budgets import BudgetError, unknown_metric
-    from pytest_mlestimate.units import UnitError, parse_fraction
+    from pytest_mlestimate.plugin.budgets import BudgetError, unknown_metric
+    from pytest_mlestimate.plugin.units import UnitError, parse_fraction
 
     if raw is None:
         return {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_mlestimate.units import format_quantity
+from pytest_mlestimate.plugin.units import format_quantity
 
 _HEADLINE = (
     ("peak GPU mem", ("resource", "Peak GPU Memory"), "bytes"),
