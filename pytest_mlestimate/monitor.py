@@ -72,17 +72,20 @@ class Nvml:
     def __init__(self, cuda_index: int) -> None:
         self.handle: Any = None
         self.unavailable: str | None = None
+        self.device_wide = False
+        """True once NVML hid this process's own figure and the device's total was used instead."""
         try:
             import pynvml
             import torch
 
             pynvml.nvmlInit()
             self._nvml = pynvml
-            uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
-            uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
             try:
-                self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid)
-            except pynvml.NVMLError:
+                uuid = str(torch.cuda.get_device_properties(cuda_index).uuid)
+                uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+                # bytes: some nvidia-ml-py releases do not convert a str argument here
+                self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+            except Exception:  # a MIG slice, an old torch without uuid, another binding's signature
                 self.handle = pynvml.nvmlDeviceGetHandleByIndex(cuda_index)
         except Exception as exc:  # NVML missing, no driver, or an old torch without uuid
             self.unavailable = f"NVML unavailable: {exc}"
@@ -95,8 +98,9 @@ class Nvml:
             for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
                 if proc.pid == os.getpid() and proc.usedGpuMemory is not None:
                     return int(proc.usedGpuMemory)
+            self.device_wide = True  # another PID namespace, or no permission to see per-process usage
             return int(self._nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
-        except self._nvml.NVMLError:
+        except Exception:  # NVMLError, or NVMLLibraryMismatchError (not an NVMLError) on an older driver
             return None
 
     def utilization(self) -> float | None:
@@ -104,7 +108,7 @@ class Nvml:
             return None
         try:
             return float(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
-        except self._nvml.NVMLError:
+        except Exception:  # NVML_ERROR_NOT_SUPPORTED on MIG slices, among others
             return None
 
 
@@ -196,6 +200,7 @@ class ResourceMonitor:
             import torch
 
             torch.cuda.synchronize(self.cuda_index)
+            torch.cuda.empty_cache()  # the peak starts from what is in use, not from earlier cached blocks
             torch.cuda.reset_peak_memory_stats(self.cuda_index)
         start = (time.perf_counter(), self.tree.cpu_seconds())
         self._peaks = _Peaks(cpu_mark=start, phase_start=start)
@@ -205,11 +210,15 @@ class ResourceMonitor:
             self._thread = threading.Thread(target=self._run, name="mlestimate-monitor", daemon=True)
             self._thread.start()
 
-    def end_phase(self) -> PhasePeaks:
+    def stop(self) -> None:
+        """Stop the sampling thread, if one runs (also after a phase that ended in an exception)."""
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
             self._thread = None
+
+    def end_phase(self) -> PhasePeaks:
+        self.stop()
         self._sample()
         peaks = self._peaks
         if peaks.cpu is None:  # a phase shorter than one CPU window: its average is the best figure there is

@@ -13,6 +13,7 @@ import gc
 import resource
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pytest_mlestimate.models import (
 from pytest_mlestimate.monitor import ResourceMonitor
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.scenario import Scenario
-from pytest_mlestimate.synthetic import make_batch
+from pytest_mlestimate.synthetic import make_batch, make_images
 
 
 @dataclass(frozen=True)
@@ -92,14 +93,19 @@ class _Session:
         self.device = torch.device(device)
         self.monitor = monitor
         self.on_gpu = self.device.type == "cuda"
-        images, targets = make_batch(
-            scenario.batch_size,
-            scenario.image_size,
-            scenario.objects_per_image,
-            num_classes(scenario),
-            target_kind(scenario),
-            num_keypoints=int(scenario.model_kwargs.get("num_keypoints", 17) or 17),
-        )
+        training = scenario.application_type == "training"
+        if training:
+            images, targets = make_batch(
+                scenario.batch_size,
+                scenario.image_size,
+                scenario.objects_per_image,
+                num_classes(scenario),
+                target_kind(scenario),
+                num_keypoints=int(scenario.model_kwargs.get("num_keypoints", 17) or 17),
+            )
+        else:  # inference never reads targets: they would only inflate its memory figures
+            generator = torch.Generator().manual_seed(0)
+            images, targets = make_images(scenario.batch_size, *scenario.image_size, generator), []
         self.images = [image.to(self.device) for image in images]
         self.targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
         amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[scenario.amp]
@@ -189,8 +195,12 @@ def _nothing() -> None:
     return None
 
 
-def _out_of_memory_types() -> tuple[type[BaseException], ...]:
-    return (torch.cuda.OutOfMemoryError,)
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """PyTorch's allocator raises OutOfMemoryError; cuDNN and cuBLAS report theirs as RuntimeError."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)
 
 
 def profile_scenario(
@@ -221,26 +231,34 @@ def profile_scenario(
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
         _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
+        if monitor.nvml is not None and monitor.nvml.device_wide:
+            profile.warnings.append(
+                "NVML did not show this process's own GPU memory (a container's PID namespace or missing "
+                "permission): Peak GPU Memory counts everything on the device, other processes included"
+            )
         if session.nonfinite_losses:
             profile.warnings.append(
                 f"{session.nonfinite_losses} measured step(s) had a non-finite loss (random weights or a "
                 "too-high learning rate); timings still count, but check the optimizer settings"
             )
-    except _out_of_memory_types():
+    except EstimateError:
+        raise
+    except Exception as exc:
+        if not (device.startswith("cuda") and _is_out_of_memory(exc)):
+            message = (
+                f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
+                f"{scenario.image_size[1]} failed while profiling {scenario.application_type}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            traceback.clear_frames(exc.__traceback__)  # its frames hold the model and its activations
+            raise ModelRunError(message) from None
         total = torch.cuda.get_device_properties(torch.device(device)).total_memory
         profile.failure = (
             f"does not fit: batch {scenario.batch_size} at {scenario.image_size[0]}x{scenario.image_size[1]} "
             f"on {profile.device_name} needs more than {total / 2**30:.1f} GiB"
         )
-    except EstimateError:
-        raise
-    except Exception as exc:
-        raise ModelRunError(
-            f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
-            f"{scenario.image_size[1]} failed while profiling {scenario.application_type}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
     finally:
+        monitor.stop()
         del session
         with contextlib.suppress(NameError):
             del model

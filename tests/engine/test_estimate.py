@@ -3,6 +3,7 @@ a real torchvision model, cache reuse, errors and the no-GPU behaviour."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -74,6 +75,13 @@ def test_errors_from_the_child_keep_their_kind_and_message() -> None:
         estimate({**TINY, "architecture": "nowhere.models:build"})
     with pytest.raises(ModelRunError, match="ssdlite320_mobilenet_v3_large at batch 1"):
         estimate({**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "batch_size": 1}, isolate=False)
+
+
+def test_a_failed_profile_leaves_no_sampling_thread_behind() -> None:
+    failing = {**TINY, "architecture": "ssdlite320_mobilenet_v3_large", "batch_size": 1, "threading": True}
+    with pytest.raises(ModelRunError):
+        estimate(failing, isolate=False, cache=False)
+    assert not [t for t in threading.enumerate() if t.name == "mlestimate-monitor"]
 
 
 def test_timeout_stops_the_profile_and_says_so() -> None:

@@ -73,6 +73,7 @@ def test_out_of_memory_in_process_leaves_the_device_clean() -> None:
     import torch
 
     huge = {**TINY, "batch_size": 4, "image_size": [8192, 8192], "model_kwargs": {"channels": 4096}}
+    before = torch.cuda.memory_allocated()  # earlier in-process tests may hold library workspaces
     assert not estimate(huge, cache=False, isolate=False).fits
-    assert torch.cuda.memory_allocated() == 0
+    assert torch.cuda.memory_allocated() == before
     assert estimate(TINY, cache=False, isolate=False).fits
