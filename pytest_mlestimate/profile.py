@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROFILE_FORMAT = 1
+PROFILE_FORMAT = 2
+"""Raised whenever what a profile measures changes, so that older cached profiles are measured again."""
 
 
 class PhasePeaks(BaseModel):
