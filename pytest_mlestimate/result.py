@@ -10,6 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytest_mlestimate.architectures import TORCHVISION
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.samples import summarize
 from pytest_mlestimate.scenario import Scenario
@@ -155,7 +156,7 @@ class Estimate:
                 f"parameters: the scenario says {scenario.parameters:,} but the built model has "
                 f"{profile.parameter_count:,}"
             )
-        if scenario.weights_path is None and profile.inference_one_times:
+        if scenario.weights_path is None and scenario.architecture in TORCHVISION and profile.inference_one_times:
             found.append(
                 "inference times use random weights: almost every candidate box passes the score threshold, "
                 f"so post-processing ({self._detections()} detections per image) costs more than with trained "

@@ -143,3 +143,12 @@ def test_out_of_memory_is_a_result() -> None:
     estimate = Estimate(scenario(batch_size=64), failed)
     assert not estimate.fits
     assert estimate.to_dict()["details"]["failure"].startswith("does not fit: batch 64")
+
+
+def test_random_weight_inference_is_flagged_for_torchvision_models_only() -> None:
+    def flagged(**changes: Any) -> bool:
+        return any("random weights" in w for w in Estimate(scenario(**changes), profile()).warnings())
+
+    assert flagged()
+    assert not flagged(weights_path="/models/frcnn.pt")
+    assert not flagged(architecture="mypkg.models:build")
