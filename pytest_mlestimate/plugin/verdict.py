@@ -56,7 +56,7 @@ def measured_figures(estimate: Estimate) -> dict[str, Any]:
     """What a baseline keeps: the scenario, the environment, the metrics and their measured noise."""
     return {
         "scenario": estimate.scenario.model_dump(mode="json"),
-        "environment": estimate.to_dict()["details"]["environment"],
+        "environment": estimate.profile.environment,
         "metrics": estimate.metrics(),
         "spread": {m: estimate.spread(m) for m in METRICS},
     }
