@@ -3,6 +3,10 @@
 Usage: python bench/reference_loop.py SCENARIO_JSON STEPS
 Prints one JSON line: wall time of all steps, peak RSS of the process, and on CUDA the peak GPU memory
 the process held (NVML, sampled every 20 ms) and PyTorch's reserved peak.
+
+Usage: python bench/reference_loop.py SCENARIO_JSON --inference REPEATS
+A plain inference loop at the scenario's detection_load, its knobs set here by hand: prints one JSON line
+with the mean time of one 1-image call and of one batch call, and the detections per image.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from torchvision.models import detection
 
 from pytest_mlestimate.models import num_classes, target_kind
 from pytest_mlestimate.scenario import Scenario
-from pytest_mlestimate.synthetic import make_batch
+from pytest_mlestimate.synthetic import make_batch, make_images
 
 
 def nvml_sampler(device_index: int, stop: threading.Event, peak: list[int]) -> None:
@@ -51,8 +55,51 @@ def nvml_sampler(device_index: int, stop: threading.Event, peak: list[int]) -> N
             return
 
 
+def open_post_processing(model: torch.nn.Module, load: str | int) -> int:
+    """Score threshold 0 and an NMS IoU threshold of 1 (keeps every candidate): detections_per_img decides."""
+    head = getattr(model, "roi_heads", model)
+    if load != "max":
+        head.detections_per_img = load
+    head.score_thresh = 0.0
+    head.nms_thresh = 1.0
+    if hasattr(head, "topk_candidates"):
+        head.topk_candidates = max(head.topk_candidates, head.detections_per_img)
+    return head.detections_per_img
+
+
+def infer(scenario: Scenario, repeats: int) -> None:
+    device = torch.device("cuda:0" if scenario.device != "cpu" and torch.cuda.is_available() else "cpu")
+    builder = getattr(detection, scenario.architecture)
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes(scenario), **scenario.model_kwargs)
+    stated = open_post_processing(model, scenario.detection_load)
+    model.to(device).eval()
+    images = [
+        i.to(device) for i in make_images(scenario.batch_size, *scenario.image_size, torch.Generator().manual_seed(0))
+    ]
+
+    def timed(batch: list[torch.Tensor], count: int) -> tuple[float, list[int]]:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(count):
+            outputs = model(batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - start) / count, [len(o["boxes"]) for o in outputs]
+
+    with torch.inference_mode():
+        timed(images[:1], 2)
+        timed(images, 1)
+        one, _ = timed(images[:1], repeats)
+        batch, found = timed(images, max(repeats // 2, 2))
+    print(json.dumps({"one_image": one, "batch": batch, "stated": stated, "detections": sum(found) / len(found)}))
+
+
 def main() -> None:
     scenario = Scenario.model_validate_json(sys.argv[1])
+    if sys.argv[2] == "--inference":
+        infer(scenario, int(sys.argv[3]))
+        return
     steps = int(sys.argv[2])
     device = torch.device("cuda:0" if scenario.device != "cpu" and torch.cuda.is_available() else "cpu")
     builder = getattr(detection, scenario.architecture)

@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.cache import ProfileCache, profile_key
-from pytest_mlestimate.environment import gpu_inventory
+from pytest_mlestimate.devices import device_lock
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, parse_scenario
-
-_device_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-
-
-def device_lock(device: str) -> threading.Lock:
-    """One profile at a time per device within this process: two would corrupt each other's figures.
-
-    ``auto`` and ``cuda`` name the same device as ``cuda:0`` when a GPU is visible, so they share its lock.
-    """
-    if device in ("auto", "cuda"):
-        device = "cuda:0" if device == "cuda" or gpu_inventory()[0] else "cpu"
-    with _locks_guard:
-        return _device_locks.setdefault(device, threading.Lock())
 
 
 def estimate(
@@ -58,9 +43,14 @@ def estimate(
                 return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
         profile = _measure(parsed, isolate, timeout)
     info: dict[str, Any] = {"hit": False}
-    if store is not None and key is not None:
+    if store is not None and key is not None and profile.contended:
+        info["stored"] = False
+        profile.warnings.append(
+            "not cached: measured while other processes took the CPU; the next estimate measures again"
+        )
+    elif store is not None and key is not None:
         store.put(key, profile)
-        info.update(key=key, path=str(store.path))
+        info.update(key=key, path=str(store.path), stored=True)
         if store.problem:
             profile.warnings.append(store.problem)
     return Estimate(parsed, profile, cache=info)

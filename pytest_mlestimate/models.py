@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -110,6 +111,65 @@ def load_weights(model: nn.Module, path: str) -> None:
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelBuildError(f"weights_path '{path}' does not fit the built model: {first}") from None
+
+
+@dataclass(frozen=True)
+class DetectionLoad:
+    """The detection load inference is measured at: ``per_image`` detections per image, or None where the
+    weights decide."""
+
+    per_image: int | None
+    statement: str
+    previous: list[tuple[nn.Module, dict[str, Any]]] = field(default_factory=list, repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return self.statement
+
+    def restore(self) -> None:
+        """Put back the knobs as they were: a factory may hand out a model its caller goes on using."""
+        for head, knobs in self.previous:
+            for name, value in knobs.items():
+                setattr(head, name, value)
+
+
+_KNOBS = ("detections_per_img", "score_thresh", "nms_thresh", "topk_candidates")
+
+
+def _detection_heads(model: nn.Module) -> list[nn.Module]:
+    """Modules that post-process detections: torchvision's RoIHeads, RetinaNet, FCOS, SSD, or a custom
+    module with the same knobs (a region proposal network has a score threshold, not detections_per_img)."""
+    return [m for m in model.modules() if hasattr(m, "detections_per_img") and hasattr(m, "score_thresh")]
+
+
+def apply_detection_load(model: nn.Module, scenario: Scenario) -> DetectionLoad:
+    """Set the model's post-processing so that every image yields the scenario's stated number of detections.
+
+    Post-processing cost (NMS, mask pasting, keypoints) follows the number of detections, which random
+    weights set arbitrarily. A score threshold of 0 lets every candidate through and an NMS IoU threshold
+    of 1 suppresses none (NMS still runs), so ``detections_per_img`` decides the count.
+    """
+    load = scenario.detection_load
+    if load == "weights":
+        return DetectionLoad(None, "as the weights give on the synthetic images (detection_load 'weights')")
+    heads = _detection_heads(model)
+    if not heads:
+        return DetectionLoad(
+            None, f"as the weights give; {type(model).__name__} has no detections_per_img and score_thresh to set"
+        )
+    previous = [(head, {k: getattr(head, k) for k in _KNOBS if hasattr(head, k)}) for head in heads]
+    for head in heads:
+        if load != "max":
+            head.detections_per_img = load
+        head.score_thresh = 0.0
+        if hasattr(head, "nms_thresh"):
+            head.nms_thresh = 1.0
+        if hasattr(head, "topk_candidates"):
+            head.topk_candidates = max(int(head.topk_candidates), int(head.detections_per_img))
+    per_image = max(int(head.detections_per_img) for head in heads)
+    source = "the model's detections_per_img" if load == "max" else "detection_load"
+    return DetectionLoad(
+        per_image, f"{per_image} detections per image ({source}; score threshold 0, NMS IoU threshold 1)", previous
+    )
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROFILE_FORMAT = 2
+from pytest_mlestimate.contention import Contention
+
+PROFILE_FORMAT = 3
 """Raised whenever what a profile measures changes, so that older cached profiles are measured again."""
 
 
@@ -21,6 +23,11 @@ class PhasePeaks(BaseModel):
     peak_gpu_allocated: int | None = None
     peak_gpu_reserved: int | None = None
     peak_gpu_memory: int | None = None
+    peak_gpu_sampled: int | None = None
+    """The most GPU memory one sample saw (NVML's process figure, or the device's used memory where NVML
+    cannot give it), read together with reserved bytes: a lower bound where ``peak_gpu_memory`` is an upper one."""
+    gpu_memory_method: str | None = None
+    """Which figure ``peak_gpu_memory`` is."""
     peak_gpu_utilization: float | None = None
     samples: int = 0
 
@@ -45,8 +52,28 @@ class Profile(BaseModel):
     inference_one_times: list[float] = Field(default_factory=list)
     inference_batch_times: list[float] = Field(default_factory=list)
     inference_detections: float | None = None
+    """Mean detections per image measured in the batch inference calls."""
+    inference_load: str | None = None
+    """The detection load inference was measured at, in words; None in a profile that did not set one."""
+    inference_load_per_image: int | None = None
+    """Detections per image the load asks for; None where the weights decide."""
     training: PhasePeaks | None = None
     inference: PhasePeaks | None = None
+    optimizer_recipe: str | None = None
+    """The optimizer and learning-rate warm-up the training steps ran with, in words."""
+    lr_range: tuple[float, float] | None = None
+    """Learning rate of the first and of the last timed training step."""
+    divergence_restarts: int = 0
+    """1 when a non-finite loss made the profiler restore the starting state and measure again."""
+    precision_target: float | None = None
+    precision: float | None = None
+    """Achieved half-width of the 95 % confidence interval of the mean step time, as a fraction of the mean."""
+    precision_met: bool | None = None
+    contention: Contention | None = None
+    """CPU contention figures of the kept measurement of the steps."""
+    contended: bool = False
+    """The kept measurement was contended even after one re-measurement: not a clean figure to cache."""
+    contention_remeasured: bool = False
     environment: dict[str, str | None] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     failure: str | None = None

@@ -6,68 +6,21 @@ public contract parsed by users' dashboards: change them only with a new schema 
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.metrics import METRIC, units
 from pytest_mlestimate.profile import PhasePeaks, Profile
-from pytest_mlestimate.samples import summarize
+from pytest_mlestimate.samples import robust_mean, summarize
 from pytest_mlestimate.scenario import Scenario
 
 PARAMETER_TOLERANCE = 0.01
 """Relative difference between the scenario's ``parameters`` and the built model's count that warns."""
 
-UNITS = {
-    "Peak GPU Memory": "bytes",
-    "Peak GPU Utilization": "percent of one GPU",
-    "Peak RAM Memory": "bytes",
-    "Peak CPU Utilization": "percent, 100 = one core fully busy",
-    "Batch Time": "seconds",
-    "RAM before training": "bytes",
-    "VRAM before training": "bytes",
-    "Total Training Time": "seconds",
-    "1-Image Inference Time": "seconds",
-    "Batch of N Inference Time": "seconds",
-}
 
-METRICS = (
-    "peak_gpu_memory",
-    "peak_gpu_utilization",
-    "peak_ram_memory",
-    "peak_cpu_utilization",
-    "forward_pass",
-    "backward_pass",
-    "ram_before_training",
-    "vram_before_training",
-    "total_training_time",
-    "inference_1_image",
-    "inference_batch",
-)
-"""Snake-case names of the documented figures: the one vocabulary for budgets and baselines."""
-
-METRIC_UNITS = {
-    "peak_gpu_memory": "bytes",
-    "peak_ram_memory": "bytes",
-    "ram_before_training": "bytes",
-    "vram_before_training": "bytes",
-    "peak_gpu_utilization": "percent",
-    "peak_cpu_utilization": "percent",
-    "forward_pass": "seconds",
-    "backward_pass": "seconds",
-    "total_training_time": "seconds",
-    "inference_1_image": "seconds",
-    "inference_batch": "seconds",
-}
-
-
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
-def _iqr(values: list[float]) -> float | None:
-    stats = summarize(values)
-    return float(stats["iqr"]) if stats else None
+def _robust_mean(values: list[float]) -> float | None:
+    return robust_mean(values) if values else None
 
 
 @dataclass
@@ -94,7 +47,8 @@ class Estimate:
         return self.profile.inference
 
     def total_training_time(self) -> float | None:
-        """Warm-up steps as measured, then the mean back-to-back step for every remaining step."""
+        """Warm-up steps as measured, then the robust mean step (``samples.robust_mean``: one stalled step
+        cannot multiply the total) for every remaining step."""
         steps = self.profile.step_times
         if self.scenario.application_type != "training" or not steps:
             return None
@@ -102,41 +56,36 @@ class Estimate:
         total_steps = self.scenario.total_steps
         if total_steps <= len(warmup):
             return sum(warmup[:total_steps])
-        return sum(warmup) + statistics.fmean(steps) * (total_steps - len(warmup))
+        return sum(warmup) + robust_mean(steps) * (total_steps - len(warmup))
+
+    def samples(self, metric: str) -> list[float]:
+        """The raw samples behind a timing metric (steps for the total); empty for peaks."""
+        profile = self.profile
+        training = self.scenario.application_type == "training"
+        return {
+            "forward_pass": profile.forward_times if training else profile.inference_batch_times,
+            "backward_pass": profile.backward_times if training else [],
+            "total_training_time": profile.step_times if training else [],
+            "inference_1_image": profile.inference_one_times,
+            "inference_batch": profile.inference_batch_times,
+        }.get(metric, [])
 
     def metrics(self) -> dict[str, float | None]:
         phase = self._phase()
         profile = self.profile
-        training = self.scenario.application_type == "training"
         return {
             "peak_gpu_memory": phase.peak_gpu_memory if phase else None,
             "peak_gpu_utilization": phase.peak_gpu_utilization if phase else None,
             "peak_ram_memory": phase.peak_rss if phase else None,
             "peak_cpu_utilization": phase.peak_cpu_percent if phase else None,
-            "forward_pass": _mean(profile.forward_times if training else profile.inference_batch_times),
-            "backward_pass": _mean(profile.backward_times) if training else None,
+            "forward_pass": _robust_mean(self.samples("forward_pass")),
+            "backward_pass": _robust_mean(self.samples("backward_pass")),
             "ram_before_training": profile.ram_before if self.fits else None,
             "vram_before_training": profile.vram_before,
             "total_training_time": self.total_training_time(),
-            "inference_1_image": _mean(profile.inference_one_times),
-            "inference_batch": _mean(profile.inference_batch_times),
+            "inference_1_image": _robust_mean(self.samples("inference_1_image")),
+            "inference_batch": _robust_mean(self.samples("inference_batch")),
         }
-
-    def spread(self, metric: str) -> float | None:
-        """Measured noise of a time metric, in its unit: the IQR of its samples (scaled to the run for
-        the total). None for figures that are single peaks."""
-        profile = self.profile
-        training = self.scenario.application_type == "training"
-        samples = {
-            "forward_pass": profile.forward_times if training else profile.inference_batch_times,
-            "backward_pass": profile.backward_times,
-            "inference_1_image": profile.inference_one_times,
-            "inference_batch": profile.inference_batch_times,
-        }
-        if metric == "total_training_time":
-            iqr = _iqr(profile.step_times)
-            return None if iqr is None else iqr * self.scenario.total_steps
-        return _iqr(samples[metric]) if metric in samples else None
 
     def warnings(self) -> list[str]:
         found = list(self.profile.warnings)
@@ -156,29 +105,47 @@ class Estimate:
                 f"parameters: the scenario says {scenario.parameters:,} but the built model has "
                 f"{profile.parameter_count:,}"
             )
-        if scenario.weights_path is None and scenario.architecture in TORCHVISION and profile.inference_one_times:
-            found.append(
-                "inference times use random weights: almost every candidate box passes the score threshold, "
-                f"so post-processing ({self._detections()} detections per image) costs more than with trained "
-                "weights; give weights_path or lower the model's detections_per_img / score threshold"
-            )
+        weights_load = profile.inference_load_per_image is None  # also a profile that stated no load
+        if profile.inference_one_times and weights_load:
+            if profile.inference_load is not None and scenario.detection_load != "weights":
+                found.append(
+                    f"detection_load {scenario.detection_load!r} could not be set ({self._detections()} detections "
+                    f"per image measured): inference times are {profile.inference_load}"
+                )
+            elif scenario.weights_path is None and scenario.architecture in TORCHVISION:
+                found.append(
+                    "inference times are at the load random weights give: "
+                    f"{self._detections()} detections per image, a count trained weights need not share "
+                    "(post-processing cost follows it); set detection_load to 'max' or a number per image"
+                )
         return found
 
     def _detections(self) -> str:
         found = self.profile.inference_detections
         return "unknown" if found is None else f"{found:.0f}"
 
+    def _load_shortfall(self) -> str | None:
+        stated, found = self.profile.inference_load_per_image, self.profile.inference_detections
+        if stated is None or found is None or found >= stated:
+            return None
+        return (
+            f"measured {found:.1f} detections per image, short of the stated {stated}: the model had fewer "
+            "candidates than that (anchors, proposals or cells)"
+        )
+
     def details(self) -> dict[str, Any]:
         profile, scenario = self.profile, self.scenario
         phase = self._phase()
         warmup = profile.warmup_step_times
-        step_mean = _mean(profile.step_times)
+        step_mean = _robust_mean(profile.step_times)
         return {
             "fits": self.fits,
             "failure": profile.failure,
             "method": (
-                "Total Training Time = the timed warm-up steps + the mean back-to-back step time x the "
-                "remaining steps, steps = ceil(dataset_size / batch_size) x epochs; a partial last batch "
+                "Total Training Time = the timed warm-up steps + the robust mean back-to-back step time "
+                "(a step counts at most 5 scaled MADs or half the median above the median, whichever is more) "
+                "x the remaining "
+                "steps, steps = ceil(dataset_size / batch_size) x epochs; a partial last batch "
                 "counts as a full one; data loading is not included. Batch Time phases are timed with a "
                 "synchronisation after each phase and explain the step; they do not add up to it exactly."
             ),
@@ -197,6 +164,17 @@ class Estimate:
                 "times": warmup,
                 "extra_seconds": (sum(warmup) - step_mean * len(warmup)) if step_mean is not None else None,
             },
+            "measurement": {
+                "precision_target": profile.precision_target,
+                "precision": profile.precision,
+                "precision_met": profile.precision_met,
+                "optimizer": profile.optimizer_recipe,
+                "lr_range": list(profile.lr_range) if profile.lr_range else None,
+                "divergence_restarts": profile.divergence_restarts,
+                "contended": profile.contended,
+                "contention_remeasured": profile.contention_remeasured,
+                "contention": profile.contention.describe() if profile.contention else None,
+            },
             "image_size": list(scenario.image_size),
             "effective_input_size": list(profile.effective_input_size) if profile.effective_input_size else None,
             "parameter_count": profile.parameter_count,
@@ -207,6 +185,8 @@ class Estimate:
                 "peak_allocated": phase.peak_gpu_allocated if phase else None,
                 "peak_reserved": phase.peak_gpu_reserved if phase else None,
                 "peak_process": phase.peak_gpu_memory if phase else None,
+                "peak_sampled": phase.peak_gpu_sampled if phase else None,
+                "method": phase.gpu_memory_method if phase else None,
             },
             "monitoring": {
                 "mode": "threaded" if scenario.threading else "step-wise",
@@ -214,8 +194,13 @@ class Estimate:
                 "samples": phase.samples if phase else 0,
             },
             "inference": {
-                "weights": "file" if scenario.weights_path else "random",
+                "weights": (
+                    "file" if scenario.weights_path else "random" if scenario.architecture in TORCHVISION else "factory"
+                ),
+                "load": profile.inference_load,
+                "stated_detections_per_image": profile.inference_load_per_image,
                 "detections_per_image": profile.inference_detections,
+                "short_of_load": self._load_shortfall(),
             },
             "environment": profile.environment,
             "profile_seconds": profile.measure_seconds,
@@ -224,26 +209,15 @@ class Estimate:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        m = self.metrics()
-        units = dict(UNITS)
-        units[self.batch_key] = units.pop("Batch of N Inference Time")
         training = self.scenario.application_type == "training"
-        return {
-            "resource": {
-                "Peak GPU Memory": m["peak_gpu_memory"],
-                "Peak GPU Utilization": m["peak_gpu_utilization"],
-                "Peak RAM Memory": m["peak_ram_memory"],
-                "Peak CPU Utilization": m["peak_cpu_utilization"],
-                "Batch Time": {"forward_pass": m["forward_pass"], "backward_pass": m["backward_pass"]},
-                "RAM before training": m["ram_before_training"],
-                "VRAM before training": m["vram_before_training"],
-            },
-            "training_time": {"Total Training Time": m["total_training_time"]} if training else None,
-            "inference_time": {
-                "1-Image Inference Time": m["inference_1_image"],
-                self.batch_key: m["inference_batch"],
-            },
-            "units": units,
-            "details": self.details(),
-            "warnings": self.warnings(),
-        }
+        found: dict[str, Any] = {"resource": {}, "training_time": {} if training else None, "inference_time": {}}
+        for name, value in self.metrics().items():
+            *parents, key = METRIC[name].path_for(self.scenario.batch_size)
+            section = found
+            for part in parents:
+                section = section.setdefault(part, {}) if section is not None else None
+            if section is not None:
+                section[key] = value
+        documented_units = units()
+        documented_units[self.batch_key] = documented_units.pop("Batch of N Inference Time")
+        return {**found, "units": documented_units, "details": self.details(), "warnings": self.warnings()}

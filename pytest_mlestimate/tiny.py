@@ -10,12 +10,23 @@ from torch import nn
 
 
 class TinyDetector(nn.Module):
-    """Two strided convolutions and one box per cell; losses and outputs shaped like torchvision's."""
+    """Two strided convolutions and one box per cell; losses and outputs shaped like torchvision's, and
+    post-processing with torchvision's knobs (``score_thresh``, ``nms_thresh``, ``detections_per_img``)."""
 
-    def __init__(self, num_classes: int = 91, channels: int = 16, detections_per_img: int = 10, masks: bool = False):
+    def __init__(
+        self,
+        num_classes: int = 91,
+        channels: int = 16,
+        detections_per_img: int = 10,
+        masks: bool = False,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.detections_per_img = detections_per_img
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
         self.backbone = nn.Sequential(
             nn.Conv2d(3, channels, 3, stride=2, padding=1),
             nn.ReLU(inplace=True),
@@ -64,15 +75,19 @@ class TinyDetector(nn.Module):
     def _detections(
         self, features: torch.Tensor, logits: torch.Tensor, boxes: torch.Tensor, scale: torch.Tensor
     ) -> list[dict[str, torch.Tensor]]:
+        from torchvision.ops import batched_nms
+
         outputs = []
         scores, labels = logits.softmax(dim=1).flatten(2).max(dim=1)
         cells = boxes.flatten(2)
         for i in range(logits.shape[0]):
-            keep = scores[i].topk(min(self.detections_per_img, scores.shape[1])).indices
-            centre = cells[i][:2, keep].T
-            size = cells[i][2:, keep].T * 0.5 + 0.01
+            candidates = torch.where(scores[i] > self.score_thresh)[0]
+            centre = cells[i][:2, candidates].T
+            size = cells[i][2:, candidates].T * 0.5 + 0.01
             xyxy = torch.cat([centre, (centre + size).clamp(max=1.0)], dim=1) * scale
-            result = {"boxes": xyxy, "labels": labels[i][keep], "scores": scores[i][keep]}
+            keep = batched_nms(xyxy, scores[i][candidates], labels[i][candidates], self.nms_thresh)
+            keep = keep[: self.detections_per_img]
+            result = {"boxes": xyxy[keep], "labels": labels[i][candidates[keep]], "scores": scores[i][candidates[keep]]}
             if self.mask_head is not None:
                 mask = F.interpolate(self.mask_head(features[i : i + 1]), size=tuple(int(s) for s in scale[[1, 0]]))
                 result["masks"] = mask.sigmoid().expand(len(keep), -1, -1, -1)
@@ -80,9 +95,21 @@ class TinyDetector(nn.Module):
         return outputs
 
 
-def tiny_detector(num_classes: int = 91, channels: int = 16, detections_per_img: int = 10) -> TinyDetector:
-    return TinyDetector(num_classes, channels, detections_per_img)
+def tiny_detector(
+    num_classes: int = 91,
+    channels: int = 16,
+    detections_per_img: int = 10,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+) -> TinyDetector:
+    return TinyDetector(num_classes, channels, detections_per_img, False, score_thresh, nms_thresh)
 
 
-def tiny_segmenter(num_classes: int = 91, channels: int = 16, detections_per_img: int = 10) -> TinyDetector:
-    return TinyDetector(num_classes, channels, detections_per_img, masks=True)
+def tiny_segmenter(
+    num_classes: int = 91,
+    channels: int = 16,
+    detections_per_img: int = 10,
+    score_thresh: float = 0.05,
+    nms_thresh: float = 0.5,
+) -> TinyDetector:
+    return TinyDetector(num_classes, channels, detections_per_img, True, score_thresh, nms_thresh)

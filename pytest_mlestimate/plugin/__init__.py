@@ -34,7 +34,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="the change allowed against the baseline, e.g. 'forward_pass=20 %%' (repeatable).",
     )
     group.addoption("--mlestimate-save-baseline", metavar="DIR", help="record every scenario's figures under DIR.")
+    group.addoption(
+        "--mlestimate-baseline-runs",
+        metavar="N",
+        default="5",
+        help="fresh-process runs a saved baseline holds, so that comparisons know the noise (default 5).",
+    )
     group.addoption("--mlestimate-compare", metavar="DIR", help="fail scenarios that regressed against DIR.")
+    group.addoption(
+        "--mlestimate-strict-baseline",
+        action="store_true",
+        help="with --mlestimate-compare: fail a scenario that has no baseline (for CI).",
+    )
     group.addoption("--mlestimate-no-cache", action="store_true", help="measure again and keep nothing.")
     group.addoption("--mlestimate-refresh", action="store_true", help="measure again and update the cache.")
     group.addoption("--mlestimate-timeout", metavar="SECONDS", help="stop a scenario's measurement after SECONDS.")
@@ -58,6 +69,7 @@ _NEEDS_FLAG = (
     "--mlestimate-junitxml",
     "--mlestimate-save-baseline",
     "--mlestimate-compare",
+    "--mlestimate-strict-baseline",
 )
 
 

@@ -1,9 +1,10 @@
-"""Baselines: the figures of an earlier run, kept as one small JSON file per scenario, and the regression
-checks against them.
+"""Baselines: the runs of an earlier measurement, kept as one small JSON file per scenario.
 
-A baseline is only comparable on the environment it was measured on (GPU model, driver, CUDA, torch,
-torchvision, CPU) and for the same scenario; otherwise the comparison is skipped with a warning that
-says what differs.
+A baseline holds several fresh-process runs of a scenario, each with its figures and raw samples, so that
+a comparison knows the noise between processes (``regression.py`` judges). It is only comparable on the
+environment it was measured on (GPU model, driver, CUDA, torch, torchvision, CPU model, usable CPUs and
+threads) and for the same scenario; otherwise the comparison is skipped with a warning that says what
+differs.
 """
 
 from __future__ import annotations
@@ -11,19 +12,28 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.plugin.budgets import Check, lower_is_worse
-from pytest_mlestimate.result import METRIC_UNITS
+from pytest_mlestimate.metrics import METRIC
+from pytest_mlestimate.plugin.budgets import Check
+from pytest_mlestimate.regression import Change, Run, compare_runs
 
-BASELINE_FORMAT = 1
-FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu")
-DEFAULT_TOLERANCES = {"bytes": 0.05, "percent": 0.25, "seconds": 0.15}
-"""Relative change allowed before a regression: tight for memory, which is deterministic for a given
-scenario and environment, looser for time and utilisation, which move with the machine's load."""
+BASELINE_FORMAT = 2
+FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
+PROJECT_MARKERS = (".git", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", "setup.py")
+
+
+def anchored(scenario_file: Path) -> str:
+    """The scenario file's path from its project's root (the nearest folder above it with a ``.git`` or a
+    Python project file), so that neither the folder pytest runs from nor the paths it is given move it."""
+    path = scenario_file.resolve()
+    for folder in path.parents:
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return path.relative_to(folder).as_posix()
+    return path.name
 
 
 def baseline_path(root: Path, file: str, name: str) -> Path:
@@ -33,10 +43,17 @@ def baseline_path(root: Path, file: str, name: str) -> Path:
     return root / stem / f"{safe}.json"
 
 
-def save_baseline(root: Path, file: str, name: str, measured: Mapping[str, Any]) -> Path:
+def save_baseline(
+    root: Path, file: str, name: str, scenario: Mapping[str, Any], environment: Mapping[str, Any], runs: Sequence[Run]
+) -> Path:
     path = baseline_path(root, file, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"format": BASELINE_FORMAT, **measured}
+    document = {
+        "format": BASELINE_FORMAT,
+        "scenario": dict(scenario),
+        "environment": dict(environment),
+        "runs": [run.to_dict() for run in runs],
+    }
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
@@ -45,9 +62,23 @@ def save_baseline(root: Path, file: str, name: str, measured: Mapping[str, Any])
 
 @dataclass
 class Comparison:
-    checks: list[Check] = field(default_factory=list)
-    baselines: dict[str, float] = field(default_factory=dict)
+    path: Path
+    changes: list[Change] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    missing: bool = False
+    """No baseline file for this scenario: nothing was compared."""
+
+    @property
+    def checks(self) -> list[Check]:
+        return [Check.of_change(change) for change in self.changes]
+
+    @property
+    def baselines(self) -> dict[str, float]:
+        return {change.metric: change.baseline for change in self.changes}
+
+    @property
+    def suspects(self) -> list[Change]:
+        return [c for c in self.changes if c.suspect and METRIC[c.metric].noise == "timing"]
 
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
@@ -59,42 +90,51 @@ def compare(
     root: Path,
     file: str,
     name: str,
-    measured: Mapping[str, Any],
+    scenario: Mapping[str, Any],
+    environment: Mapping[str, Any],
+    runs: Sequence[Run],
     tolerances: Mapping[str, float],
 ) -> Comparison:
-    """Regression checks of ``measured`` (scenario, environment, metrics, spread) against the baseline."""
+    """Regression checks of the new ``runs`` against the baseline's runs."""
     path = baseline_path(root, file, name)
-    result = Comparison()
+    result = Comparison(path)
     try:
         saved = json.loads(path.read_text())
     except FileNotFoundError:
+        result.missing = True
         result.warnings.append(f"no baseline for this scenario at {path}: not compared")
         return result
     except (OSError, ValueError) as exc:
         result.warnings.append(f"baseline {path} is unreadable ({exc}): not compared")
         return result
     if not isinstance(saved, dict) or saved.get("format") != BASELINE_FORMAT:
-        result.warnings.append(f"baseline {path} has an unknown format: not compared")
+        found = saved.get("format") if isinstance(saved, dict) else None
+        result.warnings.append(
+            f"baseline {path} has format {found!r}, this version reads format {BASELINE_FORMAT}: not compared "
+            "(save it again with --mlestimate-save-baseline)"
+        )
         return result
-    changed_env = _differences(saved.get("environment", {}), measured["environment"], FINGERPRINT_KEYS)
+    changed_env = _differences(saved.get("environment", {}), environment, FINGERPRINT_KEYS)
     if changed_env:
         result.warnings.append(f"baseline not compared: the environment differs ({'; '.join(changed_env)})")
         return result
-    changed_scenario = _differences(saved.get("scenario", {}), measured["scenario"])
+    changed_scenario = _differences(saved.get("scenario", {}), scenario)
     if changed_scenario:
         result.warnings.append(f"baseline not compared: the scenario changed ({'; '.join(changed_scenario)})")
         return result
-    old_metrics, old_spread = saved.get("metrics", {}), saved.get("spread", {})
-    for metric, value in measured["metrics"].items():
-        base = old_metrics.get(metric)
-        if base is None or value is None or metric not in METRIC_UNITS:
-            continue
-        result.baselines[metric] = base
-        tolerance = tolerances.get(metric, DEFAULT_TOLERANCES[METRIC_UNITS[metric]])
-        noise = (measured["spread"].get(metric) or 0.0) + (old_spread.get(metric) or 0.0)
-        allowance = max(tolerance * abs(base), noise)
-        threshold = base - allowance if lower_is_worse(metric) else base + allowance
-        result.checks.append(Check(metric, "regression", threshold, value, base))
+    try:
+        old_runs = [Run.from_dict(run) for run in saved.get("runs") or []]
+    except (TypeError, ValueError, AttributeError) as exc:
+        result.warnings.append(f"baseline {path} has unreadable runs ({exc}): not compared")
+        return result
+    result.changes = compare_runs(old_runs, runs, tolerances)
+    if len(old_runs) < 2:
+        result.warnings.append(
+            f"baseline {path} holds {len(old_runs)} run: the noise between processes is unknown, so timing "
+            "verdicts rest on one run's own spread; save it with --mlestimate-baseline-runs 5"
+        )
+    if runs and all(run.contended for run in runs):
+        result.warnings.append("baseline timings not judged: every measurement of this run was contended")
     return result
 
 
@@ -109,7 +149,7 @@ def parse_tolerances(raw: object, field: str = "tolerances") -> dict[str, float]
         raise BudgetError([f"{field}: expected a mapping of metric -> percentage, got {raw!r}"])
     found, problems = {}, []
     for metric, text in raw.items():
-        if metric not in METRIC_UNITS:
+        if metric not in METRIC:
             problems.append(f"{field}.{metric}: {unknown_metric(str(metric))}")
             continue
         try:

@@ -9,10 +9,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
+from pytest_mlestimate.metrics import METRIC, METRICS
 from pytest_mlestimate.plugin.units import UnitError, format_quantity, parse_quantity
-from pytest_mlestimate.result import METRIC_UNITS, METRICS
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.regression import Change
 
 Kind = Literal["max", "min", "regression"]
 
@@ -32,18 +35,55 @@ class Check:
     limit: float
     value: float | None
     baseline: float | None = None
+    interval: tuple[float, float] | None = None
+    """A timing regression's relative change bounds at ``confidence``: it fails only beyond the limit
+    *and* with the whole interval on the worse side of no change."""
+    confidence: float | None = None
+    runs: tuple[int, int] | None = None
+    """(baseline runs, new runs) of a regression check."""
+
+    @classmethod
+    def of_change(cls, change: Change) -> Check:
+        return cls(
+            change.metric,
+            "regression",
+            change.limit,
+            change.value,
+            change.baseline,
+            change.interval,
+            change.confidence,
+            change.runs,
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Check:
+        """The inverse of ``to_dict``, for reports written from records."""
+        interval, runs = data.get("interval"), data.get("runs")
+        return cls(
+            str(data["metric"]),
+            data["kind"],  # type: ignore[arg-type]
+            float(data["limit"]),  # type: ignore[arg-type]
+            data.get("value"),  # type: ignore[arg-type]
+            data.get("baseline"),  # type: ignore[arg-type]
+            tuple(interval) if isinstance(interval, list) else None,  # type: ignore[arg-type]
+            data.get("confidence"),  # type: ignore[arg-type]
+            tuple(runs) if isinstance(runs, list) else None,  # type: ignore[arg-type]
+        )
 
     @property
     def passed(self) -> bool | None:
         if self.value is None:
             return None
-        if self.kind == "min" or (self.kind == "regression" and lower_is_worse(self.metric)):
-            return self.value >= self.limit
-        return self.value <= self.limit
+        floor = self.kind == "min" or (self.kind == "regression" and lower_is_worse(self.metric))
+        within = self.value >= self.limit if floor else self.value <= self.limit
+        if within or self.interval is None:
+            return within
+        credible = self.interval[1] < 0 if floor else self.interval[0] > 0
+        return not credible
 
     @property
     def dimension(self) -> str:
-        return METRIC_UNITS[self.metric]
+        return METRIC[self.metric].unit
 
     @property
     def change(self) -> float | None:
@@ -61,21 +101,35 @@ class Check:
         return {True: "ok", False: "FAILED", None: "not checked: not measurable here"}[self.passed]
 
     def row(self) -> tuple[str, str, str, str, str, str]:
-        change = self.change
         return (
             self.metric,
             format_quantity(self.value, self.dimension),
             self.limit_text(),
             format_quantity(self.baseline, self.dimension),
-            "-" if change is None else f"{change:+.1%}",
+            self.change_text(),
             self.verdict_text(),
         )
+
+    def change_text(self) -> str:
+        """``+21.3 % (99 % CI +12.0..+31.0 %, runs 5:2)`` for a timing regression check."""
+        change = self.change
+        if change is None:
+            return "-"
+        text = f"{change:+.1%}"
+        if self.interval is not None and self.confidence is not None:
+            low, high = self.interval
+            text += f" ({self.confidence:.0%} CI {low:+.1%}..{high:+.1%}"
+            text += f", runs {self.runs[0]}:{self.runs[1]})" if self.runs else ")"
+        elif self.runs is not None:
+            text += f" (runs {self.runs[0]}:{self.runs[1]})"
+        return text
 
     def summary(self) -> str:
         """One line for annotations and JUnit messages."""
         measured = format_quantity(self.value, self.dimension)
-        what = "regressed past" if self.kind == "regression" else "broke its limit"
-        return f"{self.metric} {what}: measured {measured}, limit {self.limit_text()}"
+        if self.kind == "regression":
+            return f"{self.metric} regressed: measured {measured}, {self.change_text()}, limit {self.limit_text()}"
+        return f"{self.metric} broke its limit: measured {measured}, limit {self.limit_text()}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -84,6 +138,9 @@ class Check:
             "limit": self.limit,
             "value": self.value,
             "baseline": self.baseline,
+            "interval": list(self.interval) if self.interval else None,
+            "confidence": self.confidence,
+            "runs": list(self.runs) if self.runs else None,
             "passed": self.passed,
         }
 
@@ -99,8 +156,7 @@ class Budget:
 
 
 def lower_is_worse(metric: str) -> bool:
-    """A GPU left idle is a regression too: utilisation falling is the bad direction."""
-    return metric == "peak_gpu_utilization"
+    return METRIC[metric].lower_is_worse
 
 
 def unknown_metric(name: str) -> str:
@@ -110,7 +166,7 @@ def unknown_metric(name: str) -> str:
 
 
 def _parse_one(metric: str, spec: object) -> list[Budget]:
-    dimension = METRIC_UNITS[metric]
+    dimension = METRIC[metric].unit
     if isinstance(spec, Mapping):
         extra = set(spec) - {"max", "min"}
         if extra or not spec:
@@ -136,7 +192,7 @@ def parse_budgets(raw: object, field: str = "budgets") -> list[Budget]:
         raise BudgetError([f"{field}: expected a mapping of metric -> limit, got {raw!r}"])
     budgets, problems = [], []
     for metric, spec in raw.items():
-        if metric not in METRIC_UNITS:
+        if metric not in METRIC:
             problems.append(f"{field}.{metric}: {unknown_metric(str(metric))}")
             continue
         try:

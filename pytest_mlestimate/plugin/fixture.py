@@ -10,9 +10,8 @@ import pytest
 
 from pytest_mlestimate.api import estimate_model
 from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
-from pytest_mlestimate.plugin.baseline import parse_tolerances
+from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
 from pytest_mlestimate.plugin.budgets import BudgetError, merge_budgets, parse_budgets
-from pytest_mlestimate.plugin.gpus import gpu_slot
 from pytest_mlestimate.plugin.items import SETTINGS, relative_file
 from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
 from pytest_mlestimate.plugin.settings import Settings
@@ -51,8 +50,7 @@ class ModelEstimator:
         except BudgetError as exc:
             pytest.fail(f"{where}: {name}: invalid budgets:\n" + "\n".join(f"  - {p}" for p in exc.problems), False)
         try:
-            with gpu_slot():
-                estimate = estimate_model(model_factory, scenario)
+            estimate = estimate_model(model_factory, scenario)
         except ScenarioError as exc:
             pytest.fail(f"{where}: {name}: invalid scenario:\n" + "\n".join(f"  - {p}" for p in exc.problems), False)
         except DeviceUnavailableError as exc:
@@ -60,7 +58,14 @@ class ModelEstimator:
         except EstimateError as exc:
             pytest.fail(f"{where}: {name} could not be measured: {exc}", False)
         verdict = judge(
-            estimate, merge_budgets(self.settings.budgets, own), own_tolerances, self.settings, file, name, where
+            estimate,
+            merge_budgets(self.settings.budgets, own),
+            own_tolerances,
+            self.settings,
+            anchored(item.path),
+            name,
+            where,
+            lambda: estimate_model(model_factory, scenario),
         )
         record = new_record(name, file, line, item.nodeid)
         fill_record(record, estimate, verdict)

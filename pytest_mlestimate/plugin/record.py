@@ -27,6 +27,8 @@ def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
         **dict.fromkeys(ESTIMATE_KEYS),
         "budgets": [],
         "warnings": [],
+        "runs": [],
+        "baseline": None,
     }
 
 
@@ -35,6 +37,8 @@ def fill_record(record: dict[str, Any], estimate: Estimate, verdict: Verdict) ->
     record["scenario"] = estimate.scenario.model_dump(mode="json")
     record.update({key: found[key] for key in ESTIMATE_KEYS})
     record["budgets"] = [check.to_dict() for check in verdict.checks]
+    record["runs"] = [{"metrics": dict(run.metrics), "contended": run.contended} for run in verdict.runs]
+    record["baseline"] = verdict.baseline
     record["warnings"] = found["warnings"] + verdict.warnings
     if not verdict.passed:
         record["message"] = verdict.summary()

@@ -21,6 +21,9 @@ class Settings:
     timeout: float | None = None
     compare_dir: Path | None = None
     save_dir: Path | None = None
+    baseline_runs: int = 5
+    """Fresh-process runs a saved baseline holds: enough to know the noise between processes."""
+    strict_baseline: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -37,6 +40,9 @@ class Settings:
             timeout = float(timeout_text) if timeout_text else None
         except ValueError:
             raise pytest.UsageError(f"pytest-mlestimate: timeout '{timeout_text}' is not a number of seconds") from None
+        runs_text = option.mlestimate_baseline_runs
+        if not runs_text.isdigit() or not 1 <= int(runs_text) <= 50:
+            raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-baseline-runs '{runs_text}' is not 1 to 50")
         return cls(
             rootdir=Path(config.rootpath),
             budgets=budgets,
@@ -46,6 +52,8 @@ class Settings:
             timeout=timeout,
             compare_dir=_directory(config, option.mlestimate_compare),
             save_dir=_directory(config, option.mlestimate_save_baseline),
+            baseline_runs=int(runs_text),
+            strict_baseline=option.mlestimate_strict_baseline,
         )
 
 

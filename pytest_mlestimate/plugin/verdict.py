@@ -3,12 +3,14 @@ itself as the compact table a failed test shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlestimate.plugin.baseline import compare, save_baseline
+from pytest_mlestimate.metrics import METRIC, METRICS
+from pytest_mlestimate.plugin.baseline import Comparison, compare, save_baseline
 from pytest_mlestimate.plugin.budgets import Budget, Check, check_budgets
-from pytest_mlestimate.result import METRICS
+from pytest_mlestimate.regression import Run
 
 if TYPE_CHECKING:
     from pytest_mlestimate.plugin.settings import Settings
@@ -17,7 +19,6 @@ if TYPE_CHECKING:
 PLUGIN_WARNINGS = ("budget on ", "baseline ", "no baseline ")
 """How the warnings this module adds begin: the terminal shows these always, the engine's only with -v."""
 HEADER = ("metric", "measured", "limit", "baseline", "change", "result")
-GPU_METRICS = ("peak_gpu_memory", "peak_gpu_utilization", "vram_before_training")
 
 
 @dataclass
@@ -27,6 +28,10 @@ class Verdict:
     checks: list[Check] = field(default_factory=list)
     failure: str | None = None
     warnings: list[str] = field(default_factory=list)
+    runs: list[Run] = field(default_factory=list)
+    """Every measurement the verdict rests on: the first, then any taken again to confirm a regression."""
+    baseline: dict[str, Any] | None = None
+    """Where the baseline is and what became of it: compared, missing, not compared or saved."""
 
     @property
     def failed(self) -> list[Check]:
@@ -49,21 +54,19 @@ class Verdict:
         parts = [self.summary()]
         if self.checks:
             parts.append(self.table())
+        if len(self.runs) > 1:
+            parts.append(f"measured {len(self.runs)} times in fresh processes before this verdict")
         return "\n".join(parts)
 
 
-def measured_figures(estimate: Estimate) -> dict[str, Any]:
-    """What a baseline keeps: the scenario, the environment, the metrics and their measured noise."""
-    return {
-        "scenario": estimate.scenario.model_dump(mode="json"),
-        "environment": estimate.profile.environment,
-        "metrics": estimate.metrics(),
-        "spread": {m: estimate.spread(m) for m in METRICS},
-    }
+def run_of(estimate: Estimate) -> Run:
+    """One measurement as a baseline keeps it: the figures and the raw samples behind the timings."""
+    samples = {m: list(values) for m in METRICS if (values := estimate.samples(m))}
+    return Run(estimate.metrics(), samples, contended=bool(getattr(estimate.profile, "contended", False)))
 
 
 def _not_measurable(metric: str, estimate: Estimate) -> str:
-    reason = estimate.profile.gpu_unavailable if metric in GPU_METRICS else None
+    reason = estimate.profile.gpu_unavailable if METRIC[metric].gpu else None
     return f"budget on {metric} not checked: not measurable here" + (f" ({reason})" if reason else "")
 
 
@@ -72,22 +75,50 @@ def judge(
     budgets: list[Budget],
     tolerances: dict[str, float],
     settings: Settings,
-    file: str,
+    baseline_file: str,
     name: str,
     where: str,
+    measure_again: Callable[[], Estimate],
 ) -> Verdict:
-    figures = measured_figures(estimate)
-    verdict = Verdict(name, where, failure=estimate.failure)
-    baselines: dict[str, float] = {}
+    """Budgets, then the baseline: a suspected timing regression is measured once more in a fresh
+    process (``measure_again``) and judged on both measurements, so that one noisy run fails nothing."""
+    verdict = Verdict(name, where, failure=estimate.failure, runs=[run_of(estimate)])
+    scenario = estimate.scenario.model_dump(mode="json")
+    environment = estimate.profile.environment
+    comparison: Comparison | None = None
     if settings.compare_dir is not None and estimate.fits:
-        comparison = compare(settings.compare_dir, file, name, figures, {**settings.tolerances, **tolerances})
-        baselines = comparison.baselines
+        allowed = {**settings.tolerances, **tolerances}
+
+        def against_baseline() -> Comparison:
+            assert settings.compare_dir is not None
+            return compare(settings.compare_dir, baseline_file, name, scenario, environment, verdict.runs, allowed)
+
+        comparison = against_baseline()
+        if comparison.suspects or (comparison.changes and verdict.runs[0].contended):
+            verdict.runs.append(run_of(measure_again()))
+            comparison = against_baseline()
         verdict.warnings.extend(comparison.warnings)
-        regressions = comparison.checks
-    else:
-        regressions = []
-    verdict.checks = check_budgets(budgets, figures["metrics"], baselines) + regressions
+        verdict.baseline = _baseline_record(comparison)
+        if comparison.missing and settings.strict_baseline:
+            verdict.failure = f"no baseline at {comparison.path} (--mlestimate-strict-baseline)"
+    baselines = comparison.baselines if comparison else {}
+    verdict.checks = check_budgets(budgets, estimate.metrics(), baselines) + (comparison.checks if comparison else [])
     verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in verdict.checks if c.passed is None)
     if settings.save_dir is not None and estimate.fits:
-        save_baseline(settings.save_dir, file, name, figures)
+        runs = list(verdict.runs)
+        while len(runs) < settings.baseline_runs:
+            runs.append(run_of(measure_again()))
+        path = save_baseline(settings.save_dir, baseline_file, name, scenario, environment, runs)
+        verdict.baseline = {"status": "saved", "path": str(path), "runs": len(runs)}
     return verdict
+
+
+def _baseline_record(comparison: Comparison) -> dict[str, Any]:
+    if comparison.missing:
+        status = "missing"
+    elif comparison.changes:
+        status = "compared"
+    else:
+        status = "not compared"
+    runs = comparison.changes[0].runs[0] if comparison.changes else None
+    return {"status": status, "path": str(comparison.path), "runs": runs}

@@ -1,7 +1,8 @@
 """The profile queue: one profile at a time per device, one profile per configuration.
 
-Each device has a lane: a thread that measures the profiles queued for it, in order, so two
-configurations never share a device while measured. Requests for a configuration already queued or
+Each physical device has a lane: a thread that measures the profiles queued for it, in order, so two
+configurations never share a device while measured (the engine also holds ``devices.device_lock``, which
+keeps other processes off the device). Requests for a configuration already queued or
 being measured wait for that profile instead of queueing another (single flight). A lane holds at
 most ``max_waiting`` profiles not yet started; one more raises ``QueueFull``.
 """
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
+from pytest_mlestimate.devices import physical_id, resolve_device
+from pytest_mlestimate.errors import DeviceUnavailableError
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.store import ProfileStore
@@ -38,10 +41,14 @@ class QueueFull(Exception):
 
 
 def lane_for(device: str, auto: str) -> str:
-    """The physical device a scenario's ``device`` names: 'auto' is the service's, 'cuda' is 'cuda:0'."""
-    if device == "auto":
-        device = auto
-    return "cuda:0" if device == "cuda" else device
+    """The physical device a scenario's ``device`` names ('auto' is the service's), as ``devices`` names it: any
+    two names of one device share a lane. A device this machine lacks gets a lane of its own name; the engine
+    then says why it cannot measure there."""
+    requested = auto if device == "auto" else device
+    try:
+        return physical_id(resolve_device(requested))
+    except DeviceUnavailableError:
+        return requested
 
 
 class _Lane:
@@ -85,6 +92,7 @@ class ProfileQueue:
 
     def submit(self, scenario: Scenario, key: str) -> Future[Measured]:
         """The future profile of ``key``: the one already on its way, or a newly queued one."""
+        physical = lane_for(scenario.device, self._auto)  # may ask NVML (or torch): not under the lock
         with self._lock:
             shared = self._in_flight.get(key)
             if shared is not None:
@@ -94,7 +102,7 @@ class ProfileQueue:
             if known is not None:
                 future.set_result((known, self._store.cache_info(key)))
                 return future
-            lane = self._lane(lane_for(scenario.device, self._auto))
+            lane = self._lane(physical)
             if lane.waiting >= self._max_waiting:
                 raise QueueFull(lane.device, lane.waiting, self._retry_after(lane.waiting + 1))
             lane.waiting += 1

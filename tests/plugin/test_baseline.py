@@ -1,89 +1,136 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.baseline import baseline_path, compare, parse_tolerances, save_baseline
+from pytest_mlestimate.plugin.baseline import anchored, baseline_path, compare, parse_tolerances, save_baseline
 from pytest_mlestimate.plugin.budgets import BudgetError
+from pytest_mlestimate.regression import Run
 
-ENV = {"gpu": "NVIDIA H100 80GB HBM3", "driver": "580.1", "cuda": "12.8", "torch": "2.11", "torchvision": "0.26"}
+ENV = {
+    "gpu": "NVIDIA H100 80GB HBM3",
+    "driver": "580.1",
+    "cuda": "12.8",
+    "torch": "2.11",
+    "torchvision": "0.26",
+    "cpu": "EPYC",
+    "cpus": "16",
+    "threads": None,
+}
+SCENARIO = {"architecture": "fasterrcnn_resnet50_fpn", "batch_size": 4}
 
 
-def figures(**metrics: float | None) -> dict[str, Any]:
-    return {
-        "scenario": {"architecture": "fasterrcnn_resnet50_fpn", "batch_size": 4},
-        "environment": dict(ENV, cpu="EPYC"),
-        "metrics": {"peak_gpu_memory": 8e9, "forward_pass": 0.100, "peak_gpu_utilization": 80.0, **metrics},
-        "spread": {"forward_pass": 0.002},
-    }
+def run(scale: float = 1.0, **metrics: float | None) -> Run:
+    """A run whose forward samples scatter by about 2 % around 100 ms x ``scale``."""
+    forward = [0.1 * scale * f for f in (0.98, 1.0, 1.02, 0.99, 1.01, 1.0)]
+    figures = {"peak_gpu_memory": 8e9, "forward_pass": sum(forward) / 6, "peak_gpu_utilization": 80.0, **metrics}
+    return Run(figures, {"forward_pass": forward})
+
+
+BASE = [run(s) for s in (0.98, 1.01, 1.0, 0.99, 1.02)]
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    save_baseline(tmp_path, "scenarios/gpu.yaml", "frcnn b4", figures())
+    save_baseline(tmp_path, "scenarios/gpu.yaml", "frcnn b4", SCENARIO, ENV, BASE)
     return tmp_path
+
+
+def judged(root: Path, *runs: Run, env: dict[str, Any] | None = None, tolerances: dict[str, float] | None = None):
+    return compare(root, "scenarios/gpu.yaml", "frcnn b4", SCENARIO, env or ENV, list(runs), tolerances or {})
 
 
 def outcome(comparison: Any) -> dict[str, bool | None]:
     return {check.metric: check.passed for check in comparison.checks}
 
 
-def test_baseline_is_one_readable_file_per_scenario(root: Path) -> None:
-    assert baseline_path(root, "scenarios/gpu.yaml", "frcnn b4") == root / "scenarios" / "gpu" / "frcnn_b4.json"
-    assert (root / "scenarios" / "gpu" / "frcnn_b4.json").exists()
+def test_baseline_is_one_readable_file_per_scenario_with_every_run(root: Path) -> None:
+    path = baseline_path(root, "scenarios/gpu.yaml", "frcnn b4")
+    assert path == root / "scenarios" / "gpu" / "frcnn_b4.json"
+    stored = json.loads(path.read_text())
+    assert len(stored["runs"]) == 5 and len(stored["runs"][0]["samples"]["forward_pass"]) == 6
 
 
 def test_same_figures_pass(root: Path) -> None:
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", figures(), {})
+    result = judged(root, run(1.0))
     assert outcome(result) == {"peak_gpu_memory": True, "forward_pass": True, "peak_gpu_utilization": True}
-    assert result.warnings == []
+    assert result.warnings == [] and result.suspects == []
 
 
 def test_memory_growth_past_tolerance_regresses(root: Path) -> None:
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", figures(peak_gpu_memory=8.5e9), {})
-    assert outcome(result)["peak_gpu_memory"] is False  # +6.25 % against the default 5 %
+    assert outcome(judged(root, run(peak_gpu_memory=8.5e9)))["peak_gpu_memory"] is False  # +6.25 % > 5 %
+    assert (
+        outcome(judged(root, run(peak_gpu_memory=8.5e9), tolerances={"peak_gpu_memory": 0.1}))["peak_gpu_memory"]
+        is True
+    )
 
 
-def test_per_metric_tolerance_overrides_the_default(root: Path) -> None:
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", figures(peak_gpu_memory=8.5e9), {"peak_gpu_memory": 0.1})
-    assert outcome(result)["peak_gpu_memory"] is True
+def test_a_credible_slowdown_fails_with_its_interval_and_runs(root: Path) -> None:
+    result = judged(root, run(1.25))
+    (check,) = [c for c in result.checks if c.metric == "forward_pass"]
+    assert check.passed is False
+    assert check.runs == (5, 1) and check.interval is not None and check.interval[0] > 0
+    assert "runs 5:1" in check.summary() and "CI" in check.summary()
 
 
-def test_time_regression_must_exceed_the_measured_noise_too(root: Path) -> None:
-    slower = figures(forward_pass=0.120)
-    assert outcome(compare(root, "scenarios/gpu.yaml", "frcnn b4", slower, {}))["forward_pass"] is False
-    noisy = dict(slower, spread={"forward_pass": 0.030})  # +20 % is inside the 32 ms of noise
-    assert outcome(compare(root, "scenarios/gpu.yaml", "frcnn b4", noisy, {}))["forward_pass"] is True
+def test_a_change_inside_the_noise_between_runs_passes(tmp_path: Path) -> None:
+    noisy = [run(s) for s in (0.80, 1.15, 0.95, 1.2, 0.9)]  # the runs scatter by about 15 %
+    save_baseline(tmp_path, "scenarios/gpu.yaml", "frcnn b4", SCENARIO, ENV, noisy)
+    result = judged(tmp_path, run(1.12))
+    assert outcome(result)["forward_pass"] is True
+
+
+def test_a_change_within_the_tolerance_passes_however_credible(root: Path) -> None:
+    assert outcome(judged(root, run(1.015)))["forward_pass"] is True
 
 
 def test_idle_gpu_is_a_regression(root: Path) -> None:
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", figures(peak_gpu_utilization=40.0), {})
-    assert outcome(result)["peak_gpu_utilization"] is False
+    assert outcome(judged(root, run(peak_gpu_utilization=40.0)))["peak_gpu_utilization"] is False
+
+
+def test_contended_runs_do_not_judge_timings(root: Path) -> None:
+    slow = Run(run(1.5).metrics, run(1.5).samples, contended=True)
+    result = judged(root, slow)
+    assert "forward_pass" not in outcome(result)
+    assert any("contended" in w for w in result.warnings)
 
 
 def test_other_environment_skips_with_what_differs(root: Path) -> None:
-    moved = figures()
-    moved["environment"] = dict(moved["environment"], gpu="NVIDIA A100-SXM4-40GB", torch="2.12")
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", moved, {})
+    result = judged(root, run(), env=dict(ENV, gpu="NVIDIA A100-SXM4-40GB", torch="2.12", cpus="8"))
     assert result.checks == []
     (warning,) = result.warnings
     assert "environment differs" in warning
     assert "gpu 'NVIDIA H100 80GB HBM3' -> 'NVIDIA A100-SXM4-40GB'" in warning
     assert "torch '2.11' -> '2.12'" in warning
+    assert "cpus '16' -> '8'" in warning
 
 
 def test_changed_scenario_is_not_compared(root: Path) -> None:
-    changed = figures()
-    changed["scenario"] = {"architecture": "fasterrcnn_resnet50_fpn", "batch_size": 8}
-    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", changed, {})
+    result = compare(root, "scenarios/gpu.yaml", "frcnn b4", dict(SCENARIO, batch_size=8), ENV, [run()], {})
     assert result.checks == [] and "batch_size 4 -> 8" in result.warnings[0]
 
 
-def test_missing_baseline_is_a_warning(tmp_path: Path) -> None:
-    result = compare(tmp_path, "scenarios/gpu.yaml", "new", figures(), {})
-    assert result.checks == [] and "no baseline" in result.warnings[0]
+def test_missing_baseline_is_flagged(tmp_path: Path) -> None:
+    result = compare(tmp_path, "scenarios/gpu.yaml", "new", SCENARIO, ENV, [run()], {})
+    assert result.missing and result.checks == [] and "no baseline" in result.warnings[0]
+
+
+def test_an_older_format_says_to_save_again(root: Path) -> None:
+    path = baseline_path(root, "scenarios/gpu.yaml", "frcnn b4")
+    path.write_text(json.dumps({"format": 1, "metrics": {}}))
+    (warning,) = judged(root, run()).warnings
+    assert "format 1" in warning and "--mlestimate-save-baseline" in warning
+
+
+def test_baseline_paths_are_anchored_at_the_project_root(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("")
+    scenario = tmp_path / "ci" / "scenarios" / "gpu.yaml"
+    scenario.parent.mkdir(parents=True)
+    scenario.write_text("")
+    assert anchored(scenario) == "ci/scenarios/gpu.yaml"
 
 
 def test_tolerances_must_be_percentages() -> None:

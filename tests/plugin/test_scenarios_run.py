@@ -175,24 +175,27 @@ def test_baseline_round_trip_catches_a_regression(
     pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
 ) -> None:
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "tracked"}))
-    saved, _ = run_scenarios("--mlestimate-save-baseline", "baseline")
+    saved, report = run_scenarios("--mlestimate-save-baseline", "baseline", "--mlestimate-baseline-runs", "2")
     assert saved.ret == 0
     path = pytester.path / "baseline" / "scenarios" / "tracked.json"
+    assert by_name(report)["tracked"]["baseline"] == {"status": "saved", "path": str(path), "runs": 2}
     stored = json.loads(path.read_text())
+    assert len(stored["runs"]) == 2  # the first measurement and one more fresh process
 
     same, report = run_scenarios("--mlestimate-compare", "baseline")
     assert same.ret == 0
-    assert all(b["passed"] for b in by_name(report)["tracked"]["budgets"])
+    entry = by_name(report)["tracked"]
+    assert all(b["passed"] for b in entry["budgets"]) and entry["baseline"]["status"] == "compared"
 
-    stored["metrics"]["peak_ram_memory"] /= 2  # as if the model needed half the RAM before this change
+    for run in stored["runs"]:
+        run["metrics"]["peak_ram_memory"] /= 2  # as if the model needed half the RAM before this change
     path.write_text(json.dumps(stored))
     worse, report = run_scenarios("--mlestimate-compare", "baseline")
     assert worse.ret == 1
-    worse.stdout.fnmatch_lines(["*peak_ram_memory regressed past: measured * limit <= * (baseline)*"])
+    worse.stdout.fnmatch_lines(["*peak_ram_memory regressed: measured *, limit <= * (baseline)*"])
     regressed = [b for b in by_name(report)["tracked"]["budgets"] if b["passed"] is False]
-    assert [(b["metric"], b["baseline"]) for b in regressed] == [
-        ("peak_ram_memory", stored["metrics"]["peak_ram_memory"])
-    ]
+    assert [b["metric"] for b in regressed] == ["peak_ram_memory"]
+    assert len(by_name(report)["tracked"]["runs"]) == 1  # memory is not measured again: it does not scatter
 
     stored["environment"]["torch"] = "1.0"
     path.write_text(json.dumps(stored))
@@ -201,6 +204,48 @@ def test_baseline_round_trip_catches_a_regression(
     elsewhere.stdout.fnmatch_lines(
         ["warning: tracked: baseline not compared: the environment differs (torch '1.0' -> *"]
     )
+
+
+def test_a_suspected_slowdown_is_measured_again_before_it_fails(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "tracked"}))
+    run_scenarios("--mlestimate-save-baseline", "baseline", "--mlestimate-baseline-runs", "2")
+    path = pytester.path / "baseline" / "scenarios" / "tracked.json"
+    stored = json.loads(path.read_text())
+    for run in stored["runs"]:  # as if every timing had been ten times faster before this change
+        run["metrics"] = {k: v / 10 if k in run["samples"] and v else v for k, v in run["metrics"].items()}
+        run["samples"] = {k: [v / 10 for v in values] for k, values in run["samples"].items()}
+    path.write_text(json.dumps(stored))
+
+    result, report = run_scenarios("--mlestimate-compare", "baseline", "--mlestimate-junitxml", "junit.xml")
+
+    assert result.ret == 1
+    entry = by_name(report)["tracked"]
+    assert len(entry["runs"]) == 2  # the cached measurement, then a fresh process before failing
+    failed = [b for b in entry["budgets"] if b["passed"] is False]
+    assert failed and {b["kind"] for b in failed} == {"regression"}
+    assert all(b["runs"] == [2, 2] and b["interval"][0] > 0 for b in failed)
+    result.stdout.fnmatch_lines(["*regressed: measured *, +*% (*% CI +*..+*%, runs 2:2)*"])
+    result.stdout.fnmatch_lines(["measured 2 times in fresh processes before this verdict"])
+    jsonschema.validate(report, SCHEMA)
+    failure = junit_cases(pytester.path / "junit.xml")["tracked"].find("failure")
+    assert failure is not None and "runs 2:2" in failure.get("message", "")
+
+
+def test_a_missing_baseline_is_reported_and_fails_when_strict(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "new"}))
+    lenient, report = run_scenarios("--mlestimate-compare", "baseline")
+    assert lenient.ret == 0
+    assert by_name(report)["new"]["baseline"]["status"] == "missing"
+    lenient.stdout.fnmatch_lines(["warning: new: no baseline for this scenario at *: not compared"])
+
+    strict, report = run_scenarios("--mlestimate-compare", "baseline", "--mlestimate-strict-baseline")
+    assert strict.ret == 1
+    assert by_name(report)["new"]["outcome"] == "failed"
+    strict.stdout.fnmatch_lines(["*no baseline at * (--mlestimate-strict-baseline)*"])
 
 
 def test_github_summary_and_annotations(

@@ -13,11 +13,7 @@ from pytest_mlestimate.plugin.reports.json_report import environment_of, write_a
 
 
 def failed_checks(record: dict[str, Any]) -> list[Check]:
-    return [
-        Check(b["metric"], b["kind"], b["limit"], b["value"], b["baseline"])
-        for b in record.get("budgets") or []
-        if b.get("passed") is False
-    ]
+    return [Check.from_dict(b) for b in record.get("budgets") or [] if b.get("passed") is False]
 
 
 def _one_line(text: str, limit: int = 500) -> str:

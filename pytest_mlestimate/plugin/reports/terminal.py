@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.plugin.units import format_quantity
 
-_HEADLINE = (
-    ("peak GPU mem", ("resource", "Peak GPU Memory"), "bytes"),
-    ("peak RAM", ("resource", "Peak RAM Memory"), "bytes"),
-    ("forward", ("resource", "Batch Time", "forward_pass"), "seconds"),
-    ("backward", ("resource", "Batch Time", "backward_pass"), "seconds"),
-    ("training", ("training_time", "Total Training Time"), "seconds"),
-    ("1-image inference", ("inference_time", "1-Image Inference Time"), "seconds"),
+_HEADLINE = tuple(
+    (label, METRIC[name].path, METRIC[name].unit)
+    for label, name in (
+        ("peak GPU mem", "peak_gpu_memory"),
+        ("peak RAM", "peak_ram_memory"),
+        ("forward", "forward_pass"),
+        ("backward", "backward_pass"),
+        ("training", "total_training_time"),
+        ("1-image inference", "inference_1_image"),
+    )
 )
 
 

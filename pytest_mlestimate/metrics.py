@@ -1,0 +1,110 @@
+"""The documented figures, each defined once: its snake-case name (the vocabulary of budgets, tolerances
+and baselines), where it stands in ``Estimate.to_dict()``, its unit, which direction is worse, the change
+a baseline comparison allows by default and how its noise is judged.
+
+The result, budgets, baselines, reports, the JSON Schema test and the terminal table all read this table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["bytes", "seconds", "percent"]
+Noise = Literal["timing", "peak"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    path: tuple[str, ...]
+    """Keys in ``Estimate.to_dict()``; ``{batch_size}`` is filled in from the scenario."""
+    unit: Unit
+    unit_text: str
+    tolerance: float
+    """Relative change against the baseline that may pass as insignificant."""
+    noise: Noise
+    """``timing``: repeated samples that differ between processes, judged by a confidence interval over
+    fresh-process runs; ``peak``: a nearly deterministic maximum, judged by the tolerance and its own spread."""
+    lower_is_worse: bool = False
+    gpu: bool = False
+
+    @property
+    def key(self) -> str:
+        """The documented key (its last path element)."""
+        return self.path[-1]
+
+    def path_for(self, batch_size: int) -> tuple[str, ...]:
+        return tuple(part.format(batch_size=batch_size) for part in self.path)
+
+
+TIME_TOLERANCE = 0.02
+"""A timing change below 2 % passes even when it is real: smaller than what a team would act on, and about
+the between-process noise of a GPU step. Above it, a change fails only when the measured noise makes it
+credible (``regression.py``)."""
+
+_METRICS = (
+    Metric("peak_gpu_memory", ("resource", "Peak GPU Memory"), "bytes", "bytes", 0.05, "peak", gpu=True),
+    Metric(
+        "peak_gpu_utilization",
+        ("resource", "Peak GPU Utilization"),
+        "percent",
+        "percent of one GPU",
+        0.25,
+        "peak",
+        lower_is_worse=True,
+        gpu=True,
+    ),
+    Metric("peak_ram_memory", ("resource", "Peak RAM Memory"), "bytes", "bytes", 0.05, "peak"),
+    Metric(
+        "peak_cpu_utilization",
+        ("resource", "Peak CPU Utilization"),
+        "percent",
+        "percent, 100 = one core fully busy",
+        0.25,
+        "peak",
+    ),
+    Metric("forward_pass", ("resource", "Batch Time", "forward_pass"), "seconds", "seconds", TIME_TOLERANCE, "timing"),
+    Metric(
+        "backward_pass", ("resource", "Batch Time", "backward_pass"), "seconds", "seconds", TIME_TOLERANCE, "timing"
+    ),
+    Metric("ram_before_training", ("resource", "RAM before training"), "bytes", "bytes", 0.05, "peak"),
+    Metric("vram_before_training", ("resource", "VRAM before training"), "bytes", "bytes", 0.05, "peak", gpu=True),
+    Metric(
+        "total_training_time",
+        ("training_time", "Total Training Time"),
+        "seconds",
+        "seconds",
+        TIME_TOLERANCE,
+        "timing",
+    ),
+    Metric(
+        "inference_1_image",
+        ("inference_time", "1-Image Inference Time"),
+        "seconds",
+        "seconds",
+        TIME_TOLERANCE,
+        "timing",
+    ),
+    Metric(
+        "inference_batch",
+        ("inference_time", "Batch of {batch_size} Inference Time"),
+        "seconds",
+        "seconds",
+        TIME_TOLERANCE,
+        "timing",
+    ),
+)
+
+METRIC = {metric.name: metric for metric in _METRICS}
+METRICS = tuple(METRIC)
+"""Snake-case names of the documented figures, in report order."""
+
+
+def units() -> dict[str, str]:
+    """The ``units`` entry of a result: documented key -> unit (Batch Time once for both phases)."""
+    found: dict[str, str] = {}
+    for metric in _METRICS:
+        key = metric.path[1] if metric.path[0] == "resource" else metric.key
+        found.setdefault(key.replace("{batch_size}", "N"), metric.unit_text)
+    return found

@@ -1,0 +1,147 @@
+"""Contention is detected, not averaged in: the verdict, the CPU figures it rests on, and what a profile does
+with a contended measurement (measure again once, keep the faster, flag and warn if it stays contended)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pytest_mlestimate import contention, estimate, profiler
+from pytest_mlestimate.contention import Contention, Window, judge
+from pytest_mlestimate.profile import Profile
+
+TINY: dict[str, Any] = {
+    "task_type": "detection",
+    "architecture": "pytest_mlestimate.tiny:tiny_detector",
+    "dataset_size": 1000,
+    "batch_size": 2,
+    "image_size": [64, 64],
+    "device": "cpu",
+    "warmup_iterations": 1,
+    "measure_iterations": 4,
+}
+
+
+def start_busy_loop() -> int:
+    """A busy loop outside this process tree (a shell starts it in the background and exits): as another
+    user's process would be. Returns its pid."""
+    shell = f"{shlex.quote(sys.executable)} -c 'while True: pass' >/dev/null 2>&1 & echo $!"
+    return int(subprocess.run(["sh", "-c", shell], capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.fixture
+def hog() -> Iterator[None]:
+    """Busy loops on every CPU this process may use, started before and stopped after the test body."""
+    pids = [start_busy_loop() for _ in contention.usable_cpus()]
+    time.sleep(0.5)
+    yield
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_verdict_others_beyond_the_spare_cores_or_a_slow_tail_with_some_others() -> None:
+    assert judge(others_cores=0.9, needed_cores=2, cpus=2, slow_steps=0, steps=20)
+    assert not judge(others_cores=0.1, needed_cores=2, cpus=2, slow_steps=0, steps=20)
+    assert not judge(others_cores=0.9, needed_cores=1, cpus=2, slow_steps=0, steps=20)  # a spare core took it
+    assert judge(others_cores=0.25, needed_cores=2, cpus=2, slow_steps=5, steps=20)
+    assert not judge(others_cores=0.0, needed_cores=2, cpus=2, slow_steps=5, steps=20)  # the model's own tail
+
+
+def test_window_counts_other_processes_but_not_this_one(hog: None) -> None:
+    window = Window()
+    window.start()
+    deadline = time.perf_counter() + 1.0
+    while time.perf_counter() < deadline:  # this process busy for a second too
+        pass
+    figures = window.finish([0.1] * 10, threads=2)
+    assert 0.2 * figures.wall_seconds < figures.own_cpu_seconds < 1.05 * figures.wall_seconds  # one busy thread
+    assert figures.others_cores > 0.9  # two busy loops beside it on two CPUs: ours is not counted as theirs
+    assert figures.contended
+    assert "contended: other processes used" in figures.describe()
+
+
+def test_a_hog_on_the_same_cores_flags_the_profile_and_warns_with_the_figures(hog: None) -> None:
+    profile = estimate({**TINY, "measure_iterations": 20}, isolate=False, cache=False).profile
+    assert profile.contended and profile.contention_remeasured
+    assert profile.contention is not None and profile.contention.contended
+    assert profile.contention.others_cores > 0.5
+    assert any("other processes competed for the CPUs" in w and "cores of the" in w for w in profile.warnings)
+
+
+def _verdicts(monkeypatch: pytest.MonkeyPatch, verdicts: list[bool]) -> None:
+    """Judge the measurements in turn as ``verdicts`` says, whatever the machine does meanwhile."""
+    answers = iter(verdicts)
+    monkeypatch.setattr(contention, "judge", lambda *args, **kwargs: next(answers))
+    monkeypatch.setattr(profiler, "CONTENTION_PAUSE_S", 0.0)
+
+
+def test_a_contended_measurement_is_taken_again_and_a_clean_one_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    _verdicts(monkeypatch, [True, False])
+    original = profiler._measure
+    measured: list[list[float]] = []
+
+    def fast_first(*args: Any) -> Any:
+        result = original(*args)
+        if measured:  # the clean measurement a second slower a step: kept all the same
+            slowed = profiler._Measurement(contention=result.contention)
+            for step in result.steps:
+                slowed.add(step + 1.0)
+            result = slowed
+        measured.append(result.steps)
+        return result
+
+    monkeypatch.setattr(profiler, "_measure", fast_first)
+    profile = estimate(TINY, isolate=False, cache=False).profile
+    assert profile.contention_remeasured and not profile.contended
+    assert profile.contention is not None and not profile.contention.contended
+    assert profile.step_times == measured[1] and len(profile.step_times) == 4
+    assert not any("competed" in w for w in profile.warnings)
+
+
+def test_contended_twice_keeps_the_faster_measurement_and_flags_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    _verdicts(monkeypatch, [True, True])
+    measured: list[list[float]] = []
+    original = profiler._measure
+
+    def slow_first(*args: Any) -> Any:
+        result = original(*args)
+        if not measured:  # the first measurement a second slower a step
+            slowed = profiler._Measurement(contention=result.contention)
+            for step in result.steps:
+                slowed.add(step + 1.0)
+            result = slowed
+        measured.append(result.steps)
+        return result
+
+    monkeypatch.setattr(profiler, "_measure", slow_first)
+    profile = estimate(TINY, isolate=False, cache=False).profile
+    assert profile.contended and profile.contention_remeasured
+    assert profile.step_times == measured[1]
+    assert any("other processes competed for the CPUs" in w for w in profile.warnings)
+
+
+def test_profiles_round_trip_the_contention_record() -> None:
+    record = Contention(
+        wall_seconds=2.0,
+        own_cpu_seconds=2.0,
+        others_cpu_seconds=1.8,
+        cpus=2,
+        threads=2,
+        needed_cores=2,
+        steps=10,
+        median_step=0.4,
+        slow_steps=3,
+        contended=True,
+    )
+    profile = Profile(device="cpu", device_name="cpu", contention=record, contended=True)
+    again = Profile.model_validate_json(profile.model_dump_json())
+    assert again.contention == record and again.contended
+    assert record.others_cores == pytest.approx(0.9)

@@ -1,0 +1,68 @@
+"""The statistics of a regression verdict, checked by simulation: runs whose figures scatter between
+processes as measured (log-normal), against a baseline of several runs."""
+
+from __future__ import annotations
+
+import random
+
+from pytest_mlestimate.metrics import METRIC
+from pytest_mlestimate.regression import FAMILY_ALPHA, Run, compare_runs, compare_timing
+
+TOTAL = METRIC["total_training_time"]
+
+
+def runs(rng: random.Random, count: int, scale: float, between: float) -> list[Run]:
+    """Runs of 20 steps of about 100 ms x ``scale``, each run shifted by the between-process noise."""
+    found = []
+    for _ in range(count):
+        shift = rng.lognormvariate(0, between)
+        steps = [0.1 * scale * shift * rng.lognormvariate(0, 0.03) for _ in range(20)]
+        found.append(Run({"total_training_time": sum(steps) / 20 * 1000}, {"total_training_time": steps}))
+    return found
+
+
+def verdicts(scale: float, between: float, trials: int = 400, baseline_runs: int = 5, new_runs: int = 1) -> float:
+    rng = random.Random(7)
+    failed = 0
+    for _ in range(trials):
+        change = compare_timing(
+            TOTAL,
+            runs(rng, baseline_runs, 1.0, between),
+            runs(rng, new_runs, scale, between),
+            tolerance=0.02,
+            alpha=FAMILY_ALPHA,
+        )
+        assert change is not None
+        failed += change.regressed
+    return failed / trials
+
+
+def test_unchanged_models_fail_at_most_at_the_stated_rate_despite_noise_between_processes() -> None:
+    # 9 % between processes while each run's own steps say 0.7 %: the spread of single runs must decide
+    assert verdicts(1.0, between=0.09) <= FAMILY_ALPHA + 0.02
+    assert verdicts(1.0, between=0.01) <= FAMILY_ALPHA + 0.02
+
+
+def test_a_slowdown_well_beyond_the_noise_is_caught() -> None:
+    assert verdicts(1.20, between=0.03, new_runs=2) >= 0.95
+    assert verdicts(1.05, between=0.005, new_runs=2) >= 0.95
+
+
+def test_a_slowdown_inside_the_noise_between_processes_is_not_claimed() -> None:
+    assert verdicts(1.05, between=0.09) < 0.3
+
+
+def test_one_run_a_side_rests_on_the_runs_own_spread() -> None:
+    rng = random.Random(1)
+    change = compare_timing(TOTAL, runs(rng, 1, 1.0, 0.0), runs(rng, 1, 1.3, 0.0), 0.02, FAMILY_ALPHA)
+    assert change is not None and change.regressed and change.runs == (1, 1)
+
+
+def test_the_false_alarm_rate_is_shared_out_over_a_scenarios_timings() -> None:
+    rng = random.Random(3)
+    base, new = runs(rng, 5, 1.0, 0.02), runs(rng, 1, 1.0, 0.02)
+    metrics = ("forward_pass", "backward_pass", "total_training_time", "inference_1_image", "inference_batch")
+    widen = [Run({m: r.metrics["total_training_time"] for m in metrics}, {}) for r in base]
+    changes = compare_runs(widen, [Run({m: new[0].metrics["total_training_time"] for m in metrics}, {})], {})
+    assert {c.metric for c in changes} == set(metrics)
+    assert all(c.confidence == 1 - FAMILY_ALPHA / 5 for c in changes)
