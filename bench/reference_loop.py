@@ -70,6 +70,7 @@ def open_post_processing(model: torch.nn.Module, load: str | int) -> int:
 def infer(scenario: Scenario, repeats: int) -> None:
     device = torch.device("cuda:0" if scenario.device != "cpu" and torch.cuda.is_available() else "cpu")
     builder = getattr(detection, scenario.architecture)
+    torch.manual_seed(0)  # the weights the estimate measured
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes(scenario), **scenario.model_kwargs)
     stated = open_post_processing(model, scenario.detection_load)
     model.to(device).eval()
@@ -103,6 +104,7 @@ def main() -> None:
     steps = int(sys.argv[2])
     device = torch.device("cuda:0" if scenario.device != "cpu" and torch.cuda.is_available() else "cpu")
     builder = getattr(detection, scenario.architecture)
+    torch.manual_seed(0)  # the weights the estimate measured
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes(scenario), **scenario.model_kwargs)
     model.to(device).train()
     images, targets = make_batch(
