@@ -117,7 +117,13 @@ def main() -> None:
     images = [i.to(device) for i in images]
     targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    spec = scenario.optimizer  # the recipe the estimate trained with: torchvision's, linear lr warm-up included
+    optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    warmup = (
+        torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=spec.warmup_factor, total_iters=spec.warmup_steps)
+        if spec.warmup_steps and spec.warmup_factor < 1
+        else None
+    )
 
     stop, peak = threading.Event(), [0]
     sampler = None
@@ -132,6 +138,8 @@ def main() -> None:
         loss = sum(model(images, targets).values())
         loss.backward()
         optimizer.step()
+        if warmup is not None:
+            warmup.step()
         loss.item()
     if device.type == "cuda":
         torch.cuda.synchronize()
