@@ -19,7 +19,7 @@ from typing import Any
 
 from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.plugin.budgets import Check
-from pytest_mlestimate.regression import Change, Run, compare_runs
+from pytest_mlestimate.regression import DRIFT_FLOOR, Change, Run, compare_runs
 
 BASELINE_FORMAT = 2
 FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
@@ -127,7 +127,8 @@ def compare(
     except (TypeError, ValueError, AttributeError) as exc:
         result.warnings.append(f"baseline {path} has unreadable runs ({exc}): not compared")
         return result
-    result.changes = compare_runs(old_runs, runs, tolerances)
+    kind = "cuda" if str(environment.get("device") or "").startswith("cuda") else "cpu"
+    result.changes = compare_runs(old_runs, runs, tolerances, floor=DRIFT_FLOOR[kind])
     if len(old_runs) < 2:
         result.warnings.append(
             f"baseline {path} holds {len(old_runs)} run: the noise between processes is unknown, so timing "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 from pytest_mlestimate.metrics import METRIC
-from pytest_mlestimate.regression import FAMILY_ALPHA, Run, compare_runs, compare_timing
+from pytest_mlestimate.regression import DRIFT_FLOOR, FAMILY_ALPHA, Run, compare_runs, compare_timing
 
 TOTAL = METRIC["total_training_time"]
 
@@ -66,3 +66,15 @@ def test_the_false_alarm_rate_is_shared_out_over_a_scenarios_timings() -> None:
     changes = compare_runs(widen, [Run({m: new[0].metrics["total_training_time"] for m in metrics}, {})], {})
     assert {c.metric for c in changes} == set(metrics)
     assert all(c.confidence == 1 - FAMILY_ALPHA / 5 for c in changes)
+
+
+def test_a_baseline_measured_in_one_quiet_minute_does_not_make_machine_drift_a_regression() -> None:
+    rng = random.Random(11)
+    tight = runs(rng, 5, 1.0, 0.005)  # five back-to-back runs that agree within half a percent
+    later = runs(rng, 2, 1.06, 0.005)  # the unchanged model, minutes later, on a machine 6 % slower
+    trusting = compare_timing(TOTAL, tight, later, 0.02, FAMILY_ALPHA)
+    floored = compare_timing(TOTAL, tight, later, 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
+    assert trusting is not None and trusting.regressed
+    assert floored is not None and not floored.regressed
+    slower = compare_timing(TOTAL, tight, runs(rng, 2, 1.3, 0.005), 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
+    assert slower is not None and slower.regressed
