@@ -508,7 +508,7 @@ def _train(session: _Session, iterations: Iterations, profile: Profile) -> None:
 def _measure(session: _Session, iterations: Iterations) -> _Measurement:
     """Back-to-back steps: a fixed count, or until the mean is as sharp as asked or a cap is hit."""
     on_cpu = not session.on_gpu
-    sample_utilization = None if on_cpu else getattr(session.monitor, "sample_utilization", None)
+    sample_utilization = None if on_cpu else session.monitor.sample_utilization
     measured = _Measurement()
     threads = torch.get_num_threads()
     window = Window(session.monitor.tree)

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 from pytest_mlestimate.metrics import METRIC, Metric
 
-DRIFT_FLOOR = {"cpu": 0.05, "cuda": 0.01}
+DRIFT_FLOOR = {"cpu": 0.10, "cuda": 0.01}
 """Least spread between runs assumed for a timing, by device kind, however close a baseline's own runs lie.
-A baseline's runs are measured back to back, so they share the machine's state of that minute; later the
-machine drifts. On the 2-core development VM an unchanged model measured minutes after its baseline was
-+6.2 % (ssdlite320, baseline runs within 3.8 %) and +11.6 % (a small CNN) off, so 5 % for CPUs; 1 % for
-GPUs, the precision a GPU profile measures to (not yet checked against GPU drift)."""
+A baseline's runs are measured back to back and share the machine's state of that minute; later the machine
+drifts. On the 2-core development VM, an unchanged model measured in the minutes after its baseline ran
++6.2 % and +9.1 % slower (ssdlite320, baseline runs within 3.8 % and 2.6 %; with a 5 % floor 3 of 10 clean
+reruns failed) and +11.6 % (a small CNN), so 10 % for CPUs. 1 % for GPUs, the precision a GPU profile
+measures to: GPU drift is not yet measured."""
 
 FAMILY_ALPHA = 0.05
 """Chance, per scenario, that an unchanged model fails its timing checks (false alarms across metrics)."""

@@ -71,10 +71,10 @@ def test_the_false_alarm_rate_is_shared_out_over_a_scenarios_timings() -> None:
 def test_a_baseline_measured_in_one_quiet_minute_does_not_make_machine_drift_a_regression() -> None:
     rng = random.Random(11)
     tight = runs(rng, 5, 1.0, 0.005)  # five back-to-back runs that agree within half a percent
-    later = runs(rng, 2, 1.06, 0.005)  # the unchanged model, minutes later, on a machine 6 % slower
+    later = runs(rng, 2, 1.09, 0.005)  # the unchanged model, minutes later, on a machine 9 % slower
     trusting = compare_timing(TOTAL, tight, later, 0.02, FAMILY_ALPHA)
     floored = compare_timing(TOTAL, tight, later, 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
     assert trusting is not None and trusting.regressed
     assert floored is not None and not floored.regressed
-    slower = compare_timing(TOTAL, tight, runs(rng, 2, 1.3, 0.005), 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
+    slower = compare_timing(TOTAL, tight, runs(rng, 2, 1.5, 0.005), 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
     assert slower is not None and slower.regressed
