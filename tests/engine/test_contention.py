@@ -17,13 +17,10 @@ import pytest
 from pytest_mlestimate import contention, estimate, profiler
 from pytest_mlestimate.contention import Contention, Window, judge
 from pytest_mlestimate.profile import Profile
+from tests.tiny_scenario import TINY as TINY_BASE
 
 TINY: dict[str, Any] = {
-    "task_type": "detection",
-    "architecture": "pytest_mlestimate.tiny:tiny_detector",
-    "dataset_size": 1000,
-    "batch_size": 2,
-    "image_size": [64, 64],
+    **TINY_BASE,
     "device": "cpu",
     "warmup_iterations": 1,
     "measure_iterations": 4,

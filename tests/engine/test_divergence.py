@@ -13,13 +13,10 @@ from pytest_mlestimate import contention, estimate, estimate_model
 from pytest_mlestimate.errors import ModelRunError
 from pytest_mlestimate.scenario import Optimizer
 from pytest_mlestimate.tiny import TinyDetector
+from tests.tiny_scenario import TINY as TINY_BASE
 
 TINY: dict[str, Any] = {
-    "task_type": "detection",
-    "architecture": "pytest_mlestimate.tiny:tiny_detector",
-    "dataset_size": 1000,
-    "batch_size": 2,
-    "image_size": [64, 64],
+    **TINY_BASE,
     "device": "cpu",
     "warmup_iterations": 2,
     "measure_iterations": 6,

@@ -12,13 +12,10 @@ import pytest
 from pytest_mlestimate import EstimateError, estimate, estimate_model
 from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ModelRunError
 from pytest_mlestimate.tiny import tiny_detector
+from tests.tiny_scenario import TINY as TINY_BASE
 
 TINY: dict[str, Any] = {
-    "task_type": "detection",
-    "architecture": "pytest_mlestimate.tiny:tiny_detector",
-    "dataset_size": 1000,
-    "batch_size": 2,
-    "image_size": [64, 64],
+    **TINY_BASE,
     "warmup_iterations": 1,
     "measure_iterations": 4,
 }
