@@ -35,6 +35,10 @@ SLOW_SHARE_LIMIT = 0.1
 OTHERS_CORES_HINT = 0.15
 """Below this, a tail of slow steps is the model's own (a periodic step, a garbage collection)."""
 
+MIN_WINDOW_S = 0.5
+"""CPU counters advance in 10 ms ticks: over a shorter window (a fixed handful of fast steps) a tick or two
+reads as a whole core of a neighbour, so such a window is never called contended."""
+
 _PROC_STAT = Path("/proc/stat")
 
 
@@ -107,9 +111,14 @@ class Contention(BaseModel):
         )
 
 
-def judge(others_cores: float, needed_cores: int, cpus: int, slow_steps: int, steps: int) -> bool:
+def judge(
+    others_cores: float, needed_cores: int, cpus: int, slow_steps: int, steps: int, wall_seconds: float = MIN_WINDOW_S
+) -> bool:
     """Contended when others used more than the cores this process leaves free (plus a margin for the
-    machine's background), or used some and the steps show a tail of slow ones."""
+    machine's background), or used some and the steps show a tail of slow ones; never over a window too
+    short for the counters (``MIN_WINDOW_S``)."""
+    if wall_seconds < MIN_WINDOW_S:
+        return False
     beyond_spare = others_cores - max(cpus - needed_cores, 0)
     if beyond_spare > OTHERS_CORES_LIMIT:
         return True
@@ -148,5 +157,5 @@ class Window:
             steps=len(step_times),
             median_step=median,
             slow_steps=slow,
-            contended=judge(others / wall if wall > 0 else 0.0, needed, len(self.cpus), slow, len(step_times)),
+            contended=judge(others / wall if wall > 0 else 0.0, needed, len(self.cpus), slow, len(step_times), wall),
         )

@@ -52,6 +52,10 @@ def test_verdict_others_beyond_the_spare_cores_or_a_slow_tail_with_some_others()
     assert not judge(others_cores=0.0, needed_cores=2, cpus=2, slow_steps=5, steps=20)  # the model's own tail
 
 
+def test_a_window_too_short_for_the_counters_is_never_called_contended() -> None:
+    assert judge(1.5, 2, 2, 0, 8) and not judge(1.5, 2, 2, 0, 8, wall_seconds=0.02)
+
+
 def test_window_counts_other_processes_but_not_this_one(hog: None) -> None:
     window = Window()
     window.start()
@@ -66,7 +70,7 @@ def test_window_counts_other_processes_but_not_this_one(hog: None) -> None:
 
 
 def test_a_hog_on_the_same_cores_flags_the_profile_and_warns_with_the_figures(hog: None) -> None:
-    profile = estimate({**TINY, "measure_iterations": 20}, isolate=False, cache=False).profile
+    profile = estimate({**TINY, "measure_iterations": None}, isolate=False, cache=False).profile  # >= 1 s
     assert profile.contended and profile.contention_remeasured
     assert profile.contention is not None and profile.contention.contended
     assert profile.contention.others_cores > 0.5
