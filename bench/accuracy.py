@@ -62,17 +62,23 @@ def relative(estimated: float | None, real: float | None) -> float | None:
     return (estimated - real) / real
 
 
-def run_one(arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str) -> dict:
-    task = "instance" if arch.startswith("mask") else "detection"
-    scenario = Scenario(
-        task_type=task,
+def scenario_for(
+    arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str, application: str
+) -> Scenario:
+    return Scenario(
+        task_type="instance" if arch.startswith("mask") else "detection",
         architecture=arch,
         dataset_size=dataset,
         batch_size=batch,
         image_size=size,
         model_kwargs=kwargs,
         device=device,
+        application_type=application,
     )
+
+
+def run_one(arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str) -> dict:
+    scenario = scenario_for(arch, batch, size, dataset, kwargs, device, "training")
     result = estimate(scenario, cache=False).to_dict()
     reference = subprocess.run(
         [sys.executable, str(HERE / "reference_loop.py"), scenario.model_dump_json(), str(scenario.total_steps)],
@@ -95,16 +101,7 @@ def run_one(arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: 
 def run_inference(
     arch: str, batch: int, size: tuple[int, int], dataset: int, kwargs: dict[str, Any], device: str
 ) -> dict[str, Any]:
-    scenario = Scenario(
-        task_type="instance" if arch.startswith("mask") else "detection",
-        architecture=arch,
-        dataset_size=dataset,
-        batch_size=batch,
-        image_size=size,
-        model_kwargs=kwargs,
-        device=device,
-        application_type="inference",
-    )
+    scenario = scenario_for(arch, batch, size, dataset, kwargs, device, "inference")
     result = estimate(scenario, cache=False).to_dict()
     reference = subprocess.run(
         [
