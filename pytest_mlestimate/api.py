@@ -49,10 +49,9 @@ def estimate(
             "not cached: measured while other processes took the CPU; the next estimate measures again"
         )
     elif store is not None and key is not None:
-        store.put(key, profile)
-        info.update(key=key, path=str(store.path), stored=True)
-        if store.problem:
-            profile.warnings.append(store.problem)
+        info.update(key=key, path=str(store.path), stored=store.put(key, profile))
+    if store is not None and store.problem:
+        profile.warnings.append(store.problem)
     return Estimate(parsed, profile, cache=info)
 
 

@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
+from pytest_mlestimate.errors import brief
+
 TaskType = Literal["detection", "instance"]
 TargetKind = Literal["boxes", "masks", "keypoints"]
 
@@ -47,6 +49,8 @@ def is_custom_factory(name: str) -> bool:
 
 
 def closest_name(name: str) -> str | None:
+    if len(name) > 100:  # difflib is quadratic, and no builder's name is that long
+        return None
     matches = difflib.get_close_matches(name, list(TORCHVISION), n=1, cutoff=0.5)
     return matches[0] if matches else None
 
@@ -55,6 +59,6 @@ def unknown_architecture_message(name: str) -> str:
     hint = closest_name(name)
     did_you_mean = f"did you mean '{hint}'? " if hint else ""
     return (
-        f"unknown architecture '{name}': {did_you_mean}allowed: {', '.join(TORCHVISION)}, "
+        f"unknown architecture {brief(name)}: {did_you_mean}allowed: {', '.join(TORCHVISION)}, "
         "or a custom factory 'package.module:function' (scenario files and the Python API only)"
     )

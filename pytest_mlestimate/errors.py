@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+ECHO_LIMIT = 200
+"""Characters of a user's value that a message or a report repeats: input can be megabytes (or an expanded
+YAML alias bomb), and a message that echoes it in full costs memory and hides the problem."""
+
+_echo = reprlib.Repr()
+_echo.maxlevel, _echo.maxdict, _echo.maxlist, _echo.maxtuple, _echo.maxset = 3, 8, 8, 8, 8
+_echo.maxstring, _echo.maxother, _echo.maxlong = ECHO_LIMIT, ECHO_LIMIT, 60
+
+
+def brief(value: Any) -> str:
+    """``repr(value)``, cut to about ECHO_LIMIT characters at every level of nesting."""
+    try:
+        text = _echo.repr(value)
+    except ValueError:  # an int past Python's digit limit for str()
+        text = f"<{type(value).__name__} too large to show>"
+    return text if len(text) <= ECHO_LIMIT + 3 else text[:ECHO_LIMIT] + "..."
+
 
 class EstimateError(RuntimeError):
     """A valid scenario that could not be measured."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,13 +100,32 @@ def build_model(scenario: Scenario) -> nn.Module:
     return model
 
 
+SAVE_STATE_DICT = "save the weights with torch.save(model.state_dict(), path)"
+
+
 def load_weights(model: nn.Module, path: str) -> None:
+    """Only a state dict (or a checkpoint holding one under ``model``) is read, and only with torch's
+    ``weights_only`` loader: a weights file is never a reason to run code from a pickle."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError) as exc:
-        raise ModelBuildError(f"weights_path '{path}': cannot load a state dict: {exc}") from None
+    except OSError as exc:
+        raise ModelBuildError(f"weights_path '{path}': cannot be read: {exc.strerror or exc}") from None
+    except Exception as exc:  # pickle.UnpicklingError, RuntimeError: not a torch file of tensors
+        pickled_objects = isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc)
+        what = (
+            "holds Python objects besides tensors (a whole pickled model?)"
+            if pickled_objects
+            else "is not a file of tensors torch can load"
+        )
+        raise ModelBuildError(
+            f"weights_path '{path}' {what}; weights are read only as tensors (torch.load with weights_only=True), "
+            f"so {SAVE_STATE_DICT}"
+        ) from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        found = type(state).__name__ if not isinstance(state, dict) else "a dict whose values are not all tensors"
+        raise ModelBuildError(f"weights_path '{path}' holds {found}, not a state dict; {SAVE_STATE_DICT}")
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +22,7 @@ from pytest_mlestimate.architectures import (
     is_custom_factory,
     unknown_architecture_message,
 )
+from pytest_mlestimate.errors import brief
 
 MAX_IMAGE_SIDE = 8192
 MAX_BATCH_SIZE = 4096
@@ -27,12 +30,16 @@ MAX_DATASET_SIZE = 10**9
 MAX_EPOCHS = 100_000
 
 MAX_DETECTIONS_PER_IMAGE = 10_000
+MAX_PARAMETERS = 10**13
+MAX_MODEL_KWARGS = 64
+MAX_TEXT = 4096
+"""Longest architecture name, weights path or model_kwargs string: a path, not a payload."""
 DEFAULT_SAMPLE_INTERVAL_MS = 100
 """NVML averages GPU utilisation over 1/6 s or more and CPU use is computed over 100 ms windows, so faster
 sampling adds little. On a 2-core machine a 20 ms thread cost 1.5-2.6 % of a 17 ms step, a 100 ms one
 0.4-1.3 % (bench/monitor_overhead.py)."""
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,6})$")
 
 Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
 Scalar = str | int | float | bool | None
@@ -44,7 +51,7 @@ class Optimizer(BaseModel):
     random-weight Mask R-CNN reached a non-finite loss within 17 steps and then stepped 4x faster on empty
     proposals, so a profile would time a model that no longer computes anything."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.01, gt=0)
@@ -69,11 +76,11 @@ class Optimizer(BaseModel):
 class Scenario(BaseModel):
     """What to estimate. Fields that change a profile are listed in ``profile_fields``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task_type: Literal["detection", "instance"]
-    architecture: str
-    parameters: int | None = Field(None, ge=1)
+    architecture: str = Field(max_length=MAX_TEXT)
+    parameters: int | None = Field(None, ge=1, le=MAX_PARAMETERS)
     dataset_size: int = Field(ge=1, le=MAX_DATASET_SIZE)
     batch_size: int = Field(ge=1, le=MAX_BATCH_SIZE)
     image_size: tuple[Side, Side]
@@ -93,7 +100,7 @@ class Scenario(BaseModel):
     """Target half-width of the 95 % confidence interval of the mean step time, as a fraction of the mean;
     unset: 0.01 on a GPU, 0.03 on a CPU."""
     sample_interval_ms: int = Field(DEFAULT_SAMPLE_INTERVAL_MS, ge=1, le=10_000)
-    weights_path: str | None = None
+    weights_path: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
     detection_load: Literal["max", "weights"] | int = "max"
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
@@ -103,7 +110,34 @@ class Scenario(BaseModel):
     @classmethod
     def _device(cls, value: str) -> str:
         if not _DEVICE.match(value):
-            raise ValueError(f"'{value}' is not a device; allowed: auto, cpu, cuda, cuda:N")
+            raise ValueError("not a device; allowed: auto, cpu, cuda, cuda:N")
+        kind, _, index = value.partition(":")
+        return f"{kind}:{int(index)}" if index else value  # cuda:00 is cuda:0
+
+    @field_validator("model_kwargs", mode="before")
+    @classmethod
+    def _model_kwargs(cls, value: Any) -> Any:
+        """One plain message per bad keyword, where the union of allowed types would give five."""
+        if not isinstance(value, Mapping):
+            return value
+        if len(value) > MAX_MODEL_KWARGS:
+            raise ValueError(f"{len(value)} keywords; at most {MAX_MODEL_KWARGS} are allowed")
+        allowed = "allowed: a finite number, a string, true/false, null or a list of those"
+        for key, item in value.items():
+            for scalar in item if isinstance(item, list) else [item]:
+                if isinstance(scalar, float) and not math.isfinite(scalar):
+                    raise ValueError(f"{brief(key)} is {scalar}, not a finite number; {allowed}")
+                if isinstance(scalar, str) and len(scalar) > MAX_TEXT:
+                    raise ValueError(f"{brief(key)} is a string of {len(scalar)} characters; at most {MAX_TEXT}")
+                if not isinstance(scalar, str | int | float | bool | None):
+                    raise ValueError(f"{brief(key)} is {brief(scalar)}; {allowed}")
+        return value
+
+    @field_validator("weights_path")
+    @classmethod
+    def _weights_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a path cannot contain a NUL byte (\\x00); allowed: a file path")
         return value
 
     @field_validator("detection_load", mode="before")
@@ -177,8 +211,10 @@ def describe_errors(error: ValidationError) -> list[str]:
             lines.append(f"{loc}: unknown field; allowed fields: {allowed}")
         elif item["type"] == "missing":
             lines.append(f"{loc}: required field is missing")
+        elif item["type"] == "finite_number":
+            lines.append(f"{loc}: not a finite number (got {brief(item.get('input'))}); allowed: a finite number")
         elif "input" in item and not isinstance(item["input"], dict):
-            lines.append(f"{loc}: {message} (got {item['input']!r})")
+            lines.append(f"{loc}: {message} (got {brief(item['input'])})")
         else:
             lines.append(f"{loc}: {message}")
     return lines
