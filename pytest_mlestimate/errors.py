@@ -47,6 +47,10 @@ class ProfileCrashError(EstimateError):
     """The profiling process died or raised something unexpected."""
 
 
+class ProfileStoppedError(EstimateError):
+    """The profile was stopped, or never started, because its caller is shutting down."""
+
+
 ERROR_TYPES: dict[str, type[EstimateError]] = {
     cls.__name__: cls
     for cls in (ModelBuildError, ModelRunError, DeviceUnavailableError, ProfileTimeoutError, ProfileCrashError)

@@ -1,19 +1,73 @@
-"""Entry point of the child process that measures one profile: ``python -m pytest_mlestimate.worker OUT``.
+"""Entry point of the child process that measures one profile:
+``python -m pytest_mlestimate.worker --parent PID [--deadline SECONDS]``.
 
-Reads a scenario as JSON on stdin and writes ``{"profile": ...}`` or ``{"error": ...}`` to OUT (stdout
-is left to the model's own prints).
+Reads a scenario as JSON on stdin and writes ``{"profile": ...}`` or ``{"error": ...}`` on stdout; the
+model's own prints are sent to stderr, so they cannot mix with the result. The child never outlives its
+parent (a parent killed with SIGKILL runs no clean-up of its own) nor its deadline.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
 import traceback
-from pathlib import Path
+from typing import IO
+
+PR_SET_PDEATHSIG = 1
+WATCH_INTERVAL = 0.5
+"""Seconds between the watchdog's looks at the parent and the clock."""
+EXIT_ORPHANED = 70
+EXIT_PAST_DEADLINE = 71
+
+
+def die_with(parent: int) -> None:
+    """Linux: the kernel kills this process when the thread that started it ends. The watchdog covers the
+    rest (other systems, and a parent that died before this line ran)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(EXIT_ORPHANED)
+
+
+def watch(parent: int, deadline: float | None) -> None:
+    def loop() -> None:
+        while True:
+            time.sleep(WATCH_INTERVAL)
+            if os.getppid() != parent:
+                os._exit(EXIT_ORPHANED)
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"profiling stopped itself: past its deadline of {deadline_seconds:g} s", file=sys.stderr)
+                os._exit(EXIT_PAST_DEADLINE)
+
+    deadline_seconds = (deadline - time.monotonic()) if deadline is not None else 0.0
+    threading.Thread(target=loop, name="mlestimate-watchdog", daemon=True).start()
+
+
+def result_channel() -> IO[str]:
+    """The real stdout, for the result; file descriptor 1 (prints, C libraries' output) now goes to stderr."""
+    channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    return channel
 
 
 def main(argv: list[str]) -> int:
-    out = Path(argv[1])
+    parser = argparse.ArgumentParser(prog="python -m pytest_mlestimate.worker")
+    parser.add_argument("--parent", type=int, required=True, help="the process this one must not outlive")
+    parser.add_argument("--deadline", type=float, help="seconds after which this process stops itself")
+    args = parser.parse_args(argv[1:])
+    die_with(args.parent)
+    watch(args.parent, time.monotonic() + args.deadline if args.deadline else None)
+    out = result_channel()
     try:
         from pytest_mlestimate.errors import EstimateError
         from pytest_mlestimate.profiler import profile_scenario
@@ -23,15 +77,18 @@ def main(argv: list[str]) -> int:
         try:
             profile = profile_scenario(scenario, isolated=True)
         except EstimateError as exc:
-            out.write_text(json.dumps({"error": {"type": type(exc).__name__, "message": str(exc)}}))
-            return 0
-        out.write_text(json.dumps({"profile": profile.model_dump(mode="json")}))
-        return 0
+            result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
+        else:
+            result = {"profile": profile.model_dump(mode="json")}
+        code = 0
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        out.write_text(json.dumps({"error": {"type": "ProfileCrash", "message": detail}}))
+        result = {"error": {"type": "ProfileCrash", "message": detail}}
         traceback.print_exc()
-        return 1
+        code = 1
+    out.write(json.dumps(result))
+    out.close()
+    return code
 
 
 if __name__ == "__main__":
