@@ -15,27 +15,16 @@ import psutil
 import pytest
 
 from pytest_mlestimate.worker import EXIT_PAST_DEADLINE
+from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
 
-SLOW_MODEL = """
-import time
-from pytest_mlestimate.tiny import TinyDetector
-
-class Slow(TinyDetector):
-    def forward(self, *args, **kwargs):
-        time.sleep(0.3)
-        return super().forward(*args, **kwargs)
-
-def slow_detector():
-    return Slow()
-"""
-SLOW = {**TINY, "architecture": "slow_model:slow_detector", "device": "cpu", "measure_iterations": 10_000}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    (tmp_path / "slow_model.py").write_text(SLOW_MODEL)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(Path.cwd())]))
+    """A working directory from which the slow model imports, with its own cache and locks."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
     monkeypatch.setenv("MLESTIMATE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MLESTIMATE_LOCK_DIR", str(tmp_path / "locks"))
     return tmp_path
