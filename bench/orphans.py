@@ -1,0 +1,89 @@
+"""How long a profiling child outlives a caller that is killed mid-profile (kill -9 or SIGTERM).
+
+Starts ``pytest --mlestimate`` (or a plain Python caller of ``estimate``) on a scenario whose model steps slowly,
+waits until its profiling child is measuring, kills the caller, and times until the child is gone. Also lists
+temporary directories the run left behind.
+
+    python bench/orphans.py                # pytest, kill -9, 5 tries
+    python bench/orphans.py --caller python --signal TERM -n 3
+
+Bar: no profiling process survives its caller by more than a few seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.slow_model import SLOW  # noqa: E402
+
+
+def caller_command(kind: str, work: Path) -> list[str]:
+    if kind == "python":
+        return [sys.executable, "-c", f"from pytest_mlestimate import estimate; estimate({SLOW!r}, cache=False)"]
+    fields = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in SLOW.items())
+    (work / "scenarios.yaml").write_text(f"scenarios:\n  - name: slow\n{fields}")
+    return [sys.executable, "-m", "pytest", "--mlestimate", "scenarios.yaml", "-q", "-p", "no:cacheprovider"]
+
+
+def one_try(kind: str, number: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        env = os.environ | {"PYTHONPATH": str(ROOT), "MLESTIMATE_CACHE_DIR": tmp, "MLESTIMATE_LOCK_DIR": tmp}
+        before = set(Path(tempfile.gettempdir()).glob("mlestimate-*"))
+        caller = subprocess.Popen(caller_command(kind, work), cwd=work, env=env, stdout=subprocess.DEVNULL)
+        child = None
+        while child is None:
+            time.sleep(0.2)
+            for process in psutil.Process(caller.pid).children(recursive=True):
+                if "pytest_mlestimate.worker" in " ".join(process.cmdline()):
+                    child = process
+        time.sleep(3)  # measuring by now
+        os.kill(caller.pid, number)
+        caller.wait()
+        killed = time.monotonic()
+        while True:
+            try:
+                if child.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            if time.monotonic() - killed > 60:
+                child.kill()
+                return float("inf"), 0
+            time.sleep(0.05)
+        survived = time.monotonic() - killed
+        left = len(set(Path(tempfile.gettempdir()).glob("mlestimate-*")) - before)
+    return survived, left
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--caller", choices=["pytest", "python"], default="pytest")
+    parser.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
+    parser.add_argument("-n", type=int, default=5)
+    args = parser.parse_args()
+    number = signal.Signals[f"SIG{args.signal}"]
+    print(f"caller {args.caller}, SIG{args.signal}, load average {os.getloadavg()[0]:.2f}")
+    worst = 0.0
+    for attempt in range(args.n):
+        survived, left = one_try(args.caller, number)
+        worst = max(worst, survived)
+        print(f"try {attempt + 1}: the child survived its caller by {survived:.2f} s; temporary dirs left: {left}")
+    print(f"worst: {worst:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
