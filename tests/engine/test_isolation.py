@@ -173,3 +173,27 @@ def test_the_models_prints_do_not_disturb_the_result(tmp_path: Path, monkeypatch
 
     found = estimate({**TINY, "architecture": "chatty_model:chatty", "device": "cpu"}, cache=False, timeout=120)
     assert found.profile.step_times
+
+
+ORPHAN = """
+import os, sys, time
+from pytest_mlestimate.worker import watch
+watch(int(sys.argv[1]), None)  # the watchdog alone: no parent-death signal, as on macOS
+print(os.getpid(), flush=True)
+time.sleep(60)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())], stdout=sys.stdout)
+time.sleep(60)
+"""
+
+
+def test_the_watchdog_alone_ends_an_orphaned_child() -> None:
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, ORPHAN], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+    parent.kill()
+    parent.wait()
+    took = gone_within(child, 10)
+    assert took is not None and took < 2
