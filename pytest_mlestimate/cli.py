@@ -46,6 +46,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-size", type=int, help="largest batch_size accepted (MLESTIMATE_MAX_BATCH_SIZE)")
     serve.add_argument("--max-image-side", type=int, help="largest image side accepted (MLESTIMATE_MAX_IMAGE_SIDE)")
     serve.add_argument(
+        "--max-body-size",
+        type=int,
+        metavar="BYTES",
+        help="largest request body accepted, larger ones are answered 413 (MLESTIMATE_MAX_BODY_SIZE; default 65536)",
+    )
+    serve.add_argument(
+        "--max-model-kwarg",
+        action="append",
+        default=[],
+        metavar="NAME=LIMIT",
+        help="largest number model_kwargs NAME may be; repeat for several; '*=N' sets the limit of a custom "
+        "factory's other numeric keywords, 4096 unless set (MLESTIMATE_MAX_MODEL_KWARGS, e.g. 'channels=256,*=512')",
+    )
+    serve.add_argument(
         "--weights-dir", type=Path, help="directory requests' weights_path may name files in (MLESTIMATE_WEIGHTS_DIR)"
     )
     serve.add_argument(
@@ -61,12 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
-    from pytest_mlestimate.service.settings import ServiceSettings, SettingsError, parse_cpus
+    from pytest_mlestimate.service.settings import ServiceSettings, SettingsError, parse_cpus, parse_kwarg_limits
 
     try:
         cpus = parse_cpus(args.profile_cpus) if args.profile_cpus else None
     except ValueError:
         raise SettingsError(f"--profile-cpus {args.profile_cpus!r} is not a CPU list such as 1 or 2-3") from None
+    try:
+        kwarg_limits = parse_kwarg_limits(args.max_model_kwarg)
+    except ValueError as exc:
+        raise SettingsError(f"--max-model-kwarg: {exc}") from None
 
     base = ServiceSettings.from_env(
         device=args.device,
@@ -77,12 +95,17 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         max_image_side=args.max_image_side,
         weights_dir=args.weights_dir,
         profile_cpus=cpus,
+        max_body_size=args.max_body_size,
     )
-    if not args.allow_factory:
+    if not args.allow_factory and not kwarg_limits:
         return base
     from dataclasses import replace
 
-    return replace(base, allowed_factories=base.allowed_factories | frozenset(args.allow_factory))
+    return replace(
+        base,
+        allowed_factories=base.allowed_factories | frozenset(args.allow_factory),
+        max_model_kwargs={**base.max_model_kwargs, **kwarg_limits},
+    )
 
 
 def serve_command(args: argparse.Namespace) -> int:

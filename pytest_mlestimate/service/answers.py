@@ -12,6 +12,7 @@ from pytest_mlestimate.errors import (
     ModelBuildError,
     ModelRunError,
     ProfileCrashError,
+    ProfileStoppedError,
     ProfileTimeoutError,
 )
 from pytest_mlestimate.result import Estimate
@@ -19,7 +20,7 @@ from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
 from pytest_mlestimate.service.profile_queue import Measured
 from pytest_mlestimate.service.store import Recent
-from pytest_mlestimate.service.validation import InvalidRequest, problem
+from pytest_mlestimate.service.validation import InvalidRequest, cut, problem
 
 log = logging.getLogger("pytest_mlestimate.service")
 
@@ -56,15 +57,17 @@ def failure(exc: BaseException) -> Answer:
     if isinstance(exc, InvalidRequest):
         return 422, {"detail": exc.problems}
     if isinstance(exc, DeviceUnavailableError):
-        return 422, {"detail": [problem("device", str(exc))]}
+        return 422, {"detail": InvalidRequest([problem("device", str(exc))]).problems}
     if isinstance(exc, (ModelBuildError, ModelRunError)):
-        return 422, {"detail": [problem("", str(exc))]}
+        return 422, {"detail": InvalidRequest([problem("", str(exc))]).problems}
     if isinstance(exc, ProfileTimeoutError):
-        return 504, {"detail": str(exc)}
+        return 504, {"detail": cut(str(exc))}
+    if isinstance(exc, ProfileStoppedError):
+        return 503, {"detail": cut(f"this service is shutting down: {exc}")}
     error_id = uuid.uuid4().hex[:12]
     if isinstance(exc, ProfileCrashError):
         log.error("error %s: %s", error_id, exc)
-        summary = str(exc).splitlines()[0]
+        summary = cut(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         return 500, {"detail": f"{summary} (error id {error_id})", "error_id": error_id}
     log.error("error %s: internal error", error_id, exc_info=exc)
     return 500, {"detail": f"internal error (error id {error_id}, also in the server log)", "error_id": error_id}

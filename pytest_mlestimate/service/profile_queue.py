@@ -22,7 +22,6 @@ from concurrent.futures import Future
 from typing import Any
 
 from pytest_mlestimate.devices import physical_id, resolve_device
-from pytest_mlestimate.errors import DeviceUnavailableError
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.store import ProfileStore
@@ -42,13 +41,9 @@ class QueueFull(Exception):
 
 def lane_for(device: str, auto: str) -> str:
     """The physical device a scenario's ``device`` names ('auto' is the service's), as ``devices`` names it: any
-    two names of one device share a lane. A device this machine lacks gets a lane of its own name; the engine
-    then says why it cannot measure there."""
-    requested = auto if device == "auto" else device
-    try:
-        return physical_id(resolve_device(requested))
-    except DeviceUnavailableError:
-        return requested
+    two names of one device share a lane. A device this machine lacks raises DeviceUnavailableError: it gets no
+    lane (a lane is a thread, and names of absent devices are countless)."""
+    return physical_id(resolve_device(auto if device == "auto" else device))
 
 
 class _Lane:

@@ -11,12 +11,26 @@ from fastapi.responses import JSONResponse, Response
 
 from pytest_mlestimate.architectures import TORCHVISION
 from pytest_mlestimate.environment import gpu_inventory, host_fingerprint
+from pytest_mlestimate.errors import DeviceUnavailableError
 from pytest_mlestimate.scenario import MAX_DATASET_SIZE
 from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
 from pytest_mlestimate.service.auth import require_api_key
 from pytest_mlestimate.service.profile_queue import QueueFull
+from pytest_mlestimate.service.schemas import (
+    AcceptedJob,
+    Environment,
+    Failed,
+    Health,
+    InferenceTimeAnswer,
+    InternalError,
+    Job,
+    ResourceAnswer,
+    TrainingTimeAnswer,
+    ValidationFailed,
+)
+from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import scenario_from_body
+from pytest_mlestimate.service.validation import cut, scenario_from_body, unavailable_device
 
 EXAMPLE = {
     "task_type": "detection",
@@ -36,13 +50,30 @@ SCENARIO_BODY = {
 }
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    202: {"description": "With ?async=true: the job was accepted; poll the URL in Location"},
-    401: {"description": "An API key is required and was missing or wrong"},
-    422: {"description": "Invalid scenario: each problem names the field, the value and what is allowed"},
-    500: {"description": "Internal error: the body carries an error id that is also in the server log"},
-    503: {"description": "The profile queue for this device is full; retry after Retry-After seconds"},
-    504: {"description": "The profile ran past the service's time limit and was stopped"},
+    401: {"model": Failed, "description": "An API key is required and was missing or wrong"},
+    413: {"model": Failed, "description": "The body is larger than this service accepts"},
+    415: {"model": Failed, "description": "The body is not sent as 'Content-Type: application/json'"},
+    422: {
+        "model": ValidationFailed,
+        "description": "Invalid scenario: each problem names the field, the value and what is allowed",
+    },
+    500: {"model": InternalError, "description": "Internal error: the error id is also in the server log"},
+    503: {
+        "model": Failed,
+        "description": "The profile queue for this device is full (retry after Retry-After seconds), or the service "
+        "is shutting down and stopped the profile",
+        "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
+    },
+    504: {"model": Failed, "description": "The profile ran past the service's time limit and was stopped"},
 }
+ACCEPTED: dict[int | str, dict[str, Any]] = {
+    202: {
+        "model": AcceptedJob,
+        "description": "With ?async=true: the job was accepted; poll the URL in Location",
+        "headers": {"Location": {"description": "The job's URL", "schema": {"type": "string"}}},
+    }
+}
+GUARDED: dict[int | str, dict[str, Any]] = {401: ERRORS[401], 413: ERRORS[413]}
 
 ASYNC = Query(False, alias="async", description="Answer 202 at once with a job URL to poll instead of waiting")
 
@@ -54,8 +85,20 @@ def _service(request: Request) -> EstimationService:
     return request.app.state.service
 
 
+def _not_json(request: Request) -> JSONResponse | None:
+    """Only JSON bodies: a browser's cross-site form can send text/plain, urlencoded or multipart, never JSON."""
+    given = request.headers.get("content-type")
+    if given is not None and given.partition(";")[0].strip().lower() == "application/json":
+        return None
+    got = f"got {cut(given, 100)!r}" if given is not None else "no Content-Type was sent"
+    detail = f"send the scenario as JSON with 'Content-Type: application/json' ({got})"
+    return JSONResponse({"detail": detail}, status_code=415)
+
+
 async def _estimate(request: Request, endpoint: str, run_async: bool) -> Response:
     service = _service(request)
+    if (refusal := _not_json(request)) is not None:
+        return refusal
     try:
         content = await request.body()
         if not run_async and (remembered := service.answers.get(endpoint, content)) is not None:
@@ -77,39 +120,71 @@ async def _estimate(request: Request, endpoint: str, run_async: bool) -> Respons
         return response
     except QueueFull as exc:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+    except DeviceUnavailableError as exc:  # 'auto' on a service pinned to a device it lacks: refused, no lane
+        return JSONResponse({"detail": [unavailable_device(exc, service.settings)]}, status_code=422)
     except Exception as exc:
         status, body = failure(exc)
         return JSONResponse(body, status_code=status)
 
 
-@api.post("/estimate-resource", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Resource use of one step")
+@api.post(
+    "/estimate-resource",
+    openapi_extra=SCENARIO_BODY,
+    responses={200: {"model": ResourceAnswer}, **ACCEPTED, **ERRORS},
+    summary="Resource use of one step",
+)
 async def estimate_resource(request: Request, run_async: bool = ASYNC) -> Response:
     """Peak GPU and RAM memory, peak GPU and CPU utilisation, forward and backward batch time, and the
     memory in use before training, for the scenario's application_type."""
     return await _estimate(request, "estimate-resource", run_async)
 
 
-@api.post("/estimate-training-time", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Total training time")
+@api.post(
+    "/estimate-training-time",
+    openapi_extra=SCENARIO_BODY,
+    responses={200: {"model": TrainingTimeAnswer}, **ACCEPTED, **ERRORS},
+    summary="Total training time",
+)
 async def estimate_training_time(request: Request, run_async: bool = ASYNC) -> Response:
     """Total Training Time for dataset_size images over the scenario's epochs (application_type training)."""
     return await _estimate(request, "estimate-training-time", run_async)
 
 
-@api.post("/estimate-inference-time", openapi_extra=SCENARIO_BODY, responses=ERRORS, summary="Inference time")
+@api.post(
+    "/estimate-inference-time",
+    openapi_extra=SCENARIO_BODY,
+    responses={200: {"model": InferenceTimeAnswer}, **ACCEPTED, **ERRORS},
+    summary="Inference time",
+)
 async def estimate_inference_time(request: Request, run_async: bool = ASYNC) -> Response:
     """Inference time of one image and of one batch of batch_size images."""
     return await _estimate(request, "estimate-inference-time", run_async)
 
 
-@api.get("/jobs/{job_id}", name="job", summary="An asynchronous estimate's state, and its answer once done")
-async def job(request: Request, job_id: str) -> dict[str, Any]:
+@api.get(
+    "/jobs/{job_id}",
+    name="job",
+    summary="An asynchronous estimate's state, and its answer once done",
+    responses={
+        200: {"model": Job},
+        **GUARDED,
+        404: {"model": Failed, "description": "No such job here (jobs live in memory)"},
+        422: ERRORS[422],
+    },
+)
+async def job(request: Request, job_id: str) -> JSONResponse:
     found = _service(request).jobs.get(job_id)
     if found is None:
-        raise HTTPException(404, f"no job '{job_id}' here (jobs live in memory and are forgotten on restart)")
-    return found.describe()
+        raise HTTPException(404, f"no job {cut(job_id, 100)!r} here (jobs live in memory and are forgotten on restart)")
+    return JSONResponse(found.describe())  # documented as Job; the figure keys are not pydantic fields
 
 
-@api.get("/environment", summary="What this service measures on, and what it accepts")
+@api.get(
+    "/environment",
+    summary="What this service measures on, and what it accepts",
+    response_model=Environment,
+    responses=GUARDED,
+)
 async def environment(request: Request) -> dict[str, Any]:
     service = _service(request)
     settings = service.settings
@@ -130,6 +205,8 @@ async def environment(request: Request) -> dict[str, Any]:
             "dataset_size": MAX_DATASET_SIZE,
             "profile_timeout_seconds": settings.profile_timeout,
             "weights_files": settings.weights_dir is not None,
+            "body_bytes": settings.max_body_size,
+            "model_kwargs": {"*": DEFAULT_MODEL_KWARG_LIMIT, **settings.max_model_kwargs},
         },
         "queue": service.queue.snapshot(),
         "profiles_in_memory": len(service.store),
@@ -137,6 +214,6 @@ async def environment(request: Request) -> dict[str, Any]:
     }
 
 
-@public.get("/healthz", summary="Liveness")
+@public.get("/healthz", summary="Liveness", response_model=Health)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,17 @@ from pytest_mlestimate.architectures import is_custom_factory
 from pytest_mlestimate.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+_API_KEY = re.compile(r"^[!-~]+$")
+_KWARG_NAME = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_]*)$")
+
+DEFAULT_MAX_BODY_SIZE = 64 * 1024
+"""Bytes of a request body: a scenario is a few hundred."""
+DEFAULT_MODEL_KWARG_LIMIT = 4096
+"""The largest number a custom factory's model_kwarg may be when the operator names no limit for it (``*`` sets
+this default): twice the widest stage of common backbones (ResNet-50's 2048 channels) and above the largest
+common label set (LVIS, 1203 classes), far below sizes that make a model of hundreds of gigabytes (a 3x3
+convolution of 100000 channels has 90 G parameters). Keywords ending in ``_size`` are image sizes by
+convention and are held to ``max_image_side`` instead."""
 
 ENVIRONMENT = {
     "device": "MLESTIMATE_DEVICE",
@@ -24,6 +36,8 @@ ENVIRONMENT = {
     "max_image_side": "MLESTIMATE_MAX_IMAGE_SIDE",
     "weights_dir": "MLESTIMATE_WEIGHTS_DIR",
     "profile_cpus": "MLESTIMATE_PROFILE_CPUS",
+    "max_body_size": "MLESTIMATE_MAX_BODY_SIZE",
+    "max_model_kwargs": "MLESTIMATE_MAX_MODEL_KWARGS",
 }
 """Setting -> the environment variable that sets it (the cache directory is the engine's MLESTIMATE_CACHE_DIR)."""
 
@@ -49,6 +63,11 @@ class ServiceSettings:
     profile_cpus: frozenset[int] = field(default_factory=frozenset)
     """CPUs kept for profiling (and kept free of serving), so that CPU figures do not depend on traffic."""
     job_limit: int = 1000
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE
+    """Bytes a request body may have; a longer one is answered 413 without being read."""
+    max_model_kwargs: Mapping[str, float] = field(default_factory=dict)
+    """model_kwarg name -> the largest number it may be, for any architecture; ``*`` replaces the default limit
+    of a custom factory's other numeric keywords (DEFAULT_MODEL_KWARG_LIMIT)."""
 
     def __post_init__(self) -> None:
         problems = []
@@ -59,6 +78,18 @@ class ServiceSettings:
                 problems.append(f"allowed factory '{name}' is not of the form 'package.module:function'")
         if self.api_key is not None and not self.api_key:
             problems.append("api_key is empty; leave it unset for an open service")
+        elif self.api_key is not None and not _API_KEY.match(self.api_key):
+            problems.append(
+                "api_key (--api-key, MLESTIMATE_API_KEY) has a character that is not printable ASCII, or a space; "
+                "allowed: ASCII letters, digits and punctuation (HTTP headers carry ASCII: no client could send it)"
+            )
+        if self.max_body_size < 1:
+            problems.append(f"max_body_size {self.max_body_size} must be positive (bytes)")
+        for name, limit in sorted(self.max_model_kwargs.items()):
+            if not _KWARG_NAME.match(name):
+                problems.append(f"max_model_kwargs: '{name}' is not a keyword name; allowed: a Python identifier or *")
+            if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf:
+                problems.append(f"max_model_kwargs: the limit of '{name}' is {limit!r}; allowed: a positive number")
         for name, value, highest in (
             ("max_batch_size", self.max_batch_size, MAX_BATCH_SIZE),
             ("max_image_side", self.max_image_side, MAX_IMAGE_SIDE),
@@ -103,6 +134,21 @@ def parse_cpus(text: str) -> frozenset[int]:
     return frozenset(cpus)
 
 
+def parse_kwarg_limits(items: Iterable[str]) -> dict[str, float]:
+    """'NAME=LIMIT' items (``channels=256``, ``*=1024``) -> {name: limit}; ValueError names a bad item."""
+    limits: dict[str, float] = {}
+    for item in filter(None, (i.strip() for i in items)):
+        name, sep, text = item.partition("=")
+        try:
+            limit = float(text)
+        except ValueError:
+            limit = math.nan
+        if not sep or not name.strip() or not 0 < limit < math.inf:
+            raise ValueError(f"'{item}' is not NAME=LIMIT with a positive number, such as channels=256")
+        limits[name.strip()] = int(limit) if limit.is_integer() else limit
+    return limits
+
+
 def _parse(name: str, variable: str, raw: str) -> Any:
     kind = {f.name: f.type for f in fields(ServiceSettings)}[name]
     try:
@@ -112,10 +158,13 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return parse_cpus(raw)
         if name == "weights_dir":
             return Path(raw)
+        if name == "max_model_kwargs":
+            return parse_kwarg_limits(re.split(r"[,\s]+", raw))
         if kind == "int":
             return int(raw)
         if kind == "float":
             return float(raw)
-    except ValueError:
-        raise SettingsError(f"{variable}={raw!r} is not a valid {name.replace('_', ' ')}") from None
+    except ValueError as exc:
+        why = f": {exc}" if name == "max_model_kwargs" else ""
+        raise SettingsError(f"{variable}={raw!r} is not a valid {name.replace('_', ' ')}{why}") from None
     return raw

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.cache import ProfileCache
-from pytest_mlestimate.environment import gpu_inventory
+from pytest_mlestimate.devices import resolve_device
+from pytest_mlestimate.errors import DeviceUnavailableError
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.answers import RecentAnswers
@@ -29,12 +31,18 @@ def engine_measure(cache_path: Path, timeout: float) -> Measure:
     return measure
 
 
+log = logging.getLogger("pytest_mlestimate.service")
+
+
 def auto_device(settings: ServiceSettings) -> str:
-    """What 'auto' means here, read without importing torch: the operator's device, else a visible GPU."""
-    if settings.device != "auto":
+    """What 'auto' means here, decided as the engine decides it (``devices.resolve_device``): the operator's
+    device, else the first visible GPU, else the CPU. A pinned device this machine lacks stays as named:
+    requests are then refused with the reason."""
+    try:
+        return resolve_device(settings.device)
+    except DeviceUnavailableError as exc:
+        log.warning("the service's device is not available, every request will be refused: %s", exc)
         return settings.device
-    gpus, _driver, _reason = gpu_inventory()
-    return "cuda:0" if gpus else "cpu"
 
 
 @dataclass

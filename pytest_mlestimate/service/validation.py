@@ -2,32 +2,54 @@
 
 The body is validated by the engine's own model (the one schema of scenario files and requests); the
 allow-list travels as the validation context, so a request can never name a module the operator did not.
+Everything a request echoes back is cut short: a message repeats at most ``ECHO_LIMIT`` characters of a value.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
+from annotated_types import Le
 from pydantic import ValidationError
 
+from pytest_mlestimate import devices
+from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.errors import ECHO_LIMIT, DeviceUnavailableError, brief
+from pytest_mlestimate.input_size import SIZE_KWARGS, InputSizeError, model_resize, resized
 from pytest_mlestimate.scenario import Scenario, describe_errors
-from pytest_mlestimate.service.settings import ServiceSettings
+from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT, ServiceSettings
 
 Problem = dict[str, Any]
+
+MAX_MESSAGE = 1000
+"""Characters of one problem's message: enough for the longest list of what is allowed."""
+
+_DEVICE_NAME = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
 
 
 class InvalidRequest(Exception):
     """Answered 422; each problem has the field's ``loc``, a ``msg`` naming field, value and what is allowed."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        super().__init__("; ".join(p["msg"] for p in problems))
-        self.problems = problems
+        self.problems = [_short(p) for p in problems]
+        super().__init__("; ".join(p["msg"] for p in self.problems))
 
 
-def problem(field: str, message: str, kind: str = "value_error") -> Problem:
-    loc = ["body", *(int(p) if p.isdigit() else p for p in field.split("."))] if field else ["body"]
-    return {"loc": loc, "msg": f"{field}: {message}" if field else message, "type": kind}
+def cut(text: str, limit: int = MAX_MESSAGE) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _short(found: Problem) -> Problem:
+    loc = [part if isinstance(part, int) else cut(str(part), ECHO_LIMIT) for part in found["loc"]]
+    return {**found, "loc": loc, "msg": cut(found["msg"])}
+
+
+def problem(field: str, message: str, kind: str = "value_error", loc: list[str | int] | None = None) -> Problem:
+    if loc is None:
+        loc = [int(p) if p.isdigit() else p for p in field.split(".")] if field else []
+    return {"loc": ["body", *loc], "msg": f"{field}: {message}" if field else message, "type": kind}
 
 
 def scenario_from_body(body: bytes, settings: ServiceSettings) -> Scenario:
@@ -36,11 +58,12 @@ def scenario_from_body(body: bytes, settings: ServiceSettings) -> Scenario:
     except ValidationError as exc:
         raise InvalidRequest(
             [
-                {"loc": ["body", *item["loc"]], "msg": line, "type": item["type"]}
+                {"loc": ["body", *item["loc"]], "msg": _shorter_loc(item["loc"], line), "type": item["type"]}
                 for item, line in zip(exc.errors(include_url=False), describe_errors(exc), strict=True)
             ]
         ) from None
-    problems = operator_problems(scenario, settings)
+    device, problems = request_device(scenario.device, settings)
+    problems.extend(operator_problems(scenario, settings))
     weights = None
     if scenario.weights_path is not None:
         weights, refusal = _weights_file(scenario.weights_path, settings)
@@ -48,11 +71,63 @@ def scenario_from_body(body: bytes, settings: ServiceSettings) -> Scenario:
     if problems:
         raise InvalidRequest(problems)
     update: dict[str, Any] = {}
-    if settings.device != "auto" and scenario.device == "auto":
-        update["device"] = settings.device
+    if device != scenario.device:
+        update["device"] = device
     if weights is not None:
         update["weights_path"] = weights
     return scenario.model_copy(update=update) if update else scenario
+
+
+def _shorter_loc(loc: tuple[int | str, ...], line: str) -> str:
+    """describe_errors' line with the field path cut short: an unknown field's name can be the whole body."""
+    full = ".".join(str(part) for part in loc)
+    if len(full) <= ECHO_LIMIT or not line.startswith(full):
+        return line
+    return cut(full, ECHO_LIMIT) + line[len(full) :]
+
+
+def canonical_device(device: str) -> str:
+    """One spelling per device, read from the name alone: 'cuda' and 'cuda:00' are 'cuda:0'."""
+    match = _DEVICE_NAME.fullmatch(device)
+    if match is None or match.group(1) != "cuda":
+        return device
+    return f"cuda:{int(match.group(2) or 0)}"
+
+
+def allowed_devices(settings: ServiceSettings) -> str:
+    if settings.device != "auto":
+        return f"auto, {settings.device}"
+    count, _why = devices.cuda_device_count()
+    gpus = "" if not count else ", cuda:0" if count == 1 else f", cuda:0 to cuda:{count - 1}"
+    return f"auto, cpu{gpus}"
+
+
+def request_device(requested: str, settings: ServiceSettings) -> tuple[str, list[Problem]]:
+    """The device the scenario will name (one spelling per device: 'auto', or what ``devices.resolve_device``
+    makes of it) and, if this service cannot measure there, why. Decided before anything is queued: a device
+    this machine lacks never gets a lane. ('auto' is the service's device, resolved at start; if a pinned one is
+    missing, the queue refuses it, again before any lane.)"""
+    pinned = settings.device != "auto"
+    if requested == "auto":
+        return (settings.device if pinned else "auto"), []
+    spelled = canonical_device(requested)
+    if pinned and spelled != canonical_device(settings.device):
+        return requested, [
+            problem(
+                "device",
+                f"this service measures on '{settings.device}' (got {brief(requested)}); allowed: "
+                f"{allowed_devices(settings)}",
+            )
+        ]
+    try:
+        resolved = devices.resolve_device(requested)
+    except (DeviceUnavailableError, ValueError) as exc:
+        return requested, [unavailable_device(exc, settings)]
+    return (settings.device if pinned else resolved), []
+
+
+def unavailable_device(exc: Exception, settings: ServiceSettings) -> Problem:
+    return problem("device", f"{exc}; allowed on this service: {allowed_devices(settings)}")
 
 
 def operator_problems(scenario: Scenario, settings: ServiceSettings) -> list[Problem]:
@@ -75,25 +150,103 @@ def operator_problems(scenario: Scenario, settings: ServiceSettings) -> list[Pro
                     "less_than_equal",
                 )
             )
-    if settings.device != "auto" and scenario.device not in ("auto", settings.device):
-        found.append(
-            problem(
-                "device",
-                f"this service measures on '{settings.device}' (got '{scenario.device}'); allowed: "
-                f"auto, {settings.device}",
-            )
-        )
+    found.extend(input_size_problems(scenario, settings))
+    found.extend(model_kwarg_problems(scenario, settings))
     return found
+
+
+def input_size_problems(scenario: Scenario, settings: ServiceSettings) -> list[Problem]:
+    """The image size limit, applied to what a torchvision model computes on after its own resize."""
+    try:
+        resize = model_resize(scenario)
+        if resize is None:
+            return []
+        height, width = resized(scenario.image_size, resize)
+    except InputSizeError as exc:
+        return [problem(exc.field, exc.message, loc=["model_kwargs", exc.field.partition(".")[2]])]
+    step = resize.divisible
+    padded = (-(-height // step) * step, -(-width // step) * step)
+    limit = settings.max_image_side
+    if max(padded) <= limit:
+        return []
+    h, w = scenario.image_size
+    computed = f"{scenario.architecture} computes on {padded[0]}x{padded[1]} for image_size {h}x{w}"
+    if resize.fixed is not None and scenario.architecture in _FIXED_ONLY:
+        how = f"{computed} (it always resizes to that); this service accepts image sides up to {limit}"
+        return [problem("architecture", f"{how}, so it cannot measure this model here", "less_than_equal")]
+    if resize.fixed is not None:
+        how = f"{computed} (fixed_size, padded to a multiple of {step}), over this service's limit of {limit}"
+        return [problem("model_kwargs", f"{how}; allowed: a smaller fixed_size", "less_than_equal")]
+    sizes = "/".join(f"{s:g}" for s in resize.min_size)
+    how = (
+        f"{computed} (it resizes every image itself: min_size {sizes}, max_size {resize.max_size:g}, padded to a "
+        f"multiple of {step}), over this service's limit of {limit} per side"
+    )
+    fits = limit // step * step
+    if not fits:
+        return [problem("model_kwargs", f"{how}; no min_size fits under a padding of {step}", "less_than_equal")]
+    advice = f'pass smaller min_size and max_size in model_kwargs, e.g. {{"min_size": {fits}, "max_size": {fits}}}'
+    return [problem("model_kwargs", f"{how}; {advice}", "less_than_equal")]
+
+
+_FIXED_ONLY = frozenset(name for name, arch in TORCHVISION.items() if arch.family in ("SSD", "SSDlite"))
+_NUM_CLASSES_LIMIT = next(m.le for m in Scenario.model_fields["num_classes"].metadata if isinstance(m, Le))
+
+
+def model_kwarg_limit(name: str, scenario: Scenario, settings: ServiceSettings) -> float | None:
+    """The largest a numeric model_kwarg may be here: the operator's limit for it; else num_classes's as the
+    scenario field's; a custom factory's ``*_size`` keyword is an image size (max_image_side); any other of a
+    custom factory's is held to the operator's ``*`` or DEFAULT_MODEL_KWARG_LIMIT. A torchvision builder's
+    other keywords have no default limit: their cost follows the image size, which is limited."""
+    if name in settings.max_model_kwargs:
+        return settings.max_model_kwargs[name]
+    if name == "num_classes":
+        return _NUM_CLASSES_LIMIT
+    if scenario.architecture in TORCHVISION:
+        return None
+    if name.endswith("_size"):
+        return settings.max_image_side
+    return settings.max_model_kwargs.get("*", DEFAULT_MODEL_KWARG_LIMIT)
+
+
+def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[Problem]:
+    found = []
+    for name, value in scenario.model_kwargs.items():
+        if scenario.architecture in TORCHVISION and name in SIZE_KWARGS and name not in settings.max_model_kwargs:
+            continue  # judged by the size the model computes on
+        limit = model_kwarg_limit(name, scenario, settings)
+        numbers = [v for v in (value if isinstance(value, list) else [value]) if _is_number(v)]
+        over = next((n for n in numbers if abs(n) > limit), None) if limit is not None else None
+        if over is not None:
+            shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
+            found.append(
+                problem(
+                    f"model_kwargs.{cut(name, ECHO_LIMIT)}",
+                    f"{brief(over)} is over this service's limit of {shown}; allowed: numbers from -{shown} to {shown}",
+                    "less_than_equal",
+                    loc=["model_kwargs", name],
+                )
+            )
+    return found
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _weights_file(path: str, settings: ServiceSettings) -> tuple[str | None, list[Problem]]:
     """The absolute path of a weights file named relative to the operator's weights directory."""
     if settings.weights_dir is None:
         return None, [problem("weights_path", "this service takes no weights files (no weights directory is set)")]
+    if "\x00" in path:
+        return None, [problem("weights_path", f"{brief(path)} has a NUL byte (\\x00); allowed: a file name")]
     root = os.path.realpath(settings.weights_dir)
-    resolved = os.path.realpath(os.path.join(root, path))
+    try:
+        resolved = os.path.realpath(os.path.join(root, path))
+    except (OSError, ValueError) as exc:
+        return None, [problem("weights_path", f"{brief(path)} is not a path ({exc}); allowed: a file name")]
     if os.path.commonpath([root, resolved]) != root:
-        return None, [problem("weights_path", f"'{path}' is outside this service's weights directory")]
+        return None, [problem("weights_path", f"{brief(path)} is outside this service's weights directory")]
     if not os.path.isfile(resolved):
-        return None, [problem("weights_path", f"'{path}' is not a file in this service's weights directory")]
+        return None, [problem("weights_path", f"{brief(path)} is not a file in this service's weights directory")]
     return resolved, []

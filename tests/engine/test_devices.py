@@ -265,7 +265,8 @@ def test_the_service_gives_every_name_of_one_device_one_lane(nvml: FakeNvml, mon
     assert set(lanes.values()) == {uuid_of(0)}
     assert lane_for("cuda:1", "cpu") == uuid_of(1)
     assert lane_for("auto", "cpu") == lane_for("cpu", "cuda:0") == "cpu"
-    assert lane_for("cuda:5", "cpu") == "cuda:5"  # not here: the engine says why
+    with pytest.raises(DeviceUnavailableError):  # not here: refused before any lane exists
+        lane_for("cuda:5", "cpu")
 
 
 @dataclass

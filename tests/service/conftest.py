@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pytest_mlestimate import devices
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings
 from tests.service.fakes import TINY, FakeMeasure, client_for
@@ -23,6 +24,13 @@ def cache_dir(tmp_path, monkeypatch) -> Any:
     path = tmp_path / "cache"
     monkeypatch.setenv("MLESTIMATE_CACHE_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def two_gpus(monkeypatch) -> None:
+    """A machine with two CUDA devices, as ``devices`` counts them (NVML stays as it is: without a driver the
+    devices are told apart by index)."""
+    monkeypatch.setattr(devices, "cuda_device_count", lambda: (2, None))
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ async def test_different_configurations_never_overlap_on_one_device(app, client,
     assert seen_at_once == [1] * 5
 
 
-async def test_different_devices_measure_side_by_side(client, measure):
+async def test_different_devices_measure_side_by_side(two_gpus, client, measure):
     meeting = threading.Barrier(2, timeout=20)  # each profile waits for the other: only possible side by side
     measure.before = lambda _scenario: meeting.wait()
 

@@ -99,9 +99,10 @@ async def test_operator_limits_are_stated(measure):
     async with client_for(create_app(settings, measure=measure)) as client:
         problems = await problems_of(client, EXAMPLE | {"batch_size": 32, "image_size": [2048, 800]})
 
-    assert [p["loc"] for p in problems] == [["body", "batch_size"], ["body", "image_size", 0]]
+    assert [p["loc"] for p in problems] == [["body", "batch_size"], ["body", "image_size", 0], ["body", "model_kwargs"]]
     assert "at most 16 (got 32)" in problems[0]["msg"]
     assert "up to 1024 (got 2048)" in problems[1]["msg"]
+    assert "computes on 1344x544" in problems[2]["msg"]  # resized to max_size 1333, padded to a multiple of 32
     assert measure.calls == []
 
 
@@ -125,7 +126,7 @@ async def test_weights_files_only_from_the_operators_directory(tmp_path, measure
     assert measure.calls[0].weights_path == str((tmp_path / "weights" / "model.pt").resolve())
 
 
-async def test_a_pinned_device_is_used_for_auto_and_others_refused(measure):
+async def test_a_pinned_device_is_used_for_auto_and_others_refused(two_gpus, measure):
     async with client_for(create_app(ServiceSettings(device="cuda:1"), measure=measure)) as client:
         (problem,) = await problems_of(client, EXAMPLE | {"device": "cuda:0"})
         response = await client.post("/api/v1/estimate-resource", json=EXAMPLE)

@@ -1,0 +1,140 @@
+"""The bodies the service answers with, as documented in its OpenAPI schema.
+
+The figure keys ("Peak GPU Memory", "Batch Time", "Total Training Time", ...) are the public contract of
+``Estimate.to_dict()``; they are spelt here as aliases so that the schema names them exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Figure = float | None
+"""A measured figure; null where it does not apply (no GPU, a model that did not fit, ...)."""
+
+BATCH_KEY_PATTERN = r"^Batch of [1-9][0-9]* Inference Time$"
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Problem(Closed):
+    loc: list[str | int] = Field(description="Where the problem is: 'body' or 'query', then the field's path")
+    msg: str = Field(description="The field, the value given (cut short) and what is allowed")
+    type: str
+
+
+class ValidationFailed(Closed):
+    detail: list[Problem]
+
+
+class Failed(Closed):
+    detail: str
+
+
+class InternalError(Closed):
+    detail: str
+    error_id: str = Field(description="Also in the server log, with the trace")
+
+
+class BatchTime(Closed):
+    forward_pass: Figure
+    backward_pass: Figure
+
+
+class Details(BaseModel):
+    """How the figures were measured (the engine's ``details``: timings, method, environment, cache...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    fits: bool
+    failure: str | None
+    cache: dict[str, Any]
+
+
+class Answer(Closed):
+    units: dict[str, str] = Field(description="Each figure's unit, by figure key")
+    details: Details
+    warnings: list[str]
+
+
+class ResourceAnswer(Answer):
+    peak_gpu_memory: Figure = Field(alias="Peak GPU Memory")
+    peak_gpu_utilization: Figure = Field(alias="Peak GPU Utilization")
+    peak_ram_memory: Figure = Field(alias="Peak RAM Memory")
+    peak_cpu_utilization: Figure = Field(alias="Peak CPU Utilization")
+    batch_time: BatchTime = Field(alias="Batch Time")
+    ram_before_training: Figure = Field(alias="RAM before training")
+    vram_before_training: Figure = Field(alias="VRAM before training")
+
+
+class TrainingTimeAnswer(Answer):
+    total_training_time: Figure = Field(alias="Total Training Time")
+
+
+def _batch_key(schema: dict[str, Any]) -> None:
+    schema["patternProperties"] = {BATCH_KEY_PATTERN: {"anyOf": [{"type": "number"}, {"type": "null"}]}}
+    schema["minProperties"] = len(schema["properties"]) + 1
+    schema["description"] = "Also 'Batch of {batch_size} Inference Time', the scenario's batch_size filled in"
+
+
+class InferenceTimeAnswer(Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, json_schema_extra=_batch_key)
+
+    inference_1_image: Figure = Field(alias="1-Image Inference Time")
+
+
+JobStatus = Literal["queued", "running", "done", "failed"]
+
+
+class Job(Closed):
+    id: str
+    endpoint: Literal["estimate-resource", "estimate-training-time", "estimate-inference-time"]
+    created: float = Field(description="Unix time")
+    status: JobStatus
+    http_status: int | None = Field(None, description="Once finished: what the synchronous request would have got")
+    result: ResourceAnswer | TrainingTimeAnswer | InferenceTimeAnswer | None = Field(
+        None, description="Once done: the endpoint's answer"
+    )
+    error: ValidationFailed | InternalError | Failed | None = Field(None, description="Once failed: the error body")
+
+
+class AcceptedJob(Job):
+    url: str = Field(description="Where to poll the job (also in the Location header)")
+
+
+class Limits(Closed):
+    batch_size: int
+    image_side: int = Field(description="Of image_size and of what a torchvision model resizes the image to")
+    dataset_size: int
+    profile_timeout_seconds: float
+    weights_files: bool
+    body_bytes: int
+    model_kwargs: dict[str, float] = Field(description="Operator limits by keyword; '*' a custom factory's others")
+
+
+class Lane(Closed):
+    waiting: int
+    measuring: bool
+    capacity: int
+
+
+class Environment(Closed):
+    device: str
+    auto_device: str
+    gpus: list[str]
+    gpu_driver: str | None
+    gpu_unavailable: str | None
+    versions: dict[str, str | None]
+    architectures: dict[str, str]
+    endpoints: dict[str, str]
+    limits: Limits
+    queue: dict[str, Lane] = Field(description="Per physical device")
+    profiles_in_memory: int
+    api_key_required: bool
+
+
+class Health(Closed):
+    status: Literal["ok"]
