@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +12,7 @@ import pytest
 from pytest_mlestimate.cli import build_parser, main, settings_from_args
 from pytest_mlestimate.service.settings import ServiceSettings, SettingsError
 from tests.service.fakes import EXAMPLE, TINY
+from tests.service.real_server import free_port, wait_until_up
 
 
 def test_flags_become_settings(monkeypatch):
@@ -87,27 +86,9 @@ def test_importing_the_cli_and_the_engine_loads_no_web_stack():
     assert found.stdout.strip() == "[]"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(server: subprocess.Popen[str], url: str) -> None:
-    for _ in range(300):
-        if server.poll() is not None:
-            raise AssertionError(f"the server exited: {server.communicate()[0]}")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.1)
-    raise AssertionError("the server did not come up")
-
-
 @pytest.mark.parametrize("how", ["mlestimate serve", "uvicorn pytest_mlestimate.service:app"])
 def test_a_real_server_starts_both_ways(how, tmp_path, monkeypatch):
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     if how == "mlestimate serve":
         command = [str(bin_dir / "mlestimate"), "serve", "--port", str(port), "--api-key", "k"]
@@ -117,7 +98,7 @@ def test_a_real_server_starts_both_ways(how, tmp_path, monkeypatch):
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     try:
-        _wait_until_up(server, f"{base}/healthz")
+        wait_until_up(server, f"{base}/healthz")
         refused = httpx.post(f"{base}/api/v1/estimate-resource", json=EXAMPLE)
         negative = EXAMPLE | {"batch_size": -1}
         invalid = httpx.post(f"{base}/api/v1/estimate-resource", json=negative, headers={"X-API-Key": "k"})
