@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.plugin.budgets import Check
 from pytest_mlestimate.regression import DRIFT_FLOOR, Change, Run, compare_runs
@@ -83,7 +84,7 @@ class Comparison:
 
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
     names = keys or tuple(sorted(set(old) | set(new)))
-    return [f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in names if old.get(k) != new.get(k)]
+    return [f"{k} {brief(old.get(k))} -> {brief(new.get(k))}" for k in names if old.get(k) != new.get(k)]
 
 
 def compare(
@@ -110,7 +111,7 @@ def compare(
     if not isinstance(saved, dict) or saved.get("format") != BASELINE_FORMAT:
         found = saved.get("format") if isinstance(saved, dict) else None
         result.warnings.append(
-            f"baseline {path} has format {found!r}, this version reads format {BASELINE_FORMAT}: not compared "
+            f"baseline {path} has format {brief(found)}, this version reads format {BASELINE_FORMAT}: not compared "
             "(save it again with --mlestimate-save-baseline)"
         )
         return result
@@ -141,22 +142,22 @@ def compare(
 
 def parse_tolerances(raw: object, field: str = "tolerances") -> dict[str, float]:
     """``{"forward_pass": "20 %"}`` -> ``{"forward_pass": 0.2}``."""
-    from pytest_mlestimate.plugin.budgets import BudgetError, unknown_metric
+    from pytest_mlestimate.plugin.budgets import BudgetError, shown_key, unknown_metric
     from pytest_mlestimate.plugin.units import UnitError, parse_fraction
 
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise BudgetError([f"{field}: expected a mapping of metric -> percentage, got {raw!r}"])
+        raise BudgetError([f"{field}: expected a mapping of metric -> percentage, got {brief(raw)}"])
     found, problems = {}, []
     for metric, text in raw.items():
         if metric not in METRIC:
-            problems.append(f"{field}.{metric}: {unknown_metric(str(metric))}")
+            problems.append(f"{field}.{shown_key(metric)}: {unknown_metric(metric)}")
             continue
         try:
             found[metric] = parse_fraction(text)
         except UnitError as exc:
-            problems.append(f"{field}.{metric}: {exc}")
+            problems.append(f"{field}.{shown_key(metric)}: {exc}")
     if problems:
         raise BudgetError(problems)
     return found

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, METRICS
 from pytest_mlestimate.plugin.units import UnitError, format_quantity, parse_quantity
 
@@ -159,10 +160,16 @@ def lower_is_worse(metric: str) -> bool:
     return METRIC[metric].lower_is_worse
 
 
-def unknown_metric(name: str) -> str:
-    close = difflib.get_close_matches(name, METRICS, n=1, cutoff=0.5)
+def shown_key(key: object) -> str:
+    """A mapping key from a scenario file as a message repeats it: short, and quoted unless it is plain."""
+    text = key if isinstance(key, str) else brief(key)
+    return text if len(text) <= 60 and text.isprintable() else brief(text)
+
+
+def unknown_metric(name: object) -> str:
+    close = difflib.get_close_matches(name, METRICS, n=1, cutoff=0.5) if isinstance(name, str) else []
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown metric '{name}': {hint}allowed: {', '.join(METRICS)}"
+    return f"unknown metric {brief(name)}: {hint}allowed: {', '.join(METRICS)}"
 
 
 def _parse_one(metric: str, spec: object) -> list[Budget]:
@@ -170,7 +177,7 @@ def _parse_one(metric: str, spec: object) -> list[Budget]:
     if isinstance(spec, Mapping):
         extra = set(spec) - {"max", "min"}
         if extra or not spec:
-            raise UnitError(f"{dict(spec)!r}: a limit mapping takes 'max' and/or 'min'")
+            raise UnitError(f"{brief(dict(spec))}: a limit mapping takes 'max' and/or 'min'")
         found = [Budget(metric, parse_quantity(spec["max"], dimension))] if "max" in spec else []
         if "min" in spec:
             found.append(Budget(metric, parse_quantity(spec["min"], dimension), floor=True))
@@ -189,16 +196,16 @@ def parse_budgets(raw: object, field: str = "budgets") -> list[Budget]:
     if raw is None:
         return []
     if not isinstance(raw, Mapping):
-        raise BudgetError([f"{field}: expected a mapping of metric -> limit, got {raw!r}"])
+        raise BudgetError([f"{field}: expected a mapping of metric -> limit, got {brief(raw)}"])
     budgets, problems = [], []
     for metric, spec in raw.items():
         if metric not in METRIC:
-            problems.append(f"{field}.{metric}: {unknown_metric(str(metric))}")
+            problems.append(f"{field}.{shown_key(metric)}: {unknown_metric(metric)}")
             continue
         try:
             budgets.extend(_parse_one(metric, spec))
         except UnitError as exc:
-            problems.append(f"{field}.{metric}: {exc}")
+            problems.append(f"{field}.{shown_key(metric)}: {exc}")
     if problems:
         raise BudgetError(problems)
     return budgets
@@ -212,7 +219,7 @@ def parse_assignments(lines: Iterable[str], field: str) -> dict[str, str]:
             continue
         name, sep, value = line.partition("=")
         if not sep:
-            problems.append(f"{field}: '{line}' is not 'metric = value'")
+            problems.append(f"{field}: {brief(line)} is not 'metric = value'")
             continue
         found[name.strip()] = value.strip()
     if problems:

@@ -18,13 +18,29 @@ from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
 from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
 from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
-from pytest_mlestimate.plugin.scenario_file import PLUGIN_KEYS, ScenarioEntry, ScenarioFileError, read_scenario_file
+from pytest_mlestimate.plugin.scenario_file import (
+    PLUGIN_KEYS,
+    ScenarioEntry,
+    ScenarioFileError,
+    clip,
+    printable,
+    read_scenario_file,
+)
 from pytest_mlestimate.plugin.settings import Settings
 from pytest_mlestimate.plugin.verdict import Verdict, judge
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
 
 SETTINGS = pytest.StashKey[Settings]()
+MAX_PROBLEM = 1_000
+MAX_MESSAGE = 20_000
+"""Characters of one problem line, and of a whole message, that a test's error and the reports carry."""
+
+
+def safe_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """A message that echoes input cut short and with its control characters escaped, so that the terminal,
+    the JUnit XML and the JSON report can carry it."""
+    return printable(clip(text, limit), keep_newlines=True)
 
 
 class OverBudget(Exception):
@@ -44,7 +60,7 @@ class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
             entries = read_scenario_file(self.path.read_text(encoding="utf-8"))
-        except (ScenarioFileError, UnicodeDecodeError) as exc:
+        except (ScenarioFileError, UnicodeDecodeError, OSError) as exc:
             line = getattr(exc, "line", 1)
             yield BrokenFile.from_parent(self, name="file", problem=str(exc), line=line)
             return
@@ -73,10 +89,12 @@ class _RecordedItem(pytest.Item):
 
     def skip(self, reason: str) -> None:
         """Skip, reported at the scenario's own file and line."""
+        reason = safe_message(reason)
         self.stash[RECORDS][0]["message"] = reason
         raise pytest.skip.Exception(reason, _use_item_location=True)
 
     def error(self, message: str) -> None:
+        message = safe_message(message)
         self.stash[RECORDS][0]["message"] = message
         pytest.fail(message, pytrace=False)
 
@@ -123,15 +141,15 @@ class ScenarioItem(_RecordedItem):
         try:
             self.scenario = parse_scenario(self.entry.fields, where=self.where)
         except ScenarioError as exc:
-            problems.extend(_describe(p) for p in exc.problems)
+            problems.extend(_describe(clip(p, MAX_PROBLEM)) for p in exc.problems)
         try:
             self.budgets = merge_budgets(self.settings.budgets, parse_budgets(self.entry.budgets))
         except BudgetError as exc:
-            problems.extend(exc.problems)
+            problems.extend(clip(p, MAX_PROBLEM) for p in exc.problems)
         try:
             self.tolerances = parse_tolerances(self.entry.tolerances)
         except BudgetError as exc:
-            problems.extend(exc.problems)
+            problems.extend(clip(p, MAX_PROBLEM) for p in exc.problems)
         if problems:
             lines = "\n".join(f"  - {p}" for p in problems)
             self.error(f"{self.where}: scenario '{self.name}' is invalid:\n{lines}")

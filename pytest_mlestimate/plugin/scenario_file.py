@@ -2,21 +2,40 @@
 
 Only the file's shape is checked here; each entry's fields are validated by the engine's schema when
 its test runs, so that one bad entry never stops the others.
+
+The YAML is read with limits: a few hundred bytes of nested aliases (a "billion laughs") expand to
+billions of values when anything walks or prints them, so aliases may repeat at most ``MAX_ALIAS_VALUES``
+values and ``MAX_ALIAS_CHARACTERS`` characters in all; nesting is at most ``MAX_DEPTH`` deep; a key may
+appear once in a mapping (a second ``scenarios:`` silently replaced the first); integers fit 64 bits.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from pytest_mlestimate.errors import brief
+
 PLUGIN_KEYS = ("name", "budgets", "tolerances")
 """Keys of a scenario entry that belong to the test, not to the engine's scenario."""
 
+MAX_ALIASES = 10_000
+MAX_ALIAS_VALUES = 100_000
+MAX_ALIAS_CHARACTERS = 10_000_000
+MAX_DEPTH = 50
+MAX_NAME = 200
+MAX_INT = 2**63 - 1
+UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
+"""Characters that a terminal, an XML report or a pytest node id cannot carry as they are: control
+characters, lone surrogates and line separators."""
+
 _SCENARIOS_KEY = re.compile(r"^scenarios\s*:", re.MULTILINE)
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def looks_like_scenarios(text: str) -> bool:
@@ -24,10 +43,139 @@ def looks_like_scenarios(text: str) -> bool:
     return bool(_SCENARIOS_KEY.search(text))
 
 
+def clip(text: str, limit: int = MAX_NAME) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with control characters, lone surrogates and line separators written as escapes."""
+    if text.isprintable():
+        return text
+    kept = "\n\t" if keep_newlines else ""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii")
+        if ch not in kept and unicodedata.category(ch) in UNSAFE_CATEGORIES
+        else ch
+        for ch in text
+    )
+
+
 class ScenarioFileError(ValueError):
     def __init__(self, message: str, line: int = 1) -> None:
         self.line = line
         super().__init__(message)
+
+
+def _line_of(mark: yaml.Mark | None) -> int:
+    return mark.line + 1 if mark is not None else 1
+
+
+def _refuse(mark: yaml.Mark | None, message: str) -> ScenarioFileError:
+    line = _line_of(mark)
+    return ScenarioFileError(f"line {line}: {message}", line)
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that counts what aliases expand to while composing, before anything is built."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._alias_values = 0
+        self._alias_characters = 0
+        self._depth = 0
+        self._sizes: dict[int, tuple[int, int]] = {}
+        """(values, characters) of each complete node, with its aliases expanded."""
+        self._open: list[list[int]] = [[0, 0]]
+        """The running (values, characters) of the collections being composed, innermost last."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:
+                raise _refuse(
+                    event.start_mark, f"alias *{clip(str(event.anchor), 40)} refers to a value that contains it"
+                )
+            self._aliases += 1
+            self._alias_values += size[0]
+            self._alias_characters += size[1]
+            if self._aliases > MAX_ALIASES:
+                raise _refuse(event.start_mark, f"more than {MAX_ALIASES:,} aliases (*name) in one file")
+            for total, limit, what in (
+                (self._alias_values, MAX_ALIAS_VALUES, "values"),
+                (self._alias_characters, MAX_ALIAS_CHARACTERS, "characters"),
+            ):
+                if total > limit:
+                    raise _refuse(
+                        event.start_mark,
+                        f"the aliases (*name) up to this one expand to more than {limit:,} {what}, the most allowed "
+                        "(aliases of lists of aliases multiply: write the values out instead)",
+                    )
+            self._open[-1][0] += size[0]
+            self._open[-1][1] += size[1]
+            return node
+        if self._depth >= MAX_DEPTH:
+            raise _refuse(self.peek_event().start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        self._depth += 1
+        self._open.append([0, 0])
+        node = super().compose_node(parent, index)
+        self._depth -= 1
+        values, characters = self._open.pop()
+        if isinstance(node, yaml.ScalarNode):
+            values, characters = 1, len(node.value)
+        else:
+            values += 1
+        self._sizes[id(node)] = (values, characters)
+        self._open[-1][0] += values
+        self._open[-1][1] += characters
+        return node
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[Any, int] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            value = self.construct_object(key)
+            line = _line_of(key.start_mark)
+            try:
+                if value in first:
+                    raise _refuse(
+                        key.start_mark,
+                        f"duplicate key {brief(value)} (first at line {first[value]}); a key may appear once in a "
+                        "mapping",
+                    )
+                first[value] = line
+            except TypeError:  # unhashable: the constructor will say so
+                continue
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Values Python refuses to build (a 5,000-digit integer, the 31st of February) as errors with a line."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            if isinstance(exc, ScenarioFileError):
+                raise
+            shown = brief(node.value) if isinstance(node, yaml.ScalarNode) else f"this {node.id}"
+            raise _refuse(node.start_mark, f"cannot read {shown}: {clip(str(exc))}") from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        if len(node.value) > 100:
+            raise _refuse(
+                node.start_mark, f"integer of {len(node.value):,} characters; allowed: {-MAX_INT - 1:,} to {MAX_INT:,}"
+            )
+        value = super().construct_yaml_int(node)
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise _refuse(
+                node.start_mark, f"integer {brief(value)} is out of range; allowed: {-MAX_INT - 1:,} to {MAX_INT:,}"
+            )
+        return value
+
+
+_BoundedLoader.add_constructor("tag:yaml.org,2002:int", _BoundedLoader.construct_yaml_int)
 
 
 @dataclass
@@ -51,62 +199,108 @@ def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def _entry_lines(text: str) -> list[int]:
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if not isinstance(root, yaml.MappingNode):
-        return []
-    for key, value in root.value:
-        if key.value == "scenarios" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
+def _load(text: str) -> tuple[Any, list[int]]:
+    """The document and the line of each ``scenarios:`` entry."""
+    loader = _BoundedLoader(text)
+    try:
+        root = loader.get_single_node()
+        document = loader.construct_document(root) if root is not None else None
+    finally:
+        loader.dispose()
+    if isinstance(root, yaml.MappingNode):  # merge keys (``<<:``) are flattened in place by now
+        for key, value in root.value:
+            if key.value == "scenarios" and isinstance(value, yaml.SequenceNode):
+                return document, [_line_of(item.start_mark) for item in value.value]
+    return document, []
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> ScenarioFileError:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line = _line_of(mark)
+        where = f"line {line}, column {mark.column + 1}: "
+        problem = getattr(exc, "problem", None) or str(exc)
+    elif isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        where = f"line {line}: "
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+        problem = f"character U+{code:04X} is not allowed in YAML; write it as an escape in double quotes"
+    else:
+        line, where, problem = 1, "", str(exc)
+    return ScenarioFileError(f"not valid YAML: {where}{printable(clip(problem, 300))}", line)
+
+
+def _name_of(raw: Any, index: int) -> tuple[str, list[str]]:
+    """The scenario's name as a test may carry it, and what is wrong with the name in the file."""
+    fallback = f"#{index + 1}"
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return fallback, ["name: required field is missing (each scenario needs a unique name)"]
+    if isinstance(raw, Mapping | list | set | bytes):
+        return fallback, [f"name: expected text, got {brief(raw)}"]
+    text = raw if isinstance(raw, str) else str(raw)
+    problems = []
+    if len(text) > MAX_NAME:
+        problems.append(f"name: {len(text):,} characters, at most {MAX_NAME} are allowed: {brief(text)}")
+    safe = printable(text)
+    if safe != text:
+        problems.append(f"name: {brief(text)} holds control characters; allowed: printable text")
+    return clip(safe), problems
 
 
 def read_scenario_file(text: str) -> list[ScenarioEntry]:
     try:
-        document = yaml.safe_load(text)
-        lines = _entry_lines(text)
+        document, lines = _load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        where = f"line {line}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioFileError(f"not valid YAML: {where}{problem}", line) from None
+        raise _yaml_problem(exc, text) from None
     if not isinstance(document, Mapping):
         raise ScenarioFileError("expected a mapping with a 'scenarios:' list at the top level")
-    unknown = sorted(set(document) - {"scenarios", "defaults"})
+    unknown = sorted(
+        printable(clip(key, 60)) if isinstance(key, str) else brief(key)
+        for key in document
+        if key not in ("scenarios", "defaults")
+    )
     if unknown:
-        raise ScenarioFileError(
-            f"unknown top-level key(s) {', '.join(map(str, unknown))}; allowed: defaults, scenarios"
-        )
+        shown = ", ".join(unknown[:10]) + (f" and {len(unknown) - 10} more" if len(unknown) > 10 else "")
+        raise ScenarioFileError(f"unknown top-level key(s) {shown}; allowed: defaults, scenarios")
     defaults = document.get("defaults") or {}
     if not isinstance(defaults, Mapping):
-        raise ScenarioFileError(f"defaults: expected a mapping of scenario fields, got {defaults!r}")
+        raise ScenarioFileError(f"defaults: expected a mapping of scenario fields, got {brief(defaults)}")
     entries = document.get("scenarios")
     if not isinstance(entries, list):
-        raise ScenarioFileError(f"scenarios: expected a list of scenarios, got {entries!r}")
+        raise ScenarioFileError(f"scenarios: expected a list of scenarios, got {brief(entries)}")
     found: list[ScenarioEntry] = []
     first_line: dict[str, int] = {}
+    taken: set[str] = set()
     for index, raw in enumerate(entries):
         line = lines[index] if index < len(lines) else 1
         if not isinstance(raw, Mapping):
-            found.append(ScenarioEntry(f"#{index + 1}", line, {}, problems=[f"expected a mapping, got {raw!r}"]))
-            continue
-        merged = _merge(defaults, raw)
-        name = merged.pop("name", None)
-        entry = ScenarioEntry(
-            str(name) if name is not None else f"#{index + 1}",
-            line,
-            {k: v for k, v in merged.items() if k not in PLUGIN_KEYS},
-            budgets=merged.get("budgets"),
-            tolerances=merged.get("tolerances"),
-        )
-        if name is None or not str(name).strip():
-            entry.problems.append("name: required field is missing (each scenario needs a unique name)")
-        elif entry.name in first_line:
-            entry.problems.append(
-                f"name: '{entry.name}' is already used by the scenario at line {first_line[entry.name]}"
-            )
+            entry = ScenarioEntry(f"#{index + 1}", line, {}, problems=[f"expected a mapping, got {brief(raw)}"])
         else:
-            first_line[entry.name] = line
+            merged = _merge(defaults, raw)
+            name, problems = _name_of(merged.pop("name", None), index)
+            entry = ScenarioEntry(
+                name,
+                line,
+                {k: v for k, v in merged.items() if k not in PLUGIN_KEYS},
+                budgets=merged.get("budgets"),
+                tolerances=merged.get("tolerances"),
+                problems=problems,
+            )
+            if not problems and name in first_line:
+                entry.problems.append(f"name: '{name}' is already used by the scenario at line {first_line[name]}")
+            elif not problems:
+                first_line[name] = line
+        entry.name = _unique(entry.name, line, taken)
         found.append(entry)
     return found
+
+
+def _unique(name: str, line: int, taken: set[str]) -> str:
+    """Each scenario its own test id, or two would share one record: a repeated name gets its line."""
+    candidate, extra = name, 0
+    while candidate in taken:
+        extra += 1
+        suffix = f" (line {line})" if extra == 1 else f" (line {line}, {extra})"
+        candidate = clip(name, MAX_NAME - len(suffix)) + suffix
+    taken.add(candidate)
+    return candidate

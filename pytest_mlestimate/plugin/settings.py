@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from pytest_mlestimate.errors import brief
 from pytest_mlestimate.plugin.baseline import parse_tolerances
 from pytest_mlestimate.plugin.budgets import Budget, BudgetError, parse_assignments, parse_budgets
 
@@ -39,10 +41,14 @@ class Settings:
         try:
             timeout = float(timeout_text) if timeout_text else None
         except ValueError:
-            raise pytest.UsageError(f"pytest-mlestimate: timeout '{timeout_text}' is not a number of seconds") from None
+            timeout = math.nan
+        if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+            raise pytest.UsageError(
+                f"pytest-mlestimate: timeout {brief(timeout_text)} is not a positive number of seconds"
+            )
         runs_text = option.mlestimate_baseline_runs
         if not runs_text.isdigit() or not 1 <= int(runs_text) <= 50:
-            raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-baseline-runs '{runs_text}' is not 1 to 50")
+            raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-baseline-runs {brief(runs_text)} is not 1 to 50")
         return cls(
             rootdir=Path(config.rootpath),
             budgets=budgets,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 import re
 
+from pytest_mlestimate.errors import brief
+
 BYTE_UNITS = {
     "b": 1,
     "kb": 10**3,
@@ -43,21 +45,21 @@ def parse_quantity(text: object, dimension: str) -> float:
     units = UNITS_BY_DIMENSION[dimension]
     allowed = f"a number and one of {SPELLING[dimension]} (e.g. '{EXAMPLE[dimension]}')"
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
-        raise UnitError(f"{text!r} is not a quantity; write {allowed}")
+        raise UnitError(f"{brief(text)} is not a quantity; write {allowed}")
     if isinstance(text, (int, float)):
-        raise UnitError(f"{text!r} has no unit; write {allowed}")
+        raise UnitError(f"{brief(text)} has no unit; write {allowed}")
     match = _QUANTITY.match(text)
     if match is None:
-        raise UnitError(f"'{text}' is not a quantity; write {allowed}")
+        raise UnitError(f"{brief(text)} is not a quantity; write {allowed}")
     number, unit = float(match.group(1)), match.group(2)
     factor = units.get(unit) if dimension == "seconds" else units.get(unit.lower())
     if factor is None:
         other = next((d for d, table in UNITS_BY_DIMENSION.items() if unit.lower() in table or unit in table), None)
-        why = f"'{unit}' is a unit of {other}, not {dimension}" if other else f"unknown unit '{unit}'"
-        raise UnitError(f"'{text}': {why}; write {allowed}")
+        why = f"'{unit}' is a unit of {other}, not {dimension}" if other else f"unknown unit {brief(unit)}"
+        raise UnitError(f"{brief(text)}: {why}; write {allowed}")
     value = number * factor
     if not math.isfinite(value):
-        raise UnitError(f"'{text}' is not a finite quantity")
+        raise UnitError(f"{brief(text)} is not a finite quantity")
     return value
 
 

@@ -3,6 +3,7 @@ value and limit."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,14 @@ from junit_xml import TestCase, TestSuite, to_xml_report_string
 
 from pytest_mlestimate.plugin.budgets import Check
 from pytest_mlestimate.plugin.reports.json_report import environment_of, write_atomically
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (NUL, most control characters, lone surrogates)
+    written as escapes."""
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def failed_checks(record: dict[str, Any]) -> list[Check]:
@@ -24,13 +33,13 @@ def _one_line(text: str, limit: int = 500) -> str:
 def _case(record: dict[str, Any]) -> TestCase:
     details = record.get("details") or {}
     case = TestCase(
-        record["name"],
-        classname=record["file"].replace("/", ".").rsplit(".", 1)[0],
+        xml_text(record["name"]),
+        classname=xml_text(record["file"].replace("/", ".").rsplit(".", 1)[0]),
         elapsed_sec=details.get("profile_seconds"),
-        file=record["file"],
+        file=xml_text(record["file"]),
         line=record["line"],
     )
-    message = record.get("message") or ""
+    message = xml_text(record.get("message") or "")
     outcome = record.get("outcome")
     if outcome == "failed":
         checks = failed_checks(record)
@@ -44,6 +53,6 @@ def _case(record: dict[str, Any]) -> TestCase:
 
 
 def write_junit(path: Path, records: list[dict[str, Any]]) -> None:
-    properties = {k: str(v) for k, v in environment_of(records).items() if v is not None}
+    properties = {k: xml_text(str(v)) for k, v in environment_of(records).items() if v is not None}
     suite = TestSuite("mlestimate", [_case(r) for r in records], properties=properties)
     write_atomically(path, to_xml_report_string([suite], prettyprint=True, encoding="utf-8"))
