@@ -22,7 +22,7 @@ from pytest_mlestimate.architectures import (
     is_custom_factory,
     unknown_architecture_message,
 )
-from pytest_mlestimate.errors import brief
+from pytest_mlestimate.errors import ECHO_LIMIT, brief
 
 MAX_IMAGE_SIDE = 8192
 MAX_BATCH_SIZE = 4096
@@ -205,6 +205,8 @@ def describe_errors(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors(include_url=False):
         loc = ".".join(str(part) for part in item["loc"]) or "scenario"
+        if len(loc) > ECHO_LIMIT:  # an unknown field's name is the user's, of any length
+            loc = loc[:ECHO_LIMIT] + "..."
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             allowed = ", ".join(Scenario.model_fields)

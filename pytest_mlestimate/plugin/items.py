@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -87,13 +87,13 @@ class _RecordedItem(pytest.Item):
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.line - 1, f"scenario {self.name}"
 
-    def skip(self, reason: str) -> None:
+    def skip(self, reason: str) -> NoReturn:
         """Skip, reported at the scenario's own file and line."""
         reason = safe_message(reason)
         self.stash[RECORDS][0]["message"] = reason
         raise pytest.skip.Exception(reason, _use_item_location=True)
 
-    def error(self, message: str) -> None:
+    def error(self, message: str) -> NoReturn:
         message = safe_message(message)
         self.stash[RECORDS][0]["message"] = message
         pytest.fail(message, pytrace=False)
@@ -192,7 +192,10 @@ class ScenarioItem(_RecordedItem):
     def _measure_again(self) -> Estimate:
         """A fresh process, past the cache: another draw of the noise between processes."""
         assert self.scenario is not None
-        return estimate(self.scenario, cache=False, timeout=self.settings.timeout)
+        try:
+            return estimate(self.scenario, cache=False, timeout=self.settings.timeout)
+        except EstimateError as exc:
+            self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, OverBudget):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -28,6 +29,10 @@ from pytest_mlestimate.plugin.reports.json_report import write_json
 from pytest_mlestimate.plugin.reports.junit_report import write_junit
 from pytest_mlestimate.plugin.scenario_file import looks_like_scenarios
 from pytest_mlestimate.plugin.verdict import PLUGIN_WARNINGS
+
+ALWAYS_SHOWN = (*PLUGIN_WARNINGS, "cache ")
+"""Warnings the terminal shows without -v: the plugin's own, and a cache that could not be used (it concerns
+every later run, not one scenario's figures)."""
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PACE = 10.0
@@ -108,6 +113,21 @@ def _report_message(report: pytest.TestReport) -> str:
     return safe_message(text)
 
 
+def _interrupt(number: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by {signal.Signals(number).name}")
+
+
+def interrupt_on_sigterm() -> bool:
+    """pytest dies of SIGTERM (what a cancelled CI job sends) without finishing: as an interrupt, the session
+    finishes, the reports are written and a running profile is stopped. Only where nobody else handles it."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        return False
+    signal.signal(signal.SIGTERM, _interrupt)
+    return True
+
+
 class MlestimateRun:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -117,6 +137,7 @@ class MlestimateRun:
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.writer = PacedWriter(self.write_reports)
         self.finished = False
+        self.handles_sigterm = interrupt_on_sigterm()
 
     # collection ---------------------------------------------------------------------------------------
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -213,7 +234,7 @@ class MlestimateRun:
         hidden = 0
         for record in records:
             for warning in record.get("warnings") or []:
-                if verbose or warning.startswith(PLUGIN_WARNINGS):
+                if verbose or warning.startswith(ALWAYS_SHOWN):
                     terminalreporter.write_line(f"warning: {record['name']}: {warning}")
                 else:
                     hidden += 1
@@ -230,5 +251,7 @@ class MlestimateRun:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         """A session that ended before its finish (an internal error) still leaves its reports."""
+        if self.handles_sigterm and signal.getsignal(signal.SIGTERM) is _interrupt:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not self.is_worker and not self.finished:
             self.writer.close()

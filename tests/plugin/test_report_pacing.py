@@ -95,3 +95,32 @@ def test_a_killed_run_leaves_valid_reports_of_the_finished_scenarios(pytester: p
     assert [(e["name"], e["outcome"]) for e in document["scenarios"]] == [(name, "error") for name in finished]
     cases = ET.parse(pytester.path / "junit.xml").getroot().iter("testcase")
     assert [case.get("name") for case in cases] == finished
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM")
+def test_a_terminated_run_finishes_its_reports_and_ends(pytester: pytest.Pytester) -> None:
+    """SIGTERM (a cancelled CI job) interrupts the run like Ctrl-C: the session finishes and writes the reports
+    of every scenario that finished, however recently, then pytest exits."""
+    pytester.makeconftest(
+        "import time\ndef pytest_runtest_setup(item):\n    if item.name == 'hangs':\n        time.sleep(600)\n"
+    )
+    finished = [f"invalid-{index}" for index in range(5)]
+    entries = [{"name": name, "batch_size": -1} for name in finished]
+    pytester.makefile(".yaml", scenarios=scenario_file(*entries, {"name": "hangs"}))
+    env = {**os.environ, "MLESTIMATE_CACHE_DIR": str(pytester.path / "cache")}
+    env.pop("GITHUB_STEP_SUMMARY", None)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlestimate", "-v"]
+    command += ["--mlestimate-json", "report.json", "scenarios.yaml"]
+    process = subprocess.Popen(command, cwd=pytester.path, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "invalid-4 ERROR" in line:
+            break
+    time.sleep(0.5)  # in the hanging scenario by now
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+
+    assert process.returncode == pytest.ExitCode.INTERRUPTED, output
+    assert "stopped by SIGTERM" in output
+    document = json.loads((pytester.path / "report.json").read_text())
+    assert [e["name"] for e in document["scenarios"]] == finished
