@@ -143,7 +143,7 @@ def compare(
 def parse_tolerances(raw: object, field: str = "tolerances") -> dict[str, float]:
     """``{"forward_pass": "20 %"}`` -> ``{"forward_pass": 0.2}``."""
     from pytest_mlestimate.plugin.budgets import BudgetError, shown_key, unknown_metric
-    from pytest_mlestimate.plugin.units import UnitError, parse_fraction
+    from pytest_mlestimate.units import UnitError, parse_fraction
 
     if raw is None:
         return {}

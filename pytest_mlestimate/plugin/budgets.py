@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, METRICS
-from pytest_mlestimate.plugin.units import UnitError, format_quantity, parse_quantity
+from pytest_mlestimate.units import UnitError, format_quantity, parse_quantity
 
 if TYPE_CHECKING:
     from pytest_mlestimate.regression import Change

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pytest_mlestimate.metrics import METRIC
-from pytest_mlestimate.plugin.units import format_quantity
+from pytest_mlestimate.units import format_quantity
 
 _HEADLINE = tuple(
     (label, METRIC[name].path, METRIC[name].unit)
