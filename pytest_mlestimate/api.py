@@ -9,6 +9,7 @@ from typing import Any
 from pytest_mlestimate.cache import ProfileCache, profile_key
 from pytest_mlestimate.devices import device_lock
 from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.progress import Listener, heard_safely
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, parse_scenario
 
@@ -21,11 +22,14 @@ def estimate(
     isolate: bool = True,
     timeout: float | None = None,
     cache_path: Path | None = None,
+    progress: Listener | None = None,
 ) -> Estimate:
     """Measure (or recall) the scenario's profile and return its estimate.
 
     ``cache=False`` neither reads nor writes the cache; ``refresh=True`` re-measures and overwrites.
     ``isolate=False`` profiles in this process (faster to start; RAM figures then include the caller's).
+    ``progress`` hears what a profile is doing (``progress.Progress``), from another thread when isolated;
+    an estimate answered from the cache makes no reports.
     Raises ``ScenarioError`` for invalid input and an ``EstimateError`` when the model cannot be measured;
     a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
     """
@@ -41,7 +45,7 @@ def estimate(
             found = store.get(key)  # measured by another thread while this one waited
             if found is not None:
                 return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
-        profile = _measure(parsed, isolate, timeout)
+        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None)
     info: dict[str, Any] = {"hit": False}
     if store is not None and key is not None and profile.contended:
         info["stored"] = False
@@ -75,11 +79,11 @@ def estimate_model(
     return Estimate(parsed, profile, cache={"hit": False})
 
 
-def _measure(scenario: Scenario, isolate: bool, timeout: float | None) -> Profile:
+def _measure(scenario: Scenario, isolate: bool, timeout: float | None, progress: Listener | None) -> Profile:
     if isolate:
         from pytest_mlestimate.isolation import profile_in_child
 
-        return profile_in_child(scenario, timeout)
+        return profile_in_child(scenario, timeout, progress)
     from pytest_mlestimate.profiler import profile_scenario
 
-    return profile_scenario(scenario)
+    return profile_scenario(scenario, progress=progress) if progress else profile_scenario(scenario)

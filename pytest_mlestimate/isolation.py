@@ -17,6 +17,7 @@ import threading
 
 from pytest_mlestimate.errors import ERROR_TYPES, ProfileCrashError, ProfileStoppedError, ProfileTimeoutError
 from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.progress import Listener, Progress
 from pytest_mlestimate.scenario import Scenario
 
 DEADLINE_GRACE = 10.0
@@ -52,25 +53,57 @@ def stop_all() -> int:
     return len(children)
 
 
-def _command(timeout: float | None) -> list[str]:
+def _command(timeout: float | None, progress_fd: int | None) -> list[str]:
     command = [sys.executable, "-m", "pytest_mlestimate.worker", "--parent", str(os.getpid())]
     if timeout is not None:
         command += ["--deadline", f"{timeout + DEADLINE_GRACE:g}"]
+    if progress_fd is not None:
+        command += ["--progress-fd", str(progress_fd)]
     return command
 
 
-def profile_in_child(scenario: Scenario, timeout: float | None = None) -> Profile:
+def _relay(pipe: int, progress: Listener) -> threading.Thread:
+    """Hands the child's progress reports to ``progress`` (which must not raise: ``progress.heard_safely``),
+    from a thread of their own, until the child ends."""
+
+    def relay() -> None:
+        with os.fdopen(pipe, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                found = Progress.from_json(line)
+                if found is not None:
+                    progress(found)
+
+    thread = threading.Thread(target=relay, name="mlestimate-progress", daemon=True)
+    thread.start()
+    return thread
+
+
+def profile_in_child(scenario: Scenario, timeout: float | None = None, progress: Listener | None = None) -> Profile:
     if _stopping.is_set():
         raise ProfileStoppedError("profiling is shutting down: no new profile is started")
-    child = subprocess.Popen(
-        _command(timeout),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=_child_environment(),
-        process_group=0,
-    )
+    if progress is not None:
+        progress(Progress("starting"))
+    reading, writing = os.pipe() if progress is not None else (None, None)
+    try:
+        child = subprocess.Popen(
+            _command(timeout, writing),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_child_environment(),
+            process_group=0,
+            pass_fds=() if writing is None else (writing,),
+        )
+    except BaseException:
+        for end in (reading, writing):
+            if end is not None:
+                os.close(end)
+        raise
+    relay = None
+    if writing is not None and reading is not None and progress is not None:
+        os.close(writing)  # the child holds the only writing end: the relay ends when the child does
+        relay = _relay(reading, progress)
     _running.add(child)
     try:
         stdout, stderr = child.communicate(scenario.model_dump_json(), timeout=timeout)
@@ -87,6 +120,8 @@ def profile_in_child(scenario: Scenario, timeout: float | None = None) -> Profil
         raise
     finally:
         _running.discard(child)
+        if relay is not None:
+            relay.join(timeout=5)
     return _outcome(scenario, child.returncode, stdout, stderr)
 
 

@@ -38,6 +38,7 @@ from pytest_mlestimate.models import (
 )
 from pytest_mlestimate.monitor import ResourceMonitor
 from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.progress import Listener, Progress
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.synthetic import make_batch, make_images
 
@@ -112,6 +113,10 @@ MODEL_SEED = 0
 six seeds of one model stepped in 36-49 ms), which would otherwise count as noise between processes."""
 
 
+def _unheard(_progress: Progress) -> None:
+    pass
+
+
 def _peak_rss_of_process() -> int:
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return usage if sys.platform == "darwin" else usage * 1024
@@ -120,8 +125,16 @@ def _peak_rss_of_process() -> int:
 class _Session:
     """One model on one device with its optimizer, synthetic batch and timers."""
 
-    def __init__(self, scenario: Scenario, model: nn.Module, device: str, monitor: ResourceMonitor) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        model: nn.Module,
+        device: str,
+        monitor: ResourceMonitor,
+        progress: Listener = _unheard,
+    ) -> None:
         self.scenario = scenario
+        self.progress = progress
         self.model = model
         self.device = torch.device(device)
         self.monitor = monitor
@@ -377,9 +390,11 @@ def profile_scenario(
     scenario: Scenario,
     model_factory: Callable[[Scenario], nn.Module] = build_model,
     isolated: bool = False,
+    progress: Listener = _unheard,
 ) -> Profile:
     """Measure ``scenario``. ``isolated`` says this process exists only for this profile, so its lifetime
-    peak RSS is the training run's peak (a sampler can miss a short spike)."""
+    peak RSS is the training run's peak (a sampler can miss a short spike). ``progress`` hears each phase
+    and step."""
     device = resolve_device(scenario.device)
     iterations = Iterations.for_scenario(scenario, device)
     monitor = ResourceMonitor(device, scenario.sample_interval_ms / 1000, scenario.threading)
@@ -392,12 +407,13 @@ def profile_scenario(
     started = time.perf_counter()
     session: _Session | None = None
     try:
+        progress(Progress("building"))
         build_start = time.perf_counter()
         torch.manual_seed(MODEL_SEED)
         model = model_factory(scenario).to(device)
         profile.build_seconds = time.perf_counter() - build_start
         profile.parameter_count = parameter_count(model)
-        session = _Session(scenario, model, device, monitor)
+        session = _Session(scenario, model, device, monitor, progress)
         profile.effective_input_size = effective_input_size(model, session.images[0])
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
@@ -471,7 +487,8 @@ def _profile_training(session: _Session, iterations: Iterations, profile: Profil
 
 
 def _train(session: _Session, iterations: Iterations, profile: Profile) -> None:
-    for _ in range(iterations.warmup):
+    for done in range(iterations.warmup):
+        session.progress(Progress("warm-up", done, iterations.warmup))
         profile.warmup_step_times.append(session.train_step(phased=False)[0])
     first_lr = float(session.optimizer.param_groups[0]["lr"]) if session.optimizer else 0.0
     kept = _measure(session, iterations)
@@ -515,7 +532,9 @@ def _measure(session: _Session, iterations: Iterations) -> _Measurement:
     window.start()
     started = time.perf_counter()
     looked_at = 0.0
+    most = iterations.measure or iterations.max_measure
     while True:
+        session.progress(Progress("measuring", len(measured.steps), most))
         step, forward, backward, optimizer = session.train_step(phased=on_cpu)
         measured.add(step)
         if on_cpu:  # a CPU runs each phase synchronously: the same steps give the phase split
@@ -589,6 +608,8 @@ def _profile_inference(session: _Session, iterations: Iterations, profile: Profi
     detections: list[float] = []
     try:
         with torch.inference_mode(), _quiet_warnings():
+            session.progress(Progress("inference"))
+            calls = 0
             one = session.images[:1]
             for _ in range(iterations.inference_warmup):
                 session.infer(one)
@@ -602,6 +623,8 @@ def _profile_inference(session: _Session, iterations: Iterations, profile: Profi
                 while len(times) < minimum or (
                     time.perf_counter() - started < seconds and len(times) < INFERENCE_MAX_CALLS
                 ):
+                    session.progress(Progress("inference", calls))
+                    calls += 1
                     elapsed, found = session.infer(images)
                     times.append(elapsed)
                     if images is session.images:

@@ -6,6 +6,7 @@ lines on a pipe of their own, so a model's prints never mix with them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -45,3 +46,13 @@ class Progress:
 
 
 Listener = Callable[[Progress], None]
+
+
+def heard_safely(listener: Listener) -> Listener:
+    """The listener, with its failures swallowed: a broken display must not lose a profile."""
+
+    def hear(progress: Progress) -> None:
+        with contextlib.suppress(Exception):
+            listener(progress)
+
+    return hear

@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 import traceback
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
 
 PR_SET_PDEATHSIG = 1
 WATCH_INTERVAL = 0.5
@@ -60,10 +61,24 @@ def result_channel() -> IO[str]:
     return channel
 
 
+def progress_writer(fd: int | None) -> Callable[[Any], None]:
+    """Writes each report as a line on ``fd``; a reader that went away is no reason to stop measuring."""
+    if fd is None:
+        return lambda _progress: None
+    pipe = os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+    def write(progress: Any) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pipe.write(progress.to_json() + "\n")
+
+    return write
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pytest_mlestimate.worker")
     parser.add_argument("--parent", type=int, required=True, help="the process this one must not outlive")
     parser.add_argument("--deadline", type=float, help="seconds after which this process stops itself")
+    parser.add_argument("--progress-fd", type=int, help="a pipe to write progress reports to, one JSON line each")
     args = parser.parse_args(argv[1:])
     die_with(args.parent)
     watch(args.parent, time.monotonic() + args.deadline if args.deadline else None)
@@ -75,7 +90,7 @@ def main(argv: list[str]) -> int:
 
         scenario = Scenario.model_validate_json(sys.stdin.read())
         try:
-            profile = profile_scenario(scenario, isolated=True)
+            profile = profile_scenario(scenario, isolated=True, progress=progress_writer(args.progress_fd))
         except EstimateError as exc:
             result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         else:
