@@ -14,6 +14,7 @@ from pytest_mlestimate.metrics import METRIC, units
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.samples import robust_mean, summarize
 from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.units import format_quantity
 
 PARAMETER_TOLERANCE = 0.01
 """Relative difference between the scenario's ``parameters`` and the built model's count that warns."""
@@ -23,11 +24,43 @@ def _robust_mean(values: list[float]) -> float | None:
     return robust_mean(values) if values else None
 
 
-@dataclass
+@dataclass(repr=False)
 class Estimate:
+    """The documented figures of one scenario. ``print(estimate)`` gives the headline figures with units;
+    ``to_dict()`` everything, under the documented keys."""
+
     scenario: Scenario
     profile: Profile
     cache: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        scenario, profile = self.scenario, self.profile
+        source = "from the cache" if self.cache.get("hit") else "measured"
+        lines = [f"{self._headline()} ({source})"]
+        if not self.fits:
+            lines.append(f"  {self.failure}")
+        on_gpu = profile.device.startswith("cuda")
+        for name, value in self.metrics().items():
+            metric = METRIC[name]
+            if value is None or (metric.gpu and not on_gpu):
+                continue
+            label = " ".join(metric.path_for(scenario.batch_size)[1:])
+            lines.append(f"  {label:<32} {format_quantity(value, metric.unit)}")
+        warnings = self.warnings()
+        if warnings:
+            lines.append(f"  {len(warnings)} warning(s): .warnings() lists them; .to_dict() holds every figure")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<Estimate {self._headline()}>"
+
+    def _headline(self) -> str:
+        scenario = self.scenario
+        height, width = scenario.image_size
+        return (
+            f"{scenario.architecture}, {scenario.application_type}, batch {scenario.batch_size} of {height}x{width} "
+            f"on {self.profile.device_name}"
+        )
 
     @property
     def fits(self) -> bool:

@@ -162,3 +162,25 @@ def test_random_weight_inference_is_flagged_for_torchvision_models_only() -> Non
     assert flagged()
     assert not flagged(weights_path="/models/frcnn.pt")
     assert not flagged(architecture="mypkg.models:build")
+
+
+def test_printing_an_estimate_gives_its_headline_figures_with_units() -> None:
+    found = Estimate(scenario(), profile(), cache={"hit": True})
+    text = str(found)
+    lines = text.splitlines()
+    assert lines[0] == (
+        "fasterrcnn_resnet50_fpn, training, batch 4 of 512x512 on NVIDIA H100 80GB HBM3 (from the cache)"
+    )
+    assert "  Peak GPU Memory                  9.00 GiB" in lines
+    assert "  Batch Time forward_pass          50.0 ms" in lines
+    assert "  Batch of 4 Inference Time        60.0 ms" in lines
+    assert any(line.startswith("  Total Training Time ") for line in lines)
+    assert len(text) < 1200
+    assert repr(found) == "<Estimate fasterrcnn_resnet50_fpn, training, batch 4 of 512x512 on NVIDIA H100 80GB HBM3>"
+
+
+def test_a_cpu_estimate_prints_no_gpu_figures_and_a_misfit_says_why() -> None:
+    on_cpu = str(Estimate(scenario(), profile(device="cpu", device_name="cpu")))
+    assert "GPU" not in on_cpu and "Peak RAM Memory" in on_cpu
+    misfit = str(Estimate(scenario(), profile(failure="does not fit: needs more than 79.1 GiB")))
+    assert misfit.splitlines()[1] == "  does not fit: needs more than 79.1 GiB"
