@@ -32,12 +32,12 @@ def test_the_original_request_fields_are_accepted_with_defaults_for_the_rest() -
 def test_negative_batch_size_names_field_value_and_allowed_range() -> None:
     message = problems(batch_size=-3)
     assert "scenarios/a.yaml::big" in message
-    assert "batch_size" in message and "-3" in message and "greater than or equal to 1" in message
+    assert "batch_size" in message and "-3" in message and "must be at least 1" in message
 
 
 def test_sanity_limits_are_stated() -> None:
-    assert "less than or equal to 8192" in problems(image_size=[512, 100_000])
-    assert "less than or equal to 4096" in problems(batch_size=100_000)
+    assert "must be at most 8192" in problems(image_size=[512, 100_000])
+    assert "must be at most 4096" in problems(batch_size=100_000)
 
 
 def test_misspelt_architecture_lists_allowed_names_and_the_closest() -> None:
@@ -75,3 +75,24 @@ def test_profile_fields_leave_out_what_only_scales_the_result() -> None:
     large = Scenario.model_validate({**BASE, "dataset_size": 10**6, "epochs": 100})
     assert small.profile_fields() == large.profile_fields()
     assert small.profile_fields() != Scenario.model_validate({**BASE, "batch_size": 8}).profile_fields()
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"image_size": 320}, "image_size: expected [height, width], two whole numbers of pixels (got 320)"),
+        ({"image_size": [320]}, "image_size: expected [height, width], two whole numbers of pixels (got [320])"),
+        ({"batch_size": 2.5}, "batch_size: expected a whole number (got 2.5)"),
+        ({"batch_size": -2}, "batch_size: must be at least 1 (got -2)"),
+        ({"threading": "maybe"}, "threading: expected true or false (got 'maybe')"),
+        ({"optimizer": 3}, "optimizer: expected a mapping of settings (got 3)"),
+        ({"model_kwargs": [1]}, "model_kwargs: expected a mapping of names to values (got [1])"),
+        ({"application_type": "train"}, "application_type: allowed: 'training' or 'inference' (got 'train')"),
+    ],
+)
+def test_messages_speak_of_what_a_scenario_file_can_hold(changes: dict[str, Any], expected: str) -> None:
+    """YAML and JSON have no tuples, models or 'valid integers': pydantic's words never reach the user."""
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario({**BASE, **changes})
+    assert caught.value.problems == [expected]
+    assert "Input should" not in str(caught.value) and "tuple" not in str(caught.value)

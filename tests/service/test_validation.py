@@ -23,17 +23,17 @@ async def problems_of(client, body, endpoint="estimate-resource"):
 @pytest.mark.parametrize(
     ("change", "loc", "words"),
     [
-        ({"batch_size": -1}, ["body", "batch_size"], ["batch_size", "greater than or equal to 1", "-1"]),
-        ({"batch_size": 5000}, ["body", "batch_size"], ["less than or equal to 4096"]),
+        ({"batch_size": -1}, ["body", "batch_size"], ["batch_size", "must be at least 1", "-1"]),
+        ({"batch_size": 5000}, ["body", "batch_size"], ["must be at most 4096"]),
         ({"image_size": [800, 9000]}, ["body", "image_size", 1], ["8192", "9000"]),
-        ({"dataset_size": 0}, ["body", "dataset_size"], ["greater than or equal to 1"]),
+        ({"dataset_size": 0}, ["body", "dataset_size"], ["must be at least 1"]),
         ({"task_type": "segmentation"}, ["body", "task_type"], ["'detection' or 'instance'", "segmentation"]),
         ({"application_type": "serving"}, ["body", "application_type"], ["'training' or 'inference'"]),
         ({"architecture": "fasterrcnn_resnet50"}, ["body", "architecture"], ["did you mean 'fasterrcnn_resnet50_fpn"]),
         ({"architecture": "maskrcnn_resnet50_fpn"}, ["body"], ["instance segmentation model", "task_type must be"]),
         ({"device": "tpu"}, ["body", "device"], ["allowed: auto, cpu, cuda, cuda:N"]),
         ({"batchsize": 8}, ["body", "batchsize"], ["unknown field", "allowed fields", "batch_size"]),
-        ({"threading": "sometimes"}, ["body", "threading"], ["valid boolean"]),
+        ({"threading": "sometimes"}, ["body", "threading"], ["expected true or false"]),
     ],
 )
 async def test_each_invalid_field_is_named(client, change, loc, words):
