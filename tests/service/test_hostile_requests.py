@@ -3,6 +3,7 @@ past the operator's limits, a NUL byte in a path, bodies a cross-site form can s
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import AsyncIterator
 
@@ -249,3 +250,23 @@ async def test_json_with_a_charset_is_json(client):
     response = await client.post(RESOURCE, content=json.dumps(EXAMPLE).encode(), headers=headers)
 
     assert response.status_code == 200
+
+
+NON_FINITE = [
+    ('"optimizer": {"lr": Infinity}', ["optimizer", "lr"]),
+    ('"optimizer": {"lr": 1e999}', ["optimizer", "lr"]),
+    ('"precision": NaN', ["precision"]),
+]
+
+
+@pytest.mark.parametrize(("member", "loc"), NON_FINITE)
+async def test_a_non_finite_number_is_a_422_naming_its_field(client, measure, member, loc):
+    """It used to pass validation and crash the profile: a 500."""
+    body = json.dumps(EXAMPLE)[:-1] + ", " + member + "}"
+    response = await client.post(RESOURCE, content=body, headers={"content-type": "application/json"})
+
+    assert response.status_code == 422
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["body", *loc]
+    assert "not a finite number" in problem["msg"]
+    assert measure.calls == []
