@@ -1,4 +1,5 @@
-"""The ``mlestimate`` command. ``mlestimate serve`` runs the HTTP service (needs the ``service`` extra)."""
+"""The ``mlestimate`` command. ``mlestimate serve`` runs the HTTP service (needs the ``service`` extra);
+``mlestimate compare OLD NEW`` judges two earlier runs against each other without measuring."""
 
 from __future__ import annotations
 
@@ -71,6 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     serve.set_defaults(run=serve_command)
+    compare = commands.add_parser(
+        "compare",
+        help="compare two earlier runs without measuring again",
+        description="Judge NEW against OLD as --mlestimate-compare would, without measuring again. OLD and NEW "
+        "are each a JSON report written by --mlestimate-json or a folder written by --mlestimate-save-baseline. "
+        "Exits 0 when nothing regressed, 1 when something did, 2 when OLD, NEW or a --tolerance cannot be read.",
+    )
+    compare.add_argument("old", type=Path, metavar="OLD", help="the earlier run: a JSON report or a baseline folder")
+    compare.add_argument("new", type=Path, metavar="NEW", help="the later run: a JSON report or a baseline folder")
+    compare.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="METRIC=PERCENT",
+        help="the change allowed, e.g. 'forward_pass=20%%', as --mlestimate-tolerance (repeatable)",
+    )
+    compare.add_argument(
+        "--strict", action="store_true", help="fail scenarios only in NEW, as --mlestimate-strict-baseline"
+    )
+    compare.set_defaults(run=compare_command)
     return parser
 
 
@@ -134,6 +155,22 @@ def serve_command(args: argparse.Namespace) -> int:
         workers=1,  # one process: the queue that keeps profiles apart lives in it
     )
     return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from pytest_mlestimate.compare import InputError, compare_paths
+    from pytest_mlestimate.plugin.budgets import BudgetError
+
+    try:
+        outcome = compare_paths(args.old, args.new, args.tolerance, strict=args.strict)
+    except InputError as exc:
+        print(f"mlestimate compare: {exc}", file=sys.stderr)
+        return 2
+    except BudgetError as exc:
+        print(f"mlestimate compare: --tolerance: {'; '.join(exc.problems)}", file=sys.stderr)
+        return 2
+    print(outcome.render())
+    return outcome.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:

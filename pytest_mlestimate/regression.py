@@ -44,14 +44,15 @@ class Run:
     samples: Mapping[str, Sequence[float]]
     contended: bool = False
 
-    def relative_error(self, metric: str) -> float:
-        """Standard error of this run's figure relative to it, from its own samples (0 when unknown)."""
+    def relative_error(self, metric: str) -> float | None:
+        """Standard error of this run's figure relative to it, from its own samples; None when unknown (a JSON
+        report keeps no samples), so that an unknown error is never taken for a precise run."""
         values = self.samples.get(metric) or ()
         if len(values) < 2:
-            return 0.0
+            return None
         mean = statistics.fmean(values)
         if mean <= 0:
-            return 0.0
+            return None
         variance = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
         return math.sqrt(variance / len(values)) / mean
 
@@ -122,7 +123,8 @@ def compare_timing(
     mean_old = statistics.fmean(x for x, _ in old)
     mean_new = statistics.fmean(x for x, _ in now)
     df = k + m - 2
-    within = max(statistics.fmean(e**2 for _, e in old + now), math.log1p(floor) ** 2)
+    known = [e**2 for _, e in old + now if e is not None]
+    within = max(statistics.fmean(known) if known else 0.0, math.log1p(floor) ** 2)
     if df > 0:
         squares = math.fsum((x - mean_old) ** 2 for x, _ in old) + math.fsum((x - mean_new) ** 2 for x, _ in now)
         variance = max(squares / df, within)

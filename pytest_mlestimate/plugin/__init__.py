@@ -8,6 +8,8 @@ fixture is used.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -73,7 +75,14 @@ _NEEDS_FLAG = (
 )
 
 
+MARKER_HELP = (
+    "mlestimate(**budgets): budgets for every estimate the mlestimate fixture makes in this test, e.g. "
+    '@pytest.mark.mlestimate(peak_gpu_memory="14 GiB", forward_pass="200 ms"); a budget given to the call wins'
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
     if not config.option.mlestimate:
         needing = [name for name in _NEEDS_FLAG if getattr(config.option, name.lstrip("-").replace("-", "_"), None)]
         if needing:
@@ -93,6 +102,50 @@ def mlestimate(request: pytest.FixtureRequest) -> ModelEstimator:
     from pytest_mlestimate.plugin.fixture import ModelEstimator
 
     return ModelEstimator(request.node)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A marker with no fixture to apply it would be a budget that is never checked."""
+    if item.get_closest_marker("mlestimate") is not None and "mlestimate" not in getattr(item, "fixturenames", ()):
+        pytest.fail(
+            f"{item.nodeid}: @pytest.mark.mlestimate sets budgets for the mlestimate fixture, which this test does "
+            "not use: take the 'mlestimate' argument and estimate with it, or remove the marker",
+            pytrace=False,
+        )
+
+
+HINT_BYTES = 1_000_000
+"""Bytes of a file the hint reads: a top-level ``scenarios:`` key is rarely far down."""
+
+
+def _scenario_files(config: pytest.Config, exitstatus: int) -> Iterator[str]:
+    """Scenario files pytest was given (or, when nothing ran, that a folder it was given holds)."""
+    from pytest_mlestimate.plugin.scenario_file import looks_like_scenarios
+
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0])
+        if path.is_dir() and exitstatus == pytest.ExitCode.NO_TESTS_COLLECTED:
+            candidates = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))[:100]
+        else:
+            candidates = [path] if path.suffix in (".yaml", ".yml") else []
+        for candidate in candidates:
+            try:
+                with candidate.open(encoding="utf-8", errors="replace") as handle:
+                    text = handle.read(HINT_BYTES)
+            except OSError:
+                continue
+            if looks_like_scenarios(text):
+                yield os.path.relpath(candidate, config.invocation_params.dir) if path.is_dir() else arg
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """Without --mlestimate, pytest says only "not found" of a scenario file (or "no tests ran")."""
+    if config.option.mlestimate or exitstatus not in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.NO_TESTS_COLLECTED):
+        return
+    for name in _scenario_files(config, exitstatus):
+        terminalreporter.write_line(
+            f"hint: {name} looks like a pytest-mlestimate scenario file: add --mlestimate to collect it", yellow=True
+        )
 
 
 def pytest_report_header(config: pytest.Config) -> Any:

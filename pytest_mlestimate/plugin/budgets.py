@@ -191,21 +191,23 @@ def _parse_one(metric: str, spec: object) -> list[Budget]:
 def parse_budgets(raw: object, field: str = "budgets") -> list[Budget]:
     """``{"peak_ram_memory": "4 GiB", "peak_gpu_utilization": ">= 40 %"}`` -> budgets.
 
-    A plain limit is an upper one; ``">= X"`` or ``{min: X}`` is a floor.
+    A plain limit is an upper one; ``">= X"`` or ``{min: X}`` is a floor. ``field`` begins each problem
+    (``budgets.forward_pass: ...``); without one a problem begins with the metric.
     """
     if raw is None:
         return []
     if not isinstance(raw, Mapping):
-        raise BudgetError([f"{field}: expected a mapping of metric -> limit, got {brief(raw)}"])
+        raise BudgetError([f"{field or 'budgets'}: expected a mapping of metric -> limit, got {brief(raw)}"])
     budgets, problems = [], []
+    prefix = f"{field}." if field else ""
     for metric, spec in raw.items():
         if metric not in METRIC:
-            problems.append(f"{field}.{shown_key(metric)}: {unknown_metric(metric)}")
+            problems.append(f"{prefix}{shown_key(metric)}: {unknown_metric(metric)}")
             continue
         try:
             budgets.extend(_parse_one(metric, spec))
         except UnitError as exc:
-            problems.append(f"{field}.{shown_key(metric)}: {exc}")
+            problems.append(f"{prefix}{shown_key(metric)}: {exc}")
     if problems:
         raise BudgetError(problems)
     return budgets

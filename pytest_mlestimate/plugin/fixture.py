@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.api import estimate_model
-from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
+from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError, brief
 from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
-from pytest_mlestimate.plugin.budgets import BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.plugin.items import SETTINGS, relative_file
 from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
 from pytest_mlestimate.plugin.settings import Settings
@@ -19,9 +19,40 @@ from pytest_mlestimate.plugin.verdict import judge
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import ScenarioError
 
+MARKER = "mlestimate"
+MARKER_EXAMPLE = '@pytest.mark.mlestimate(peak_gpu_memory="14 GiB", forward_pass="200 ms")'
+
+
+def _where(item: pytest.Item) -> str:
+    return f"{relative_file(item.config, item.path)}:{(item.location[1] or 0) + 1}"
+
+
+def marker_budgets(item: pytest.Item) -> list[Budget]:
+    """The budgets of ``@pytest.mark.mlestimate`` on the test, its class and its module: per metric, the
+    marker closest to the test wins."""
+    limits: dict[str, Any] = {}
+    budgets: list[Budget] = []
+    problems = []
+    for marker in reversed(list(item.iter_markers(MARKER))):
+        if marker.args:
+            problems.append(f"positional argument(s) {brief(marker.args)}: budgets are keywords, e.g. {MARKER_EXAMPLE}")
+        limits.update(marker.kwargs)
+    try:
+        budgets = parse_budgets(limits, field="")
+    except BudgetError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        pytest.fail(f"{_where(item)}: {item.name}: invalid budgets in @pytest.mark.{MARKER}:\n{lines}", False)
+    return budgets
+
 
 class ModelEstimator:
-    """``mlestimate(factory, scenario, budgets={...})`` -> ``Estimate``; fails the test over budget."""
+    """``mlestimate(factory, scenario, budgets={...})`` -> ``Estimate``; fails the test over budget.
+
+    The test's ``@pytest.mark.mlestimate(metric=limit, ...)`` budgets apply to every estimate; a budget passed
+    to the call replaces the marker's on the same metric and direction.
+    """
 
     def __init__(self, item: pytest.Item) -> None:
         self.item = item
@@ -29,6 +60,7 @@ class ModelEstimator:
         if SETTINGS not in config.stash:
             config.stash[SETTINGS] = Settings.from_config(config)
         self.settings = config.stash[SETTINGS]
+        self.marked = marker_budgets(item)
 
     def __call__(
         self,
@@ -43,7 +75,7 @@ class ModelEstimator:
         file = relative_file(item.config, item.path)
         line = (item.location[1] or 0) + 1
         name = name or item.name
-        where = f"{file}:{line}"
+        where = _where(item)
         try:
             own = parse_budgets(dict(budgets or {}))
             own_tolerances = parse_tolerances(dict(tolerances or {}))
@@ -59,7 +91,7 @@ class ModelEstimator:
             pytest.fail(f"{where}: {name} could not be measured: {exc}", False)
         verdict = judge(
             estimate,
-            merge_budgets(self.settings.budgets, own),
+            merge_budgets(merge_budgets(self.settings.budgets, self.marked), own),
             own_tolerances,
             self.settings,
             anchored(item.path),

@@ -6,9 +6,9 @@ missing GPU a *skip*); the test itself checks budgets and the baseline (a broken
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import pytest
 
@@ -17,6 +17,7 @@ from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
 from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
 from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
+from pytest_mlestimate.plugin.progress_display import progress_for
 from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
 from pytest_mlestimate.plugin.scenario_file import (
     PLUGIN_KEYS,
@@ -31,6 +32,7 @@ from pytest_mlestimate.plugin.verdict import Verdict, judge
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
 
+T = TypeVar("T")
 SETTINGS = pytest.StashKey[Settings]()
 MAX_PROBLEM = 1_000
 MAX_MESSAGE = 20_000
@@ -142,17 +144,26 @@ class ScenarioItem(_RecordedItem):
             self.scenario = parse_scenario(self.entry.fields, where=self.where)
         except ScenarioError as exc:
             problems.extend(_describe(clip(p, MAX_PROBLEM)) for p in exc.problems)
-        try:
-            self.budgets = merge_budgets(self.settings.budgets, parse_budgets(self.entry.budgets))
-        except BudgetError as exc:
-            problems.extend(clip(p, MAX_PROBLEM) for p in exc.problems)
-        try:
-            self.tolerances = parse_tolerances(self.entry.tolerances)
-        except BudgetError as exc:
-            problems.extend(clip(p, MAX_PROBLEM) for p in exc.problems)
+        budgets, budget_problems = self._parse_located("budgets", self.entry.budgets, parse_budgets)
+        tolerances, tolerance_problems = self._parse_located("tolerances", self.entry.tolerances, parse_tolerances)
+        self.budgets = merge_budgets(self.settings.budgets, [b for part in budgets for b in part])
+        self.tolerances = {k: v for part in tolerances for k, v in part.items()}
+        problems += budget_problems + tolerance_problems
         if problems:
             lines = "\n".join(f"  - {p}" for p in problems)
             self.error(f"{self.where}: scenario '{self.name}' is invalid:\n{lines}")
+
+    def _parse_located(self, field: str, raw: object, parse: Callable[[Any], T]) -> tuple[list[T], list[str]]:
+        """Each budget (or tolerance) parsed on its own, so that a problem names the line of its own key."""
+        parts = [(f"{field}.{key}", {key: value}) for key, value in raw.items()] if isinstance(raw, Mapping) else []
+        found, problems = [], []
+        for path, part in parts or [(field, raw)]:
+            try:
+                found.append(parse(part))
+            except BudgetError as exc:
+                line = self.entry.line_of(path)
+                problems.extend(f"{self.file}:{line}: {clip(p, MAX_PROBLEM)}" for p in exc.problems)
+        return found, problems
 
     def setup(self) -> None:
         self._validate()
@@ -163,10 +174,16 @@ class ScenarioItem(_RecordedItem):
         if reason:
             self.skip(reason)
         settings = self.settings
+        adaptive = self.scenario.measure_iterations is None
         try:
-            self.estimate = estimate(
-                self.scenario, cache=settings.cache, refresh=settings.refresh, timeout=settings.timeout
-            )
+            with progress_for(self.config, self.nodeid, adaptive=adaptive) as listener:
+                self.estimate = estimate(
+                    self.scenario,
+                    cache=settings.cache,
+                    refresh=settings.refresh,
+                    timeout=settings.timeout,
+                    progress=listener,
+                )
         except DeviceUnavailableError as exc:
             self.skip(str(exc))
         except EstimateError as exc:
@@ -192,8 +209,10 @@ class ScenarioItem(_RecordedItem):
     def _measure_again(self) -> Estimate:
         """A fresh process, past the cache: another draw of the noise between processes."""
         assert self.scenario is not None
+        adaptive = self.scenario.measure_iterations is None
         try:
-            return estimate(self.scenario, cache=False, timeout=self.settings.timeout)
+            with progress_for(self.config, f"{self.nodeid} (measured again)", adaptive=adaptive) as listener:
+                return estimate(self.scenario, cache=False, timeout=self.settings.timeout, progress=listener)
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")
 

@@ -29,6 +29,8 @@ def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
         "warnings": [],
         "runs": [],
         "baseline": None,
+        "duration": None,
+        "measured": None,
     }
 
 
@@ -42,6 +44,27 @@ def fill_record(record: dict[str, Any], estimate: Estimate, verdict: Verdict) ->
     record["warnings"] = found["warnings"] + verdict.warnings
     if not verdict.passed:
         record["message"] = verdict.summary()
+
+
+def mark_provenance(records: list[dict[str, Any]]) -> None:
+    """Sets each record's ``measured``: "this run", "cache" (an earlier run's measurement) or "shared with
+    FILE::NAME" (another scenario's measurement of this run, recalled from the cache); None if not measured."""
+    measured_here: dict[str, str] = {}
+    for record in records:
+        cache = (record.get("details") or {}).get("cache") or {}
+        if not cache.get("hit") and cache.get("key"):
+            measured_here.setdefault(cache["key"], f"{record['file']}::{record['name']}")
+    for record in records:
+        details = record.get("details")
+        if not details:
+            record["measured"] = None
+            continue
+        cache = details.get("cache") or {}
+        sharer = measured_here.get(cache.get("key") or "")
+        if not cache.get("hit"):
+            record["measured"] = "this run"
+        else:
+            record["measured"] = f"shared with {sharer}" if sharer else "cache"
 
 
 def metric_properties(estimate: Estimate) -> list[tuple[str, object]]:

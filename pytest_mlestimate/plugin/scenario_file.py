@@ -186,6 +186,15 @@ class ScenarioEntry:
     budgets: Any = None
     tolerances: Any = None
     problems: list[str] = field(default_factory=list)
+    lines: dict[str, int] = field(default_factory=dict)
+    """The line of each field's key (``budgets``) and of each budget's and tolerance's key
+    (``budgets.peak_gpu_memory``), from the entry or the defaults it took the value from."""
+
+    def line_of(self, path: str) -> int:
+        """The line of a field's key, else of its parent's, else the scenario's."""
+        while path not in self.lines and "." in path:
+            path = path.rpartition(".")[0]
+        return self.lines.get(path, self.line)
 
 
 def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, Any]:
@@ -199,19 +208,51 @@ def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def _load(text: str) -> tuple[Any, list[int]]:
-    """The document and the line of each ``scenarios:`` entry."""
+LINED_MAPPINGS = ("budgets", "tolerances")
+"""Fields whose own keys' lines are kept, for problems that point at the budget at fault."""
+
+
+def _key_lines(node: yaml.Node) -> dict[str, int]:
+    """``{"budgets": 5, "budgets.forward_pass": 6, ...}`` for a scenario entry's (or the defaults') node."""
+    found: dict[str, int] = {}
+    if not isinstance(node, yaml.MappingNode):
+        return found
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+            continue
+        found[key.value] = _line_of(key.start_mark)
+        if key.value in LINED_MAPPINGS and isinstance(value, yaml.MappingNode):
+            for inner, _ in value.value:
+                if isinstance(inner, yaml.ScalarNode) and inner.tag != _MERGE_TAG:
+                    found[f"{key.value}.{inner.value}"] = _line_of(inner.start_mark)
+    return found
+
+
+@dataclass
+class _Layout:
+    """Where things are in the file: each ``scenarios:`` entry's line and its keys' lines, and the defaults'."""
+
+    entries: list[int] = field(default_factory=list)
+    entry_keys: list[dict[str, int]] = field(default_factory=list)
+    default_keys: dict[str, int] = field(default_factory=dict)
+
+
+def _load(text: str) -> tuple[Any, _Layout]:
     loader = _BoundedLoader(text)
     try:
         root = loader.get_single_node()
         document = loader.construct_document(root) if root is not None else None
     finally:
         loader.dispose()
+    layout = _Layout()
     if isinstance(root, yaml.MappingNode):  # merge keys (``<<:``) are flattened in place by now
         for key, value in root.value:
             if key.value == "scenarios" and isinstance(value, yaml.SequenceNode):
-                return document, [_line_of(item.start_mark) for item in value.value]
-    return document, []
+                layout.entries = [_line_of(item.start_mark) for item in value.value]
+                layout.entry_keys = [_key_lines(item) for item in value.value]
+            elif key.value == "defaults":
+                layout.default_keys = _key_lines(value)
+    return document, layout
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> ScenarioFileError:
@@ -249,7 +290,7 @@ def _name_of(raw: Any, index: int) -> tuple[str, list[str]]:
 
 def read_scenario_file(text: str) -> list[ScenarioEntry]:
     try:
-        document, lines = _load(text)
+        document, layout = _load(text)
     except yaml.YAMLError as exc:
         raise _yaml_problem(exc, text) from None
     if not isinstance(document, Mapping):
@@ -272,7 +313,8 @@ def read_scenario_file(text: str) -> list[ScenarioEntry]:
     first_line: dict[str, int] = {}
     taken: set[str] = set()
     for index, raw in enumerate(entries):
-        line = lines[index] if index < len(lines) else 1
+        line = layout.entries[index] if index < len(layout.entries) else 1
+        keys = layout.entry_keys[index] if index < len(layout.entry_keys) else {}
         if not isinstance(raw, Mapping):
             entry = ScenarioEntry(f"#{index + 1}", line, {}, problems=[f"expected a mapping, got {brief(raw)}"])
         else:
@@ -285,6 +327,7 @@ def read_scenario_file(text: str) -> list[ScenarioEntry]:
                 budgets=merged.get("budgets"),
                 tolerances=merged.get("tolerances"),
                 problems=problems,
+                lines={**layout.default_keys, **keys},  # as _merge merges the values
             )
             if not problems and name in first_line:
                 entry.problems.append(f"name: '{name}' is already used by the scenario at line {first_line[name]}")

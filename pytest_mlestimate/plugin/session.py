@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.plugin.items import ScenarioFile, relative_file, safe_message
-from pytest_mlestimate.plugin.record import RECORDS, new_record, outcome_after
+from pytest_mlestimate.plugin.progress_display import DISPLAY, display_for
+from pytest_mlestimate.plugin.record import RECORDS, mark_provenance, new_record, outcome_after
 from pytest_mlestimate.plugin.reports import github, terminal
 from pytest_mlestimate.plugin.reports.json_report import write_json
 from pytest_mlestimate.plugin.reports.junit_report import write_junit
@@ -139,6 +140,11 @@ class MlestimateRun:
         self.finished = False
         self.handles_sigterm = interrupt_on_sigterm()
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        display = display_for(self.config, self.config.pluginmanager.get_plugin("terminalreporter"))
+        if display is not None:
+            self.config.stash[DISPLAY] = display
+
     # collection ---------------------------------------------------------------------------------------
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
         if file_path.suffix not in YAML_SUFFIXES:
@@ -178,6 +184,7 @@ class MlestimateRun:
         """One more phase of a scenario folded into its record; the first failure's message stays (a later
         phase's record, e.g. teardown's, carries none of an unexpected setup error)."""
         merged = {**previous, **record}
+        merged["duration"] = (previous.get("duration") or 0.0) + report.duration
         merged["outcome"] = outcome_after(previous.get("outcome"), report.when, report.outcome)
         kept = previous.get("message")
         if kept and (previous.get("outcome") in ("failed", "error") or not merged.get("message")):
@@ -202,6 +209,7 @@ class MlestimateRun:
     def ordered(self) -> list[dict[str, Any]]:
         with self.writer.lock:
             records = list(self.records.values())
+            mark_provenance(records)
         return sorted(records, key=lambda r: (r["file"], r["line"], r["name"]))
 
     def write_reports(self) -> None:
@@ -228,20 +236,19 @@ class MlestimateRun:
             return
         records = self.ordered()
         terminalreporter.write_sep("=", "mlestimate summary")
-        for line in terminal.table(records):
+        for line in [*terminal.table(records), *terminal.skip_reasons(records)]:
             terminalreporter.write_line(line)
         verbose = self.config.get_verbosity() > 0
-        hidden = 0
+        shown, hidden = 0, 0
         for record in records:
             for warning in record.get("warnings") or []:
                 if verbose or warning.startswith(ALWAYS_SHOWN):
                     terminalreporter.write_line(f"warning: {record['name']}: {warning}")
+                    shown += 1
                 else:
                     hidden += 1
         if hidden:
-            terminalreporter.write_line(
-                f"{hidden} more warning(s) from the measurements: run with -v or read the report"
-            )
+            terminalreporter.write_line(terminal.hidden_warnings(hidden, after_others=shown > 0))
         for path in (self.json_path, self.junit_path):
             if path:
                 terminalreporter.write_line(f"report written: {path}")
@@ -255,3 +262,7 @@ class MlestimateRun:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if not self.is_worker and not self.finished:
             self.writer.close()
+        display = config.stash.get(DISPLAY, None)
+        if display is not None:
+            display.close()
+            del config.stash[DISPLAY]

@@ -43,7 +43,8 @@ class Verdict:
 
     def summary(self) -> str:
         reasons = ([self.failure] if self.failure else []) + [c.summary() for c in self.failed]
-        return f"scenario '{self.name}' ({self.where}): " + "; ".join(reasons)
+        outcome = "; ".join(reasons) or ("passed" if self.checks else "nothing checked")
+        return f"scenario '{self.name}' ({self.where}): {outcome}"
 
     def table(self) -> str:
         rows = [HEADER, *(c.row() for c in self.checks)]

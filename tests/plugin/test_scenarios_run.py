@@ -101,7 +101,8 @@ def test_bad_inputs_error_with_what_is_wrong_and_the_rest_run(
             "scenarios.yaml:*: scenario 'misspelt' is invalid:",
             "  - architecture: unknown architecture 'fasterrcnn_resnet50_fpm': did you mean 'fasterrcnn_resnet50_fpn'?*"
             " allowed: *",
-            "  - budgets.peak_ram_memory: '4 GB/s' is not a quantity; write a number and one of B, KB, MB, GB*",
+            "  - scenarios.yaml:6: budgets.peak_ram_memory: '4 GB/s' is not a quantity; write a number and one of B,"
+            " KB, MB, GB*",
             "  - batch_size: must be at least 1 (got -2)",
         ]
     )

@@ -30,12 +30,28 @@ def _one_line(text: str, limit: int = 500) -> str:
     return joined if len(joined) <= limit else joined[: limit - 3] + "..."
 
 
+def provenance(record: dict[str, Any]) -> str | None:
+    """Where the scenario's figures came from, for the test case's output: its time is what it cost in this
+    run, so a cache hit or a shared measurement costs next to nothing there."""
+    measured = record.get("measured")
+    if measured is None:
+        return None
+    seconds = (record.get("details") or {}).get("profile_seconds")
+    took = f"{seconds:.1f} s" if isinstance(seconds, int | float) else "an unknown time"
+    if measured == "this run":
+        return f"measured: this run (the profile took {took})"
+    if measured == "cache":
+        return f"measured: cache (measured in an earlier run, where the profile took {took})"
+    return f"measured: {measured} (its profile took {took}, charged to that scenario)"
+
+
 def _case(record: dict[str, Any]) -> TestCase:
-    details = record.get("details") or {}
+    output = provenance(record)
     case = TestCase(
         xml_text(record["name"]),
         classname=xml_text(record["file"].replace("/", ".").rsplit(".", 1)[0]),
-        elapsed_sec=details.get("profile_seconds"),
+        elapsed_sec=record.get("duration"),
+        stdout=xml_text(output) if output else None,
         file=xml_text(record["file"]),
         line=record["line"],
     )

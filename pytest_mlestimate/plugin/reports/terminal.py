@@ -64,3 +64,21 @@ def table(records: list[dict[str, Any]]) -> list[str]:
     body = rows(records)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
+
+
+def skip_reasons(records: list[dict[str, Any]], limit: int = 160) -> list[str]:
+    """Why each skipped scenario was skipped, a line each under the table (pytest says it only with -rs)."""
+    found = []
+    for record in records:
+        if record.get("outcome") == "skipped":
+            reason = (record.get("message") or "no reason given").strip().splitlines()[0]
+            reason = reason if len(reason) <= limit else reason[: limit - 3] + "..."
+            found.append(f"skipped {record['name']}: {reason}")
+    return found
+
+
+def hidden_warnings(count: int, *, after_others: bool) -> str:
+    """The footer for warnings not shown; "more" only when some were shown above it."""
+    noun = "warning" if count == 1 else "warnings"
+    more = "more " if after_others else ""
+    return f"{count} {more}{noun} from the measurements not shown: run with -v or read the report"
