@@ -39,7 +39,7 @@ def fill_record(record: dict[str, Any], estimate: Estimate, verdict: Verdict) ->
     record["scenario"] = estimate.scenario.model_dump(mode="json")
     record.update({key: found[key] for key in ESTIMATE_KEYS})
     record["budgets"] = [check.to_dict() for check in verdict.checks]
-    record["runs"] = [{"metrics": dict(run.metrics), "contended": run.contended} for run in verdict.runs]
+    record["runs"] = [run.to_dict() for run in verdict.runs]  # with samples: `mlestimate compare` judges as here
     record["baseline"] = verdict.baseline
     record["warnings"] = found["warnings"] + verdict.warnings
     if not verdict.passed:

@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.items import ScenarioFile, relative_file, safe_message
+from pytest_mlestimate.plugin.baseline import SavedBaselines
+from pytest_mlestimate.plugin.items import SETTINGS, ScenarioFile, relative_file, safe_message
 from pytest_mlestimate.plugin.progress_display import DISPLAY, display_for
 from pytest_mlestimate.plugin.record import RECORDS, mark_provenance, new_record, outcome_after
 from pytest_mlestimate.plugin.reports import github, terminal
@@ -249,6 +250,9 @@ class MlestimateRun:
                     hidden += 1
         if hidden:
             terminalreporter.write_line(terminal.hidden_warnings(hidden, after_others=shown > 0))
+        saved = SavedBaselines.of(records, self.config.stash[SETTINGS].save_dir)
+        for line in saved.lines(self.config.invocation_params.dir):
+            terminalreporter.write_line(line)
         for path in (self.json_path, self.junit_path):
             if path:
                 terminalreporter.write_line(f"report written: {path}")

@@ -185,7 +185,6 @@ def test_baseline_files_name_their_scenario_and_file(root: Path) -> None:
     assert (stored["name"], stored["file"], stored["format"]) == ("frcnn b4", "scenarios/gpu.yaml", 2)
 
 
-@pytest.mark.xfail(strict=True, reason="until plugin/session.py prints SavedBaselines.lines in its terminal summary")
 def test_saving_a_baseline_says_what_was_written_where(
     pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
 ) -> None:
