@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -38,7 +39,10 @@ every later run, not one scenario's figures)."""
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PACE = 10.0
-"""A report rewrite waits PACE times the last rewrite's duration after it."""
+"""A report rewrite waits PACE times the last rewrite's duration after it..."""
+MAX_WAIT = 2.0
+"""... but never more than MAX_WAIT seconds: one slow write (a busy disk, a cold import) must not hold back the
+scenarios that finish after it, which a kill would then lose."""
 
 
 class PacedWriter:
@@ -84,13 +88,14 @@ class PacedWriter:
                     self._flush()
                 except Exception as exc:  # raised again in the main thread, where pytest reports it
                     self._failure = exc
+                    print(f"mlestimate: writing the reports failed: {exc!r}", file=sys.stderr, flush=True)
 
     def _flush(self) -> None:
         start = time.monotonic()
         self._write()
         self._dirty = False
         end = time.monotonic()
-        self._not_before = end + self._pace * (end - start)
+        self._not_before = end + min(self._pace * (end - start), MAX_WAIT)
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

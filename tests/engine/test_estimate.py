@@ -11,6 +11,7 @@ import pytest
 
 from pytest_mlestimate import EstimateError, estimate, estimate_model
 from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ModelRunError
+from pytest_mlestimate.samples import robust_mean
 from pytest_mlestimate.tiny import tiny_detector
 from tests.tiny_scenario import TINY as TINY_BASE
 
@@ -93,7 +94,7 @@ def test_a_model_defined_in_python_code() -> None:
 
 
 def test_real_torchvision_model_on_cpu_end_to_end() -> None:
-    result = estimate(
+    found = estimate(
         {
             "task_type": "detection",
             "architecture": "ssdlite320_mobilenet_v3_large",
@@ -106,13 +107,14 @@ def test_real_torchvision_model_on_cpu_end_to_end() -> None:
             "measure_iterations": 3,
             "model_kwargs": {"detections_per_img": 20},
         }
-    ).to_dict()
+    )
+    result = found.to_dict()
     details = result["details"]
     assert details["effective_input_size"] == [320, 320]
     assert details["parameter_count"] > 3_000_000
     assert not any("parameters" in w for w in result["warnings"])
     assert details["inference"]["detections_per_image"] <= 20
-    step = details["timings"]["step"]["mean"]
+    step = robust_mean(found.profile.step_times)  # a stalled step (a busy machine) counts at most its cap
     assert result["training_time"]["Total Training Time"] == pytest.approx(
         sum(details["warmup"]["times"]) + step * 49, rel=1e-9
     )

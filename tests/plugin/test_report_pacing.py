@@ -74,7 +74,8 @@ def test_a_killed_run_leaves_valid_reports_of_the_finished_scenarios(pytester: p
     env.pop("GITHUB_STEP_SUMMARY", None)
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--mlestimate"]
     command += ["--mlestimate-json", "report.json", "--mlestimate-junitxml", "junit.xml", "scenarios.yaml"]
-    process = subprocess.Popen(command, cwd=pytester.path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    log = (pytester.path / "run.log").open("w")
+    process = subprocess.Popen(command, cwd=pytester.path, env=env, stdout=log, stderr=subprocess.STDOUT)
     report = pytester.path / "report.json"
     try:
         deadline = time.monotonic() + 120
@@ -86,10 +87,14 @@ def test_a_killed_run_leaves_valid_reports_of_the_finished_scenarios(pytester: p
                     break
             time.sleep(0.05)
         assert process.poll() is None, "the run ended: the hanging scenario did not hang"
-        assert names == finished, f"the finished scenarios did not reach the report while the next one hung: {names}"
+        assert names == finished, (
+            f"the finished scenarios did not reach the report while the next one hung: {names}\n"
+            + (pytester.path / "run.log").read_text()[-3000:]
+        )
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
+        log.close()
     document = json.loads(report.read_text())
     jsonschema.validate(document, SCHEMA)
     assert [(e["name"], e["outcome"]) for e in document["scenarios"]] == [(name, "error") for name in finished]
