@@ -10,6 +10,7 @@ import pytest
 from pytest_mlestimate.cli import build_parser, main, settings_from_args
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings, SettingsError
+from tests.documented_keys import RESOURCE_KEYS
 from tests.service.fakes import client_for
 
 pytestmark = pytest.mark.anyio
@@ -63,18 +64,7 @@ async def test_the_figure_keys_are_documented_exactly(measure):
     components = (await schema_of(ServiceSettings(), measure))["components"]["schemas"]
 
     resource = components["ResourceAnswer"]
-    assert set(resource["required"]) == {
-        "Peak GPU Memory",
-        "Peak GPU Utilization",
-        "Peak RAM Memory",
-        "Peak CPU Utilization",
-        "Batch Time",
-        "RAM before training",
-        "VRAM before training",
-        "units",
-        "details",
-        "warnings",
-    }
+    assert set(resource["required"]) == {*RESOURCE_KEYS, "units", "details", "warnings"}
     assert resource["additionalProperties"] is False
     assert set(components["BatchTime"]["required"]) == {"forward_pass", "backward_pass"}
     assert "Total Training Time" in components["TrainingTimeAnswer"]["required"]
