@@ -3,11 +3,19 @@ budget problems at their own line, and budgets as a marker."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 
+from pytest_mlestimate.errors import DeviceUnavailableError
+from pytest_mlestimate.plugin.scenario_file import read_scenario_file
 from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
 
 
 def test_a_skipped_scenario_says_why_under_the_table(
@@ -133,7 +141,7 @@ def test_a_marker_without_the_fixture():
 
 def test_budgets_as_a_marker(pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]) -> None:
     pytester.makepyfile(test_marked=MARKED)
-    result, report = run_scenarios("-p", "no:randomly")
+    result, report = run_scenarios("-p", "no:randomly", "--strict-markers")  # the marker is registered
 
     outcomes = {
         report.head_line: report.outcome
@@ -156,3 +164,106 @@ def test_budgets_as_a_marker(pytester: pytest.Pytester, run_scenarios: Callable[
         ]
     )
     assert by_name(report)["test_over_the_marker"]["outcome"] == "failed"
+
+
+def test_a_long_skip_reason_is_cut_in_its_line(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def engine(scenario: Any, **options: Any) -> None:
+        raise DeviceUnavailableError(f"device 'cuda:3' asked for, but this machine has 1 GPU{' (cuda:0)' * 40}")
+
+    monkeypatch.setattr("pytest_mlestimate.plugin.items.estimate", engine)
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "elsewhere"}))
+    result, report = run_scenarios()
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*mlestimate summary*",
+            "elsewhere  skipped*",
+            "skipped elsewhere: device 'cuda:3' asked for, but this machine has 1 GPU (cuda:0)*...",
+        ]
+    )
+    (line,) = [line for line in result.outlines if line.startswith("skipped elsewhere:")]
+    assert len(line) <= len("skipped elsewhere: ") + 160
+    assert by_name(report)["elsewhere"]["measured"] is None
+
+
+def test_the_hint_loads_nothing_heavy(pytester: pytest.Pytester) -> None:
+    heavy = ("torch", "torchvision", "pynvml", "fastapi", "pydantic")
+    pytester.makeconftest(
+        "import sys\n"
+        f"def pytest_unconfigure():\n    print('HEAVY:', sorted(m for m in {heavy!r} if m in sys.modules))\n"
+    )
+    pytester.makefile(".yaml", cpu=scenario_file({"name": "one"}))
+    result = pytester.runpytest_subprocess("cpu.yaml")
+    result.stdout.fnmatch_lines(["hint: cpu.yaml looks like a pytest-mlestimate scenario file*", "HEAVY: []"])
+
+
+LINED = """\
+defaults:
+  {tiny}
+  budgets:
+    forward_pass: soon
+scenarios:
+  - name: good
+  - name: lined
+    budgets:
+      peak_ram_memory: 4 GB/s
+      peak_gpu_mem: 1 GiB
+    tolerances:
+      forward_pass: lots
+  - name: flat
+    budgets: 5
+"""
+
+
+def lined_file() -> str:
+    tiny = "\n  ".join(f"{key}: {json.dumps(value)}" for key, value in TINY.items())
+    return LINED.format(tiny=tiny)
+
+
+def line_of(text: str, fragment: str, after: str | None = None) -> int:
+    """The number of the first line holding ``fragment`` (after the first line holding ``after``)."""
+    lines = text.splitlines()
+    start = next(n for n, line in enumerate(lines) if after in line) if after else 0
+    return next(n for n, line in enumerate(lines[start:], start + 1) if fragment in line)
+
+
+def test_budget_problems_name_the_line_of_their_own_key() -> None:
+    text = lined_file()
+    good, lined, flat = read_scenario_file(text)
+    default = line_of(text, "forward_pass: soon")
+    assert good.line_of("budgets.forward_pass") == default
+    assert lined.line_of("budgets.peak_ram_memory") == line_of(text, "peak_ram_memory: 4 GB/s")
+    assert lined.line_of("budgets.peak_gpu_mem") == line_of(text, "peak_gpu_mem: 1 GiB")
+    assert lined.line_of("budgets.forward_pass") == default  # taken from the defaults
+    assert lined.line_of("tolerances.forward_pass") == line_of(text, "forward_pass: lots")
+    assert flat.line_of("budgets") == line_of(text, "budgets: 5")
+    assert flat.line_of("budgets.peak_ram_memory") == line_of(text, "budgets: 5")  # the nearest key there is
+
+
+def test_a_budget_error_points_at_the_budgets_line(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    text = lined_file()
+    pytester.makefile(".yaml", scenarios=text)
+    result, report = run_scenarios()
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines(
+        [
+            f"scenarios.yaml:{line_of(text, 'name: lined')}: scenario 'lined' is invalid:",
+            f"  - scenarios.yaml:{line_of(text, 'soon')}: budgets.forward_pass: 'soon' is not a quantity; *",
+            f"  - scenarios.yaml:{line_of(text, '4 GB/s')}: budgets.peak_ram_memory: '4 GB/s' is not a quantity; *",
+            f"  - scenarios.yaml:{line_of(text, 'peak_gpu_mem:')}: budgets.peak_gpu_mem: unknown metric "
+            "'peak_gpu_mem': did you mean 'peak_gpu_memory'? *",
+            f"  - scenarios.yaml:{line_of(text, 'lots')}: tolerances.forward_pass: *",
+        ]
+    )
+    result.stdout.fnmatch_lines(
+        [
+            f"scenarios.yaml:{line_of(text, 'name: flat')}: scenario 'flat' is invalid:",
+            f"  - scenarios.yaml:{line_of(text, 'budgets: 5')}: budgets: expected a mapping*",
+        ]
+    )
+    jsonschema.validate(report, SCHEMA)
+    assert by_name(report)["good"]["outcome"] == "error"  # the defaults' bad budget is its too
