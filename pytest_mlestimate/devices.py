@@ -65,6 +65,14 @@ def cuda_device_count() -> tuple[int, str | None]:
     return torch.cuda.device_count(), None
 
 
+def canonical_device(device: str) -> str:
+    """One spelling per device, read from the name alone: 'cuda' and 'cuda:00' are 'cuda:0'."""
+    match = _REQUEST.fullmatch(device)
+    if match is None or match.group(1) != "cuda":
+        return device
+    return f"cuda:{int(match.group(2) or 0)}"
+
+
 def resolve_device(requested: str) -> str:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` -> ``cpu`` or ``cuda:N``; DeviceUnavailableError if absent."""
     match = _REQUEST.fullmatch(requested)

@@ -8,7 +8,6 @@ Everything a request echoes back is cut short: a message repeats at most ``ECHO_
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 from annotated_types import Le
@@ -25,8 +24,6 @@ Problem = dict[str, Any]
 
 MAX_MESSAGE = 1000
 """Characters of one problem's message: enough for the longest list of what is allowed."""
-
-_DEVICE_NAME = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
 
 
 class InvalidRequest(Exception):
@@ -86,14 +83,6 @@ def _shorter_loc(loc: tuple[int | str, ...], line: str) -> str:
     return cut(full, ECHO_LIMIT) + line[len(full) :]
 
 
-def canonical_device(device: str) -> str:
-    """One spelling per device, read from the name alone: 'cuda' and 'cuda:00' are 'cuda:0'."""
-    match = _DEVICE_NAME.fullmatch(device)
-    if match is None or match.group(1) != "cuda":
-        return device
-    return f"cuda:{int(match.group(2) or 0)}"
-
-
 def allowed_devices(settings: ServiceSettings) -> str:
     if settings.device != "auto":
         return f"auto, {settings.device}"
@@ -110,8 +99,8 @@ def request_device(requested: str, settings: ServiceSettings) -> tuple[str, list
     pinned = settings.device != "auto"
     if requested == "auto":
         return (settings.device if pinned else "auto"), []
-    spelled = canonical_device(requested)
-    if pinned and spelled != canonical_device(settings.device):
+    spelled = devices.canonical_device(requested)
+    if pinned and spelled != devices.canonical_device(settings.device):
         return requested, [
             problem(
                 "device",
