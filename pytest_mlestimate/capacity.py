@@ -107,12 +107,16 @@ def check_batch_sizes(sizes: object, field_name: str = "batch_sizes", most: int 
     return found
 
 
+Measure = Callable[[Scenario], Estimate]
+"""Profiles one scenario: ``api.estimate`` with the caller's options, or a stand-in."""
+
+
 @dataclass
 class Profiler:
     """Runs (or recalls) one profile per size of a scenario and counts what it ran."""
 
     scenario: Scenario
-    options: Mapping[str, Any] = field(default_factory=dict)
+    measure: Measure = estimate
     profiled: int = 0
     recalled: int = 0
     estimates: dict[tuple[int, tuple[int, int]], Estimate] = field(default_factory=dict)
@@ -122,13 +126,21 @@ class Profiler:
         key = (batch_size, image)
         if key not in self.estimates:
             sized = parse_scenario({**self.scenario.model_dump(), "batch_size": batch_size, "image_size": image})
-            found = estimate(sized, **self.options)
+            found = self.measure(sized)
             if found.cache.get("hit"):
                 self.recalled += 1
             else:
                 self.profiled += 1
             self.estimates[key] = found  # type: ignore[index]
         return self.estimates[key]  # type: ignore[index]
+
+
+def _measure(options: Mapping[str, Any]) -> Measure:
+    """``estimate`` with ``options``; ``measure=`` in them replaces it (a stand-in model of the world)."""
+    given = options.get("measure")
+    if given is not None:
+        return given  # type: ignore[no-any-return]
+    return lambda scenario: estimate(scenario, **options)
 
 
 def fit_sizes(
@@ -147,7 +159,7 @@ def fit_sizes(
     parsed = parse_scenario(scenario)
     sizes = check_batch_sizes(batch_sizes) if batch_sizes is not None else choose_batch_sizes(parsed)
     images = [tuple(size) for size in image_sizes] if image_sizes else [tuple(parsed.image_size)]
-    runner = profiler or Profiler(parsed, options)
+    runner = profiler or Profiler(parsed, _measure(options))
     load = load_of(parsed)
     points: list[Point] = []
     for image in images:
@@ -296,7 +308,7 @@ def max_batch_size(
     given = None if limit is None else float(limit) if isinstance(limit, int | float) else parse_limit(limit)
     if given is not None and not (math.isfinite(given) and given > 0):
         raise CapacityError(f"limit: {brief(limit)} is not a positive amount of memory")
-    runner = Profiler(parsed, options)
+    runner = Profiler(parsed, _measure(options))
     fit = fit_sizes(parsed, batch_sizes, profiler=runner)
     figure = limit_figure(fit.device)
     if given is None:
@@ -358,8 +370,10 @@ def _predict(fit: SizeFit, figure: str, limit: float, most: int) -> int | None:
 
 def _next_candidate(guess: int | None, low: int, high: int | None, step: int, most: int) -> int:
     """The next batch to profile: the prediction, kept strictly between the largest batch known to fit and
-    the smallest known not to. A prediction at or below what fits asks whether one step more fits."""
-    if guess is None:
+    the smallest known not to. A prediction at or below what fits asks whether one step more fits; one at or
+    above a batch that failed has been proven wrong by a trial the line cannot see (an out-of-memory has no
+    figures), so the search bisects."""
+    if guess is None or (high is not None and guess >= high):
         guess = min(max(low * 2, 1), most) if high is None else (low + high) // 2
     top = most if high is None else high - 1
     return max(low + 1, min(guess if guess > low else low + step, top))
