@@ -150,6 +150,7 @@ def test_an_out_of_memory_is_a_trial_that_failed_not_an_error() -> None:
     found = max_batch_size(scenario(device="cuda:0"), 40 * GIB, measure=measure)
     assert found.figure == "peak_gpu_memory"
     assert found.largest == 9 and found.first_failing == 10
+    assert len(profiled) <= 10  # the line said 76: it bisects instead of walking down one by one
 
 
 def test_power_then_binary_counts_trials_as_the_trainer_runs_them() -> None:
@@ -209,5 +210,5 @@ def test_the_report_renders_its_figures_and_keys() -> None:
     data = report.to_dict()
     assert data["Max Batch Size"] == 10  # 500 MiB + 10 x 20 MiB is exactly the limit
     assert data["search"]["confirmed"] is True
-    assert data["predictions"]["16"]["Peak RAM Memory"]["basis"] == "far extrapolation"
+    assert data["predictions"]["16"]["Peak RAM Memory"]["basis"] == "extrapolated"  # batch 11 was profiled
     assert "largest batch under 700.00 MiB of Peak RAM Memory (given): 10" in str(report)
