@@ -10,15 +10,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_mlestimate.api import estimate, estimate_model
+    from pytest_mlestimate.capacity import capacity, fit_sizes, max_batch_size
     from pytest_mlestimate.errors import EstimateError
     from pytest_mlestimate.result import Estimate
     from pytest_mlestimate.scenario import Scenario, ScenarioError
 
-__all__ = ["Estimate", "EstimateError", "Scenario", "ScenarioError", "estimate", "estimate_model"]
+__all__ = [
+    "Estimate",
+    "EstimateError",
+    "Scenario",
+    "ScenarioError",
+    "capacity",
+    "estimate",
+    "estimate_model",
+    "fit_sizes",
+    "max_batch_size",
+]
 
 _HOMES = {
     "estimate": "pytest_mlestimate.api",
     "estimate_model": "pytest_mlestimate.api",
+    "capacity": "pytest_mlestimate.capacity",
+    "fit_sizes": "pytest_mlestimate.capacity",
+    "max_batch_size": "pytest_mlestimate.capacity",
     "Estimate": "pytest_mlestimate.result",
     "EstimateError": "pytest_mlestimate.errors",
     "Scenario": "pytest_mlestimate.scenario",

@@ -13,11 +13,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.errors import EstimateError, brief
 from pytest_mlestimate.input_size import effective_image_size
 from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import MAX_BATCH_SIZE, Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenario import MAX_BATCH_SIZE, Scenario, ScenarioError, describe_errors, parse_scenario
 from pytest_mlestimate.size_fit import FIGURE, Point, Prediction, SizeFit
 from pytest_mlestimate.units import UnitError, format_quantity, parse_fraction, parse_quantity
 
@@ -72,13 +74,17 @@ def choose_batch_sizes(scenario: Scenario, count: int = 3) -> list[int]:
     return sizes
 
 
+def _at(field_name: str) -> str:
+    return f"{field_name}: " if field_name else ""
+
+
 def parse_limit(limit: object, field_name: str = "limit") -> float:
     try:
         value = parse_quantity(limit, "bytes")
     except UnitError as exc:
-        raise CapacityError(f"{field_name}: {exc}") from None
+        raise CapacityError(f"{_at(field_name)}{exc}") from None
     if value <= 0:
-        raise CapacityError(f"{field_name}: {brief(limit)} is not a positive amount of memory")
+        raise CapacityError(f"{_at(field_name)}{brief(limit)} is not a positive amount of memory")
     return value
 
 
@@ -88,22 +94,22 @@ def parse_headroom(headroom: object, field_name: str = "headroom") -> float:
     try:
         value = parse_fraction(headroom)
     except UnitError as exc:
-        raise CapacityError(f"{field_name}: {exc}; or a fraction from 0 to 1") from None
+        raise CapacityError(f"{_at(field_name)}{exc}; or a fraction from 0 to 1") from None
     if not 0 <= value < 1:
-        raise CapacityError(f"{field_name}: {brief(headroom)} must be from 0 % to under 100 %")
+        raise CapacityError(f"{_at(field_name)}{brief(headroom)} must be from 0 % to under 100 %")
     return value
 
 
 def check_batch_sizes(sizes: object, field_name: str = "batch_sizes", most: int = MAX_BATCH_SIZE) -> list[int]:
     allowed = f"allowed: a list of 2 to {MAX_SIZES} different whole numbers from 1 to {most}"
     if not isinstance(sizes, Sequence) or isinstance(sizes, str):
-        raise CapacityError(f"{field_name}: {brief(sizes)} is not a list; {allowed}")
+        raise CapacityError(f"{_at(field_name)}{brief(sizes)} is not a list; {allowed}")
     bad = [s for s in sizes if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= most]
     if bad:
-        raise CapacityError(f"{field_name}: {brief(bad[0])} is not a batch size; {allowed}")
+        raise CapacityError(f"{_at(field_name)}{brief(bad[0])} is not a batch size; {allowed}")
     found = sorted(set(sizes))  # type: ignore[arg-type]
     if not 2 <= len(found) <= MAX_SIZES:
-        raise CapacityError(f"{field_name}: {len(found)} different sizes given; {allowed}")
+        raise CapacityError(f"{_at(field_name)}{len(found)} different sizes given; {allowed}")
     return found
 
 
@@ -455,6 +461,80 @@ class CapacityReport:
         return "\n".join(lines)
 
 
+class CapacityRequest(BaseModel):
+    """What a capacity answer is asked for, as a scenario file's ``capacity:``, a request body or the API takes
+    it. Each value is checked by the same functions the API uses, so each face reports the same errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    limit: str | None = None
+    """Memory limit, e.g. '16 GiB'; unset: the device's memory less headroom."""
+    headroom: str | float = DEFAULT_HEADROOM
+    batch_sizes: list[int] | None = None
+    """The sizes profiled for the fit; unset: ``choose_batch_sizes``."""
+    predict: list[int] = Field(default_factory=list, max_length=MAX_SIZES)
+    """Batch sizes to answer from the fit."""
+    search: bool = True
+    step: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _limit(cls, value: Any) -> Any:
+        if value is not None:
+            parse_limit(value, "")
+        return value
+
+    @field_validator("headroom", mode="before")
+    @classmethod
+    def _headroom(cls, value: Any) -> Any:
+        parse_headroom(value, "")
+        return value
+
+    @field_validator("batch_sizes", mode="before")
+    @classmethod
+    def _batch_sizes(cls, value: Any) -> Any:
+        return None if value is None else check_batch_sizes(value, "")
+
+    @field_validator("predict", mode="before")
+    @classmethod
+    def _predict(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            for batch in value:
+                if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE:
+                    raise CapacityError(f"{brief(batch)} is not a batch size from 1 to {MAX_BATCH_SIZE}")
+        return value
+
+    def run(self, scenario: Scenario | Mapping[str, Any], **options: Any) -> CapacityReport:
+        return capacity(
+            scenario, limit=self.limit, headroom=self.headroom, batch_sizes=self.batch_sizes, predict=self.predict,
+            search=self.search, step=self.step, **options,
+        )  # fmt: skip
+
+
+def read_request(raw: object, where: str = "capacity") -> CapacityRequest:
+    """``true``/``{}`` asks with the defaults; a mapping sets fields. Problems come as one CapacityError."""
+    if raw is True:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise CapacityError(f"{where}: expected true or a mapping of {', '.join(CapacityRequest.model_fields)}; "
+                            f"got {brief(raw)}")  # fmt: skip
+    unknown = [key for key in raw if key not in CapacityRequest.model_fields]
+    if unknown:
+        raise CapacityError(
+            f"{where}.{brief(unknown[0])}: unknown field; allowed: {', '.join(CapacityRequest.model_fields)}"
+        )
+    try:
+        return CapacityRequest.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for item, line in zip(exc.errors(include_url=False), describe_errors(exc), strict=True):
+            mine = item["type"] == "value_error"
+            lines.append(
+                f"{where}.{item['loc'][0]}: {item['msg'].removeprefix('Value error, ')}" if mine else f"{where}.{line}"
+            )
+        raise CapacityError("; ".join(lines)) from None
+
+
 def capacity(
     scenario: Scenario | Mapping[str, Any],
     *,
@@ -464,20 +544,23 @@ def capacity(
     predict: Sequence[int] = (),
     search: bool = True,
     step: int = 1,
+    most: int = MAX_BATCH_SIZE,
     **options: Any,
 ) -> CapacityReport:
-    """The fit, the largest batch under the limit (``search``), predictions at ``predict`` and the card table."""
+    """The fit, the largest batch under the limit (``search``), predictions at ``predict`` and the card table.
+    ``most`` bounds every batch profiled or asked about (a service's own batch limit)."""
     parsed = parse_scenario(scenario)
     share = parse_headroom(headroom)
-    if search:
-        found = max_batch_size(parsed, limit, headroom=share, step=step, batch_sizes=batch_sizes, **options)
-        fit = found.fit
-    else:
-        found, fit = None, fit_sizes(parsed, batch_sizes, **options)
+    sizes = check_batch_sizes(batch_sizes, most=most) if batch_sizes is not None else None
     asked = sorted(set(predict))
     for batch in asked:
-        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH_SIZE:
-            raise CapacityError(f"predict: {brief(batch)} is not a batch size from 1 to {MAX_BATCH_SIZE}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= most:
+            raise CapacityError(f"predict: {brief(batch)} is not a batch size from 1 to {most}")
+    if search:
+        found = max_batch_size(parsed, limit, headroom=share, step=step, batch_sizes=sizes, most=most, **options)
+        fit = found.fit
+    else:
+        found, fit = None, fit_sizes(parsed, sizes, **options)
     return CapacityReport(fit, found, card_table(fit, share), {b: fit.predict(b) for b in asked})
 
 
@@ -486,6 +569,7 @@ __all__ = [
     "BatchSearch",
     "CapacityError",
     "CapacityReport",
+    "CapacityRequest",
     "EstimateError",
     "ScenarioError",
     "capacity",
