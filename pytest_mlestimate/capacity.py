@@ -511,8 +511,10 @@ class CapacityRequest(BaseModel):
         )  # fmt: skip
 
 
-def read_request(raw: object, where: str = "capacity") -> CapacityRequest:
-    """``true``/``{}`` asks with the defaults; a mapping sets fields. Problems come as one CapacityError."""
+def read_request(raw: object, where: str = "capacity", spell: Callable[[str], str] | None = None) -> CapacityRequest:
+    """``true``/``{}`` asks with the defaults; a mapping sets fields. Problems come as one CapacityError, each
+    field named by ``spell`` (default ``capacity.<field>``; a command line names its options instead)."""
+    name = spell or (lambda field_name: f"{where}.{field_name}")
     if raw is True:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -520,18 +522,18 @@ def read_request(raw: object, where: str = "capacity") -> CapacityRequest:
                             f"got {brief(raw)}")  # fmt: skip
     unknown = [key for key in raw if key not in CapacityRequest.model_fields]
     if unknown:
-        raise CapacityError(
-            f"{where}.{brief(unknown[0])}: unknown field; allowed: {', '.join(CapacityRequest.model_fields)}"
-        )
+        allowed = ", ".join(CapacityRequest.model_fields)
+        raise CapacityError(f"{name(brief(unknown[0]))}: unknown field; allowed: {allowed}")
     try:
         return CapacityRequest.model_validate(raw)
     except ValidationError as exc:
         lines = []
         for item, line in zip(exc.errors(include_url=False), describe_errors(exc), strict=True):
-            mine = item["type"] == "value_error"
-            lines.append(
-                f"{where}.{item['loc'][0]}: {item['msg'].removeprefix('Value error, ')}" if mine else f"{where}.{line}"
+            field_name = str(item["loc"][0])
+            said = (
+                item["msg"].removeprefix("Value error, ") if item["type"] == "value_error" else line.partition(": ")[2]
             )
+            lines.append(f"{name(field_name)}: {said}")
         raise CapacityError("; ".join(lines)) from None
 
 

@@ -1,5 +1,6 @@
 """The ``mlestimate`` command. ``mlestimate serve`` runs the HTTP service (needs the ``service`` extra);
-``mlestimate compare OLD NEW`` judges two earlier runs against each other without measuring."""
+``mlestimate compare OLD NEW`` judges two earlier runs against each other without measuring; ``mlestimate
+capacity FILE`` prints the largest batch that fits and figures at other sizes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from pytest_mlestimate.capacity_command import add_parser as add_capacity_parser
 
 if TYPE_CHECKING:
     from pytest_mlestimate.service.settings import ServiceSettings
@@ -92,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail scenarios only in NEW, as --mlestimate-strict-baseline"
     )
     compare.set_defaults(run=compare_command)
+    add_capacity_parser(commands)
     return parser
 
 

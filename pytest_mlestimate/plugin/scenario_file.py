@@ -21,7 +21,7 @@ import yaml
 
 from pytest_mlestimate.errors import brief
 
-PLUGIN_KEYS = ("name", "budgets", "tolerances")
+PLUGIN_KEYS = ("name", "budgets", "tolerances", "capacity")
 """Keys of a scenario entry that belong to the test, not to the engine's scenario."""
 
 MAX_ALIASES = 10_000
@@ -185,6 +185,8 @@ class ScenarioEntry:
     fields: dict[str, Any]
     budgets: Any = None
     tolerances: Any = None
+    capacity: Any = None
+    """The scenario's ``capacity:`` request, unread (``capacity.read_request`` reads it)."""
     problems: list[str] = field(default_factory=list)
     lines: dict[str, int] = field(default_factory=dict)
     """The line of each field's key (``budgets``) and of each budget's and tolerance's key
@@ -326,6 +328,7 @@ def read_scenario_file(text: str) -> list[ScenarioEntry]:
                 {k: v for k, v in merged.items() if k not in PLUGIN_KEYS},
                 budgets=merged.get("budgets"),
                 tolerances=merged.get("tolerances"),
+                capacity=merged.get("capacity"),
                 problems=problems,
                 lines={**layout.default_keys, **keys},  # as _merge merges the values
             )
