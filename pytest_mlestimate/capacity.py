@@ -454,6 +454,10 @@ class CapacityReport:
         for batch, found in self.predictions.items():
             lines.append(f"batch {batch}:")
             lines.extend(f"  {FIGURE[name].key:<28} {prediction}" for name, prediction in found.items())
+        reasons = {row.reason for row in self.cards}
+        if all(row.largest is None for row in self.cards) and len(reasons) == 1:
+            lines.append(f"cards: none answered ({reasons.pop()})")
+            return "\n".join(lines)
         lines.append("cards:")
         for row in self.cards:
             shown = row.largest if row.largest is not None else f"- ({row.reason})"

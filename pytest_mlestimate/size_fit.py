@@ -183,7 +183,8 @@ class Line:
         new_noise = max(self.residual_variance or 0.0, (self.relative_floor * abs(value)) ** 2)
         variance = spread * (1 / n + (load - mean_x) ** 2 / sxx) + new_noise
         margin = _t_quantile(0.5 + CONFIDENCE / 2, max(n - 2, 1)) * math.sqrt(variance)
-        return Prediction(self.figure, value, value - margin, value + margin, self.where(load))
+        low = max(value - margin, 0.0)  # no figure here is negative
+        return Prediction(self.figure, value, low, value + margin, self.where(load))
 
     def where(self, load: float) -> str:
         low, high = min(self.loads), max(self.loads)
