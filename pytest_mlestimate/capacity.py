@@ -65,13 +65,9 @@ def load_of(scenario: Scenario) -> Callable[[int, tuple[int, int]], float]:
     return load
 
 
-def choose_batch_sizes(scenario: Scenario, count: int = 3) -> list[int]:
-    """Few, spread and cheap: powers of two from 1, the largest at most the scenario's own batch (or 4)."""
-    top = max(scenario.batch_size, 2 ** (count - 1))
-    sizes = sorted({min(2**i, top) for i in range(count)})
-    while len(sizes) < count:
-        sizes.append(sizes[-1] + 1)
-    return sizes
+def choose_batch_sizes(scenario: Scenario, count: int = 3, most: int = MAX_BATCH_SIZE) -> list[int]:
+    """Few, spread and cheap: powers of two from 1 (1, 2, 4), none above ``most``."""
+    return [2**i for i in range(count) if 2**i <= most]
 
 
 def _at(field_name: str) -> str:
@@ -155,6 +151,7 @@ def fit_sizes(
     image_sizes: Sequence[tuple[int, int]] | None = None,
     *,
     profiler: Profiler | None = None,
+    most: int = MAX_BATCH_SIZE,
     **options: Any,
 ) -> SizeFit:
     """Profile ``scenario`` at a few batch sizes (and image sizes, when given) and fit each figure's line.
@@ -163,7 +160,9 @@ def fit_sizes(
     Smaller sizes are profiled first: an out-of-memory there ends the larger ones early.
     """
     parsed = parse_scenario(scenario)
-    sizes = check_batch_sizes(batch_sizes) if batch_sizes is not None else choose_batch_sizes(parsed)
+    sizes = (
+        check_batch_sizes(batch_sizes, most=most) if batch_sizes is not None else choose_batch_sizes(parsed, most=most)
+    )
     images = [tuple(size) for size in image_sizes] if image_sizes else [tuple(parsed.image_size)]
     runner = profiler or Profiler(parsed, _measure(options))
     load = load_of(parsed)
@@ -315,7 +314,7 @@ def max_batch_size(
     if given is not None and not (math.isfinite(given) and given > 0):
         raise CapacityError(f"limit: {brief(limit)} is not a positive amount of memory")
     runner = Profiler(parsed, _measure(options))
-    fit = fit_sizes(parsed, batch_sizes, profiler=runner)
+    fit = fit_sizes(parsed, batch_sizes, profiler=runner, most=most)
     figure = limit_figure(fit.device)
     if given is None:
         total = device_memory(fit.device)
@@ -566,7 +565,7 @@ def capacity(
         found = max_batch_size(parsed, limit, headroom=share, step=step, batch_sizes=sizes, most=most, **options)
         fit = found.fit
     else:
-        found, fit = None, fit_sizes(parsed, sizes, **options)
+        found, fit = None, fit_sizes(parsed, sizes, most=most, **options)
     return CapacityReport(fit, found, card_table(fit, share), {b: fit.predict(b) for b in asked})
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -10,9 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.capacity import CapacityError
 from pytest_mlestimate.environment import gpu_inventory, host_fingerprint
 from pytest_mlestimate.errors import DeviceUnavailableError
 from pytest_mlestimate.scenario import MAX_DATASET_SIZE
+from pytest_mlestimate.service import capacity_answers
 from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
 from pytest_mlestimate.service.auth import require_api_key
 from pytest_mlestimate.service.profile_queue import QueueFull
@@ -30,7 +35,7 @@ from pytest_mlestimate.service.schemas import (
 )
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import cut, scenario_from_body, unavailable_device
+from pytest_mlestimate.service.validation import cut, problem, scenario_from_body, unavailable_device
 
 EXAMPLE = {
     "task_type": "detection",
@@ -159,6 +164,65 @@ async def estimate_training_time(request: Request, run_async: bool = ASYNC) -> R
 async def estimate_inference_time(request: Request, run_async: bool = ASYNC) -> Response:
     """Inference time of one image and of one batch of batch_size images."""
     return await _estimate(request, "estimate-inference-time", run_async)
+
+
+CAPACITY_EXAMPLE = {"scenario": EXAMPLE, "capacity": {"limit": "24 GiB", "predict": [16]}}
+CAPACITY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"$ref": "#/components/schemas/CapacityBody"},
+                "example": CAPACITY_EXAMPLE,
+            }
+        },
+    }
+}
+
+
+@api.post(
+    "/estimate-capacity",
+    openapi_extra=CAPACITY_BODY,
+    responses={200: {"model": capacity_answers.CapacityAnswer}, **ACCEPTED, **ERRORS},
+    summary="The largest batch that fits, figures at other batch sizes, and the cards each fits",
+)
+async def estimate_capacity(request: Request, run_async: bool = ASYNC) -> Response:
+    """Profiles the scenario at a few batch sizes (each profile queued like any other), fits how each figure
+    grows, predicts the largest batch under capacity.limit (the device's memory less capacity.headroom when
+    unset) and confirms it with real profiles: it fits and the next batch does not."""
+    service = _service(request)
+    if (refusal := _not_json(request)) is not None:
+        return refusal
+    try:
+        scenario, asked = capacity_answers.read_body(await request.body(), service)
+        if run_async:
+            future: Future[Any] = Future()
+            future.set_running_or_notify_cancel()
+            threading.Thread(
+                target=_settle, args=(future, capacity_answers.run, service, scenario, asked), daemon=True
+            ).start()
+            job = service.jobs.add("estimate-capacity", future, capacity_answers.answer, failure)
+            url = str(request.url_for("job", job_id=job.id).path)
+            return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
+        report = await asyncio.to_thread(capacity_answers.run, service, scenario, asked)
+        status, body = capacity_answers.answer(report)
+        return JSONResponse(body, status_code=status)
+    except QueueFull as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
+    except DeviceUnavailableError as exc:
+        return JSONResponse({"detail": [unavailable_device(exc, service.settings)]}, status_code=422)
+    except CapacityError as exc:
+        return JSONResponse({"detail": [problem("", str(exc), loc=["capacity"])]}, status_code=422)
+    except Exception as exc:
+        status, body = failure(exc)
+        return JSONResponse(body, status_code=status)
+
+
+def _settle(future: Future[Any], work: Callable[..., Any], *args: Any) -> None:
+    try:
+        future.set_result(work(*args))
+    except BaseException as exc:
+        future.set_exception(exc)
 
 
 @api.get(

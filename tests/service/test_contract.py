@@ -71,6 +71,7 @@ OPERATIONS = [
     ("POST", "/api/v1/estimate-resource"),
     ("POST", "/api/v1/estimate-training-time"),
     ("POST", "/api/v1/estimate-inference-time"),
+    ("POST", "/api/v1/estimate-capacity"),
 ]
 
 
