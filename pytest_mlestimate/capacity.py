@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.errors import EstimateError, brief
 from pytest_mlestimate.input_size import effective_image_size
+from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import MAX_BATCH_SIZE, Scenario, ScenarioError, describe_errors, parse_scenario
 from pytest_mlestimate.size_fit import FIGURE, Point, Prediction, SizeFit
@@ -430,9 +431,14 @@ class CapacityReport:
     cards: list[CardFit]
     predictions: dict[int, dict[str, Prediction]]
 
+    def metrics(self) -> dict[str, float | None]:
+        """Budget figures by metric name (``metrics.CAPACITY_METRICS``)."""
+        largest = self.search.largest if self.search else None
+        return {"max_batch_size": float(largest) if largest is not None else None}
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "Max Batch Size": self.search.largest if self.search else None,
+            METRIC["max_batch_size"].key: self.search.largest if self.search else None,
             "search": self.search.to_dict() if self.search else None,
             "fit": self.fit.to_dict(),
             "predictions": {
@@ -479,6 +485,8 @@ class CapacityRequest(BaseModel):
     """Batch sizes to answer from the fit."""
     search: bool = True
     step: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
+    up_to: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
+    """The largest batch the search may profile: its answer is at most this."""
 
     @field_validator("limit", mode="before")
     @classmethod
@@ -507,10 +515,11 @@ class CapacityRequest(BaseModel):
                     raise CapacityError(f"{brief(batch)} is not a batch size from 1 to {MAX_BATCH_SIZE}")
         return value
 
-    def run(self, scenario: Scenario | Mapping[str, Any], **options: Any) -> CapacityReport:
+    def run(self, scenario: Scenario | Mapping[str, Any], most: int = MAX_BATCH_SIZE, **options: Any) -> CapacityReport:
+        """The answer; ``most`` is a bound set by whoever runs it (a service's batch limit), on top of ``up_to``."""
         return capacity(
             scenario, limit=self.limit, headroom=self.headroom, batch_sizes=self.batch_sizes, predict=self.predict,
-            search=self.search, step=self.step, **options,
+            search=self.search, step=self.step, most=min(most, self.up_to), **options,
         )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Unit = Literal["bytes", "seconds", "percent"]
+Unit = Literal["bytes", "seconds", "percent", "count"]
 Noise = Literal["timing", "peak"]
 
 
@@ -28,6 +28,9 @@ class Metric:
     fresh-process runs; ``peak``: a nearly deterministic maximum, judged by the tolerance and its own spread."""
     lower_is_worse: bool = False
     gpu: bool = False
+    capacity: bool = False
+    """Answered by a capacity search (``capacity.py``), not by one profile: only scenarios that ask for it
+    (``capacity:`` or a budget on it) have it."""
 
     @property
     def key(self) -> str:
@@ -96,8 +99,23 @@ _METRICS = (
     ),
 )
 
-METRIC = {metric.name: metric for metric in _METRICS}
+CAPACITY_METRICS = (
+    Metric(
+        "max_batch_size",
+        ("capacity", "Max Batch Size"),
+        "count",
+        "images per batch",
+        0.0,
+        "peak",
+        lower_is_worse=True,
+        capacity=True,
+    ),
+)
+
+METRIC = {metric.name: metric for metric in (*_METRICS, *CAPACITY_METRICS)}
 METRICS = tuple(METRIC)
+ESTIMATE_METRICS = tuple(metric.name for metric in _METRICS)
+"""The figures every estimate has."""
 """Snake-case names of the documented figures, in report order."""
 
 

@@ -42,6 +42,8 @@ class UnitError(ValueError):
 
 def parse_quantity(text: object, dimension: str) -> float:
     """``"4 GiB"`` -> 4294967296.0 for ``dimension="bytes"``; the unit is required."""
+    if dimension == "count":
+        return _parse_count(text)
     units = UNITS_BY_DIMENSION[dimension]
     allowed = f"a number and one of {SPELLING[dimension]} (e.g. '{EXAMPLE[dimension]}')"
     if isinstance(text, bool) or not isinstance(text, (str, int, float)):
@@ -63,6 +65,17 @@ def parse_quantity(text: object, dimension: str) -> float:
     return value
 
 
+def _parse_count(text: object) -> float:
+    """A count (a batch size) is a plain whole number: ``16`` or ``"16"``."""
+    if isinstance(text, str):
+        text = text.strip()
+        if text.isdigit():
+            return float(int(text))
+    if isinstance(text, int) and not isinstance(text, bool) and text >= 0:
+        return float(text)
+    raise UnitError(f"{brief(text)} is not a count; write a whole number (e.g. '16')")
+
+
 def format_quantity(value: float | None, dimension: str) -> str:
     """A short human reading: 1.50 GiB, 812 ms, 2.1 h, 85.0 %; '-' for no value."""
     if value is None:
@@ -72,6 +85,8 @@ def format_quantity(value: float | None, dimension: str) -> str:
             if abs(value) >= factor:
                 return f"{value / factor:.2f} {unit}"
         return f"{value:.0f} B"
+    if dimension == "count":
+        return f"{value:.0f}"
     if dimension == "seconds":
         for unit, factor in (("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0)):
             if abs(value) >= factor:

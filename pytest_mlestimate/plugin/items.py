@@ -13,7 +13,9 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from pytest_mlestimate.api import estimate
+from pytest_mlestimate.capacity import CapacityError, CapacityReport, CapacityRequest, read_request
 from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
+from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
 from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
@@ -132,6 +134,8 @@ class ScenarioItem(_RecordedItem):
         self.budgets: list[Budget] = []
         self.tolerances: dict[str, float] = {}
         self.estimate: Estimate | None = None
+        self.capacity_request: CapacityRequest | None = None
+        self.capacity: CapacityReport | None = None
         self._start_record()
 
     @property
@@ -149,6 +153,14 @@ class ScenarioItem(_RecordedItem):
         self.budgets = merge_budgets(self.settings.budgets, [b for part in budgets for b in part])
         self.tolerances = {k: v for part in tolerances for k, v in part.items()}
         problems += budget_problems + tolerance_problems
+        capacity = self.entry.capacity
+        if capacity is None and any(METRIC[b.metric].capacity for b in self.budgets):
+            capacity = True  # a budget on the largest batch asks for the search with its defaults
+        if capacity is not None and capacity is not False:
+            try:
+                self.capacity_request = read_request(capacity)
+            except CapacityError as exc:
+                problems.append(f"{self.file}:{self.entry.line_of('capacity')}: {clip(str(exc), MAX_PROBLEM)}")
         if problems:
             lines = "\n".join(f"  - {p}" for p in problems)
             self.error(f"{self.where}: scenario '{self.name}' is invalid:\n{lines}")
@@ -188,6 +200,22 @@ class ScenarioItem(_RecordedItem):
             self.skip(str(exc))
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured: {exc}")
+        if self.capacity_request is not None:
+            self._find_capacity(self.capacity_request)
+
+    def _find_capacity(self, request: CapacityRequest) -> None:
+        """The capacity search, each profile in its own process, recalled from the cache where it can be."""
+        assert self.scenario is not None
+        settings = self.settings
+        try:
+            with progress_for(self.config, f"{self.nodeid} (capacity)", adaptive=False) as listener:
+                self.capacity = request.run(
+                    self.scenario, cache=settings.cache, timeout=settings.timeout, progress=listener
+                )
+        except CapacityError as exc:
+            self.error(f"{self.where}: scenario '{self.name}': {exc}")
+        except EstimateError as exc:
+            self.error(f"{self.where}: scenario '{self.name}': its capacity could not be measured: {exc}")
 
     def runtest(self) -> None:
         assert self.estimate is not None
@@ -200,8 +228,9 @@ class ScenarioItem(_RecordedItem):
             self.name,
             self.where,
             self._measure_again,
+            self.capacity.metrics() if self.capacity else {},
         )
-        fill_record(self.stash[RECORDS][0], self.estimate, verdict)
+        fill_record(self.stash[RECORDS][0], self.estimate, verdict, self.capacity)
         self.user_properties.extend(metric_properties(self.estimate))
         if not verdict.passed:
             raise OverBudget(verdict)

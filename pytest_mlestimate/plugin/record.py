@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
+    from pytest_mlestimate.capacity import CapacityReport
     from pytest_mlestimate.plugin.verdict import Verdict
     from pytest_mlestimate.result import Estimate
 
@@ -26,6 +27,7 @@ def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
         "scenario": None,
         **dict.fromkeys(ESTIMATE_KEYS),
         "budgets": [],
+        "capacity": None,
         "warnings": [],
         "runs": [],
         "baseline": None,
@@ -34,8 +36,11 @@ def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
     }
 
 
-def fill_record(record: dict[str, Any], estimate: Estimate, verdict: Verdict) -> None:
+def fill_record(
+    record: dict[str, Any], estimate: Estimate, verdict: Verdict, capacity: CapacityReport | None = None
+) -> None:
     found = estimate.to_dict()
+    record["capacity"] = capacity.to_dict() if capacity is not None else None
     record["scenario"] = estimate.scenario.model_dump(mode="json")
     record.update({key: found[key] for key in ESTIMATE_KEYS})
     record["budgets"] = [check.to_dict() for check in verdict.checks]

@@ -3,7 +3,7 @@ itself as the compact table a failed test shows."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +80,11 @@ def judge(
     name: str,
     where: str,
     measure_again: Callable[[], Estimate],
+    more_metrics: Mapping[str, float | None] | None = None,
 ) -> Verdict:
     """Budgets, then the baseline: a suspected timing regression is measured once more in a fresh
-    process (``measure_again``) and judged on both measurements, so that one noisy run fails nothing."""
+    process (``measure_again``) and judged on both measurements, so that one noisy run fails nothing.
+    ``more_metrics`` are figures answered beside the estimate (a capacity search's), checked by budgets only."""
     verdict = Verdict(name, where, failure=estimate.failure, runs=[run_of(estimate)])
     scenario = estimate.scenario.model_dump(mode="json")
     environment = estimate.profile.environment
@@ -103,7 +105,8 @@ def judge(
         if comparison.missing and settings.strict_baseline:
             verdict.failure = f"no baseline at {comparison.path} (--mlestimate-strict-baseline)"
     baselines = comparison.baselines if comparison else {}
-    verdict.checks = check_budgets(budgets, estimate.metrics(), baselines) + (comparison.checks if comparison else [])
+    figures = {**estimate.metrics(), **(more_metrics or {})}
+    verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
     verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in verdict.checks if c.passed is None)
     if settings.save_dir is not None and estimate.fits:
         runs = list(verdict.runs)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.metrics import METRICS
+from pytest_mlestimate.metrics import ESTIMATE_METRICS
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
@@ -127,7 +127,7 @@ def test_warnings_name_the_resize_and_both_parameter_counts() -> None:
 
 def test_metrics_use_the_budget_vocabulary_and_time_metrics_carry_their_samples() -> None:
     estimate = Estimate(scenario(), profile())
-    assert set(estimate.metrics()) == set(METRICS)
+    assert set(estimate.metrics()) == set(ESTIMATE_METRICS)
     assert estimate.metrics()["inference_batch"] == pytest.approx(0.06)
     assert estimate.samples("forward_pass") == estimate.profile.forward_times
     assert estimate.samples("peak_gpu_memory") == []

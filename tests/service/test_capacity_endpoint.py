@@ -94,7 +94,9 @@ async def test_an_asynchronous_capacity_request_is_a_job_to_poll() -> None:
         ({"capacity": {}}, ["body", "scenario"], "required"),
     ],
 )
-async def test_bad_capacity_requests_are_a_422_naming_the_field(body: dict[str, Any], loc: list[str], words: str) -> None:
+async def test_bad_capacity_requests_are_a_422_naming_the_field(
+    body: dict[str, Any], loc: list[str], words: str
+) -> None:
     fake = FakeMeasure()
     async with client_for(create_app(settings(max_batch_size=32), measure=fake)) as client:
         response = await client.post(CAPACITY, json=body)

@@ -47,12 +47,22 @@ def _budgets(record: dict[str, Any]) -> str:
     return text
 
 
+_CAPACITY = ("max batch", METRIC["max_batch_size"].path, METRIC["max_batch_size"].unit)
+"""A column only when some scenario asked for its capacity."""
+
+
+def _columns(records: list[dict[str, Any]]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
+    asked = any(record.get("capacity") for record in records)
+    return (*_HEADLINE, _CAPACITY) if asked else _HEADLINE
+
+
 def rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    columns = _columns(records)
     return [
         [
             record["name"],
             record.get("outcome") or "not run",
-            *(format_quantity(_dig(record, path), unit) for _, path, unit in _HEADLINE),
+            *(format_quantity(_dig(record, path), unit) for _, path, unit in columns),
             _budgets(record),
         ]
         for record in records
@@ -60,7 +70,7 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    header = ["scenario", "result", *headline_metrics(), "budgets"]
+    header = ["scenario", "result", *(label for label, _, _ in _columns(records)), "budgets"]
     body = rows(records)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]
