@@ -1,7 +1,7 @@
 """Held-out accuracy of the capacity fit: figures at a batch size that was never profiled.
 
-For each architecture: profile batch 1, 2 and 4 (fresh processes, no cache), fit each figure's line
-(``capacity.fit_sizes``), predict batch 8, then profile batch 8 for real and compare. Profiles are
+For each architecture: profile batch 2, 4 and 6 (fresh processes, no cache), fit each figure's line
+(``capacity.fit_sizes``), predict batch 12, then profile batch 12 for real and compare. Profiles are
 interleaved across architectures so that a slow minute of the machine does not land on one of them alone.
 
     python bench/capacity_accuracy.py                   # CPU: three architectures, one an R-CNN
@@ -25,8 +25,8 @@ from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario, parse_scenario
 from pytest_mlestimate.size_fit import FIGURE
 
-FITTED = (1, 2, 4)
-HELD_OUT = 8
+FITTED = (2, 4, 6)
+HELD_OUT = 12
 CPU = [
     ("pytest_mlestimate.tiny:tiny_detector", (256, 256), {}),
     ("ssdlite320_mobilenet_v3_large", (320, 320), {"score_thresh": 0.3}),

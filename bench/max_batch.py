@@ -74,7 +74,7 @@ def main() -> int:
         print("  " + ", ".join(f"{b}: {format_quantity(p, 'bytes')}" for b, p in peaks.items()))
         print(f"  limit {format_quantity(limit, 'bytes')} ({limit:.0f} B): true largest batch {truth}")
         print(
-            f"  search: {search.largest} (predicted {search.predicted_first} from batch 1, 2, 4; "
+            f"  search: {search.largest} (predicted {search.predicted_first} from batch 2, 4, 8; "
             f"first failing {search.first_failing}) {'ok' if ok else 'FAILED'}"
         )
         print(

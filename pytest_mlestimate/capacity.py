@@ -67,8 +67,9 @@ def load_of(scenario: Scenario) -> Callable[[int, tuple[int, int]], float]:
 
 
 def choose_batch_sizes(scenario: Scenario, count: int = 3, most: int = MAX_BATCH_SIZE) -> list[int]:
-    """Few, spread and cheap: powers of two from 1 (1, 2, 4), none above ``most``."""
-    return [2**i for i in range(count) if 2**i <= most]
+    """Few, spread and cheap: powers of two from 2 (2, 4, 8), none above ``most``. Not 1: a model with batch
+    norm in training (SSDlite's head) cannot train on one image."""
+    return [2**i for i in range(1, count + 1) if 2**i <= most] or [1]
 
 
 def _at(field_name: str) -> str:
