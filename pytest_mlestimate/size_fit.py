@@ -7,7 +7,9 @@ allocated memory within 0.5 %), step time close to affinely once the device is b
 *reserves* is fitted separately: it was 7 % off through the same two points.
 
 A prediction carries a 95 % prediction interval: the line's own uncertainty plus the noise of one new
-measurement, which is never taken below what repeated profiles are known to vary by (``NOISE_FLOOR``).
+measurement. That noise is what repeated profiles are known to vary by (``PEAK_NOISE_FLOOR``, and
+``regression.DRIFT_FLOOR`` for timings) unless the points scatter about the line more than that, in which
+case their scatter is used with Student's t.
 """
 
 from __future__ import annotations
@@ -179,10 +181,19 @@ class Line:
         mean_x = sum(self.loads) / n
         sxx = sum((x - mean_x) ** 2 for x in self.loads)
         value = self.at(load)
-        spread = max(self.residual_variance or 0.0, self.point_variance)
-        new_noise = max(self.residual_variance or 0.0, (self.relative_floor * abs(value)) ** 2)
+        residual = self.residual_variance
+        if residual is not None and residual > self.point_variance:
+            # the points scatter more than profiles are known to: the scatter is the noise, estimated from
+            # n - 2 degrees of freedom
+            spread, new_noise = residual, residual
+            quantile = _t_quantile(0.5 + CONFIDENCE / 2, n - 2)
+        else:
+            # the points lie within the known noise of a profile: that noise is the spread (a normal quantile;
+            # Student's t with one degree of freedom would widen the interval twelvefold for nothing)
+            spread, new_noise = self.point_variance, (self.relative_floor * abs(value)) ** 2
+            quantile = _t_quantile(0.5 + CONFIDENCE / 2, 10**6)
         variance = spread * (1 / n + (load - mean_x) ** 2 / sxx) + new_noise
-        margin = _t_quantile(0.5 + CONFIDENCE / 2, max(n - 2, 1)) * math.sqrt(variance)
+        margin = quantile * math.sqrt(variance)
         low = max(value - margin, 0.0)  # no figure here is negative
         return Prediction(self.figure, value, low, value + margin, self.where(load))
 
