@@ -8,6 +8,7 @@ from typing import Any
 
 from pytest_mlestimate.cache import ProfileCache, profile_key
 from pytest_mlestimate.devices import device_lock
+from pytest_mlestimate.pricing import Price
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.progress import Listener, heard_safely
 from pytest_mlestimate.result import Estimate
@@ -23,13 +24,14 @@ def estimate(
     timeout: float | None = None,
     cache_path: Path | None = None,
     progress: Listener | None = None,
+    price: Price | None = None,
 ) -> Estimate:
     """Measure (or recall) the scenario's profile and return its estimate.
 
     ``cache=False`` neither reads nor writes the cache; ``refresh=True`` re-measures and overwrites.
     ``isolate=False`` profiles in this process (faster to start; RAM figures then include the caller's).
     ``progress`` hears what a profile is doing (``progress.Progress``), from another thread when isolated;
-    an estimate answered from the cache makes no reports.
+    an estimate answered from the cache makes no reports. ``price`` prices a scenario that sets none.
     Raises ``ScenarioError`` for invalid input and an ``EstimateError`` when the model cannot be measured;
     a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
     """
@@ -39,12 +41,12 @@ def estimate(
     if store is not None and key is not None and not refresh:
         found = store.get(key)
         if found is not None:
-            return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
+            return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
     with device_lock(parsed.device):
         if store is not None and key is not None and not refresh:
             found = store.get(key)  # measured by another thread while this one waited
             if found is not None:
-                return Estimate(parsed, found, cache={"hit": True, "key": key, "path": str(store.path)})
+                return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
         profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None)
     info: dict[str, Any] = {"hit": False}
     if store is not None and key is not None and profile.contended:
@@ -56,12 +58,13 @@ def estimate(
         info.update(key=key, path=str(store.path), stored=store.put(key, profile))
     if store is not None and store.problem:
         profile.warnings.append(store.problem)
-    return Estimate(parsed, profile, cache=info)
+    return Estimate(parsed, profile, cache=info, default_price=price)
 
 
 def estimate_model(
     model_factory: Callable[[], Any],
     scenario: Scenario | Mapping[str, Any],
+    price: Price | None = None,
 ) -> Estimate:
     """Estimate a model defined in Python code, in this process and without the cache.
 
@@ -76,7 +79,7 @@ def estimate_model(
 
     with device_lock(parsed.device):
         profile = profile_scenario(parsed, model_factory=lambda _scenario: model_factory())
-    return Estimate(parsed, profile, cache={"hit": False})
+    return Estimate(parsed, profile, cache={"hit": False}, default_price=price)
 
 
 def _measure(scenario: Scenario, isolate: bool, timeout: float | None, progress: Listener | None) -> Profile:

@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LIST",
         help="CPUs (e.g. 1 or 2-3) kept for profiling, the rest serve requests (MLESTIMATE_PROFILE_CPUS)",
     )
+    serve.add_argument(
+        "--price-per-device-hour",
+        metavar="PRICE",
+        help="price of one device-hour with its currency, e.g. '2.50 USD', for requests that set no price "
+        "(MLESTIMATE_PRICE_PER_DEVICE_HOUR)",
+    )
+    serve.add_argument(
+        "--price-per-kwh",
+        metavar="PRICE",
+        help="price of one kWh with its currency, e.g. '0.30 USD', for requests that set no price "
+        "(MLESTIMATE_PRICE_PER_KWH)",
+    )
     serve.add_argument("--cache-dir", type=Path, help="where measured profiles are kept (MLESTIMATE_CACHE_DIR)")
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
@@ -121,6 +133,8 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         weights_dir=args.weights_dir,
         profile_cpus=cpus,
         max_body_size=args.max_body_size,
+        price_per_device_hour=args.price_per_device_hour,
+        price_per_kwh=args.price_per_kwh,
     )
     if not args.allow_factory and not kwarg_limits:
         return base

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Unit = Literal["bytes", "seconds", "percent", "count"]
+Unit = Literal["bytes", "seconds", "percent", "count", "joules", "money"]
 Noise = Literal["timing", "peak"]
 
 
@@ -45,6 +45,11 @@ TIME_TOLERANCE = 0.02
 """A timing change below 2 % passes even when it is real: smaller than what a team would act on, and about
 the between-process noise of a GPU step. Above it, a change fails only when the measured noise makes it
 credible (``regression.py``)."""
+
+ENERGY_TOLERANCE = 0.15
+"""Energy and cost per training follow the step time and the power drawn (clocks, temperature): one figure per
+run with no samples behind it, so they are judged as peaks, past the baseline's own spread and this allowance,
+which covers the 10 % a CPU's step time drifts between runs (``regression.DRIFT_FLOOR``)."""
 
 _METRICS = (
     Metric("peak_gpu_memory", ("resource", "Peak GPU Memory"), "bytes", "bytes", 0.05, "peak", gpu=True),
@@ -96,6 +101,15 @@ _METRICS = (
         "seconds",
         TIME_TOLERANCE,
         "timing",
+    ),
+    Metric("energy_per_training", ("energy", "Energy per Training"), "joules", "joules", ENERGY_TOLERANCE, "peak"),
+    Metric(
+        "cost_per_training",
+        ("cost", "Cost per Training"),
+        "money",
+        "the price's currency (cost.Currency)",
+        ENERGY_TOLERANCE,
+        "peak",
     ),
 )
 

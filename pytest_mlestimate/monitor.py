@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 
 from pytest_mlestimate.devices import nvml_device
+from pytest_mlestimate.energy import GpuEnergy
 from pytest_mlestimate.profile import PhasePeaks
 
 CPU_WINDOW_S = 0.1
@@ -73,6 +74,7 @@ class Nvml:
     def __init__(self, cuda_index: int) -> None:
         found = nvml_device(cuda_index)
         self._nvml = found.nvml
+        self.module: Any = found.nvml
         self.handle: Any = found.handle
         self.uuid = found.uuid
         self.unavailable = found.unavailable
@@ -133,11 +135,14 @@ class ResourceMonitor:
         self.tree = ProcessTree()
         self.cuda_index: int | None = None
         self.nvml: Nvml | None = None
+        self.gpu_energy: GpuEnergy | None = None
+        """The GPU's energy over the measured steps; its power samples, where needed, are taken with ours."""
         if device.startswith("cuda"):
             import torch
 
             self.cuda_index = torch.device(device).index or 0
             self.nvml = Nvml(self.cuda_index)
+            self.gpu_energy = GpuEnergy(self.nvml.module, self.nvml.handle, self.nvml.unavailable)
         self._peaks = _Peaks()
         self._sources: set[str | None] = set()
         """Where GPU memory beyond reserved was read (None: nowhere), over the monitor's life."""
@@ -209,9 +214,11 @@ class ResourceMonitor:
             self._sample()
 
     def sample_utilization(self) -> None:
-        """Read NVML's GPU utilisation into the phase's peak, and nothing else: cheap enough to call after each
-        back-to-back step, where the GPU runs as in a training loop (between synchronised phases it idles).
-        A no-op without a GPU or NVML."""
+        """Read NVML's GPU utilisation into the phase's peak (and a power sample, while the GPU's energy is
+        integrated from them), and nothing else: cheap enough to call after each back-to-back step, where the
+        GPU runs as in a training loop (between synchronised phases it idles). A no-op without a GPU or NVML."""
+        if self.gpu_energy is not None:
+            self.gpu_energy.sample_power()
         if self.nvml is None or self.nvml.handle is None:
             return
         util = self.nvml.utilization()
@@ -222,6 +229,8 @@ class ResourceMonitor:
             peaks.gpu_util = util if peaks.gpu_util is None else max(peaks.gpu_util, util)
 
     def _sample(self) -> None:
+        if self.gpu_energy is not None:
+            self.gpu_energy.sample_power()
         rss = self.tree.rss()
         now, cpu_s = time.perf_counter(), self.tree.cpu_seconds()
         reserved = held = source = util = None

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_mlestimate.contention import Contention
 
-PROFILE_FORMAT = 3
+PROFILE_FORMAT = 4
 """Raised whenever what a profile measures changes, so that older cached profiles are measured again."""
 
 
@@ -30,6 +30,23 @@ class PhasePeaks(BaseModel):
     """Which figure ``peak_gpu_memory`` is."""
     peak_gpu_utilization: float | None = None
     samples: int = 0
+
+
+class EnergyReading(BaseModel):
+    """Energy one source (the GPU, or the CPU packages) drew over the measured training steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    joules: float | None = None
+    """None where the source could not be read; ``unavailable`` says why."""
+    steps: int = 0
+    seconds: float = 0.0
+    """Wall time between the two readings (the measured steps)."""
+    method: str | None = None
+    """``nvml-energy-counter``, ``nvml-power-samples`` or ``rapl``."""
+    detail: str | None = None
+    """What the method read: the RAPL domains summed, or how many power samples were integrated."""
+    unavailable: str | None = None
 
 
 class Profile(BaseModel):
@@ -74,6 +91,10 @@ class Profile(BaseModel):
     contended: bool = False
     """The kept measurement was contended even after one re-measurement: not a clean figure to cache."""
     contention_remeasured: bool = False
+    gpu_energy: EnergyReading | None = None
+    """None: not measured (no training steps ran)."""
+    cpu_energy: EnergyReading | None = None
+    """The CPU packages' energy (RAPL): the whole packages, every process on them, not only this profile."""
     environment: dict[str, str | None] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     failure: str | None = None

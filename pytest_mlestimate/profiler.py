@@ -26,6 +26,7 @@ from torch import nn
 
 from pytest_mlestimate.contention import Contention, Window
 from pytest_mlestimate.devices import resolve_device
+from pytest_mlestimate.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.environment import torch_fingerprint
 from pytest_mlestimate.errors import EstimateError, ModelRunError
 from pytest_mlestimate.models import (
@@ -37,7 +38,7 @@ from pytest_mlestimate.models import (
     target_kind,
 )
 from pytest_mlestimate.monitor import ResourceMonitor
-from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.profile import EnergyReading, Profile
 from pytest_mlestimate.progress import Listener, Progress
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.synthetic import make_batch, make_images
@@ -164,6 +165,11 @@ class _Session:
         self.lr = 0.0
         """Learning rate of the latest training step."""
         self.first_loss = math.nan
+        self.energy = StepEnergy(
+            monitor.gpu_energy,
+            RaplEnergy(),
+            no_gpu=f"no GPU: {monitor.gpu_unavailable or 'profiled on the CPU'}",
+        )
 
     def sync(self) -> None:
         if self.on_gpu:
@@ -343,6 +349,8 @@ class _Measurement:
     backward: list[float] = field(default_factory=list)
     optimizer: list[float] = field(default_factory=list)
     contention: Contention | None = None
+    energy: tuple[EnergyReading, EnergyReading] | None = None
+    """(GPU, CPU packages) over these steps."""
     _sum: float = 0.0
 
     def add(self, step: float) -> None:
@@ -514,6 +522,8 @@ def _train(session: _Session, iterations: Iterations, profile: Profile) -> None:
     profile.precision = kept.precision
     profile.precision_met = kept.precision is not None and kept.precision <= iterations.precision
     profile.contention = kept.contention
+    if kept.energy is not None:
+        profile.gpu_energy, profile.cpu_energy = kept.energy
     for _ in range(iterations.phased):
         _, forward, backward, optimizer = session.train_step(phased=True)
         profile.forward_times.append(forward)
@@ -523,13 +533,17 @@ def _train(session: _Session, iterations: Iterations, profile: Profile) -> None:
 
 
 def _measure(session: _Session, iterations: Iterations) -> _Measurement:
-    """Back-to-back steps: a fixed count, or until the mean is as sharp as asked or a cap is hit."""
+    """Back-to-back steps: a fixed count, or until the mean is as sharp as asked or a cap is hit. The energy
+    counters are read right before the first and right after the last, each after a synchronisation."""
     on_cpu = not session.on_gpu
     sample_utilization = None if on_cpu else session.monitor.sample_utilization
     measured = _Measurement()
     threads = torch.get_num_threads()
     window = Window(session.monitor.tree)
     window.start()
+    energy = session.energy
+    session.sync()
+    energy.begin()
     started = time.perf_counter()
     looked_at = 0.0
     most = iterations.measure or iterations.max_measure
@@ -562,6 +576,8 @@ def _measure(session: _Session, iterations: Iterations) -> _Measurement:
             looked_at = elapsed
             if window.finish(measured.steps, threads, on_gpu=not on_cpu).contended:
                 break
+    session.sync()
+    measured.energy = energy.end(len(measured.steps))
     measured.contention = window.finish(measured.steps, threads, on_gpu=not on_cpu)
     return measured
 
@@ -572,6 +588,7 @@ def _forget_training(profile: Profile) -> None:
         times.clear()
     profile.step_times = []
     profile.precision = profile.precision_met = profile.contention = None
+    profile.gpu_energy = profile.cpu_energy = None
     profile.contended = profile.contention_remeasured = False
     profile.warnings = [w for w in profile.warnings if not w.startswith("other processes competed")]
 

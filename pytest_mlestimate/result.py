@@ -11,7 +11,8 @@ from typing import Any
 
 from pytest_mlestimate.architectures import TORCHVISION
 from pytest_mlestimate.metrics import METRIC, units
-from pytest_mlestimate.profile import PhasePeaks, Profile
+from pytest_mlestimate.pricing import Cost, Price, cost_of_training
+from pytest_mlestimate.profile import EnergyReading, PhasePeaks, Profile
 from pytest_mlestimate.samples import robust_mean, summarize
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.units import format_quantity
@@ -24,6 +25,30 @@ def _robust_mean(values: list[float]) -> float | None:
     return robust_mean(values) if values else None
 
 
+ENERGY_SOURCES = {"GPU": "gpu_energy", "CPU packages": "cpu_energy"}
+"""Source -> the Profile field holding its reading over the measured training steps."""
+_PER_STEP = {"GPU": "GPU Energy per Step", "CPU packages": "CPU Energy per Step"}
+_POWER = {"GPU": "Average GPU Power", "CPU packages": "Average CPU Power"}
+EXTRA_UNITS = {
+    "GPU Energy per Step": "joules",
+    "CPU Energy per Step": "joules",
+    "Average GPU Power": "watts",
+    "Average CPU Power": "watts",
+    "Price per Device-Hour": "the price's currency per device-hour",
+    "Price per kWh": "the price's currency per kWh",
+}
+"""Units of the energy and cost figures that are not metrics."""
+_METHODS = {
+    "nvml-energy-counter": "NVML's total energy counter, read right before and right after the measured steps",
+    "nvml-power-samples": "NVML power samples taken during the measured steps, integrated over time",
+    "rapl": "the RAPL package energy counters (powercap), read right before and right after the measured steps",
+}
+_SCOPE = {
+    "GPU": "the whole GPU, other processes on it included",
+    "CPU packages": "the whole CPU packages, every process on them, not only this profile",
+}
+
+
 @dataclass(repr=False)
 class Estimate:
     """The documented figures of one scenario. ``print(estimate)`` gives the headline figures with units;
@@ -32,6 +57,8 @@ class Estimate:
     scenario: Scenario
     profile: Profile
     cache: dict[str, Any] = field(default_factory=dict)
+    default_price: Price | None = None
+    """The price where the scenario sets none (the plugin's ini options, the service's settings)."""
 
     def __str__(self) -> str:
         scenario, profile = self.scenario, self.profile
@@ -45,7 +72,10 @@ class Estimate:
             if value is None or (metric.gpu and not on_gpu):
                 continue
             label = " ".join(metric.path_for(scenario.batch_size)[1:])
-            lines.append(f"  {label:<32} {format_quantity(value, metric.unit)}")
+            text = format_quantity(value, metric.unit)
+            if metric.unit == "money" and self.price is not None:
+                text += f" {self.price.currency}"
+            lines.append(f"  {label:<32} {text}")
         warnings = self.warnings()
         if warnings:
             lines.append(f"  {len(warnings)} warning(s): .warnings() lists them; .to_dict() holds every figure")
@@ -118,6 +148,116 @@ class Estimate:
             "total_training_time": self.total_training_time(),
             "inference_1_image": _robust_mean(self.samples("inference_1_image")),
             "inference_batch": _robust_mean(self.samples("inference_batch")),
+            "energy_per_training": self.energy_per_training(),
+            "cost_per_training": self.cost().amount,
+        }
+
+    @property
+    def price(self) -> Price | None:
+        """The scenario's own price, else the default the caller gave."""
+        return self.scenario.price or self.default_price
+
+    def _reading(self, source: str) -> tuple[EnergyReading | None, str | None]:
+        """A source's reading over the measured training steps, or why there is none."""
+        if self.scenario.application_type != "training":
+            return None, "an inference scenario runs no training steps"
+        if not self.fits:
+            return None, f"not measured: {self.failure}"
+        reading: EnergyReading | None = getattr(self.profile, ENERGY_SOURCES[source])
+        if reading is None:
+            return None, "not measured: the profile holds no energy reading"
+        if reading.joules is None or reading.steps <= 0:
+            return None, reading.unavailable or "not measured: no measured training steps"
+        return reading, None
+
+    def energy_per_step(self) -> dict[str, float]:
+        """Joules per measured training step, by source that could be read."""
+        found = {}
+        for source in ENERGY_SOURCES:
+            reading, _ = self._reading(source)
+            if reading is not None and reading.joules is not None:
+                found[source] = reading.joules / reading.steps
+        return found
+
+    def energy_per_training(self) -> float | None:
+        """The energy per step of every source that could be read, times the scenario's training steps."""
+        per_step = self.energy_per_step()
+        if not per_step or self.scenario.application_type != "training":
+            return None
+        return sum(per_step.values()) * self.scenario.total_steps
+
+    def cost(self) -> Cost:
+        return cost_of_training(
+            self.price,
+            self.total_training_time(),
+            self.energy_per_training(),
+            why_no_time=self._why_null("total_training_time"),
+            why_no_energy=self._why_null("energy_per_training"),
+        )
+
+    def _why_null(self, metric: str) -> str:
+        return self.null_reason(metric) or f"no {METRIC[metric].key}"
+
+    def null_reason(self, metric: str) -> str | None:
+        """Why a metric has no figure, where that is known."""
+        if METRIC[metric].gpu:
+            return self.profile.gpu_unavailable
+        if metric == "total_training_time" and self.scenario.application_type != "training":
+            return "an inference scenario has no training time"
+        if metric == "total_training_time" and not self.fits:
+            return f"not measured: {self.failure}"
+        if metric == "energy_per_training" and self.energy_per_training() is None:
+            return self.energy()["Reasons"].get("Energy per Training")
+        if metric == "cost_per_training":
+            return self.cost().reason
+        return None
+
+    def energy(self) -> dict[str, Any]:
+        """The ``energy`` section: each source's energy per measured training step and average power, the
+        Energy per Training they add up to, how each was read, and why a figure is null."""
+        section: dict[str, Any] = {}
+        reasons: dict[str, str] = {}
+        methods: dict[str, str] = {}
+        readings = {source: self._reading(source) for source in ENERGY_SOURCES}
+        for source, (reading, why) in readings.items():
+            if reading is None or reading.joules is None:
+                section[_PER_STEP[source]] = None
+                reasons[_PER_STEP[source]] = why or "not measured"
+                continue
+            section[_PER_STEP[source]] = reading.joules / reading.steps
+            words = _METHODS.get(reading.method or "", reading.method or "an unnamed method")
+            detail = f" ({reading.detail})" if reading.detail else ""
+            methods[source] = f"{words}{detail}; {_SCOPE[source]}"
+        section["Energy per Training"] = self.energy_per_training()
+        for source, (reading, why) in readings.items():
+            if reading is not None and reading.joules is not None and reading.seconds > 0:
+                section[_POWER[source]] = reading.joules / reading.seconds
+            else:
+                section[_POWER[source]] = None
+                reasons[_POWER[source]] = why or "no time was measured"
+        if section["Energy per Training"] is None:
+            inference = self.scenario.application_type != "training"
+            reasons["Energy per Training"] = (
+                "an inference scenario runs no training steps"
+                if inference
+                else "neither the GPU's nor the CPU packages' energy could be read (see the per-step reasons)"
+            )
+        section["Included"] = [source for source, (reading, _) in readings.items() if reading is not None]
+        section["Methods"] = methods
+        section["Reasons"] = reasons
+        return section
+
+    def cost_section(self) -> dict[str, Any]:
+        """The ``cost`` section: Cost per Training at the price, the parts it includes, and why any is left out."""
+        cost, price = self.cost(), self.price
+        return {
+            "Cost per Training": cost.amount,
+            "Currency": cost.currency,
+            "Price per Device-Hour": price.per_device_hour if price else None,
+            "Price per kWh": price.per_kwh if price else None,
+            "Included": cost.included,
+            "Excluded": cost.excluded,
+            "Reasons": {"Cost per Training": cost.reason} if cost.reason else {},
         }
 
     def warnings(self) -> list[str]:
@@ -235,6 +375,17 @@ class Estimate:
                 "detections_per_image": profile.inference_detections,
                 "short_of_load": self._load_shortfall(),
             },
+            "energy": {
+                "gpu": profile.gpu_energy.model_dump() if profile.gpu_energy else None,
+                "cpu_packages": profile.cpu_energy.model_dump() if profile.cpu_energy else None,
+                "method": (
+                    "Energy per Training = the energy per measured training step of each source that could be "
+                    "read (its joules between a reading right before and right after the measured steps, / the "
+                    "steps) x the training steps; warm-up and phase-timed steps are not included. Cost per "
+                    "Training = Total Training Time in hours x the price per device-hour + Energy per Training in "
+                    "kWh x the price per kWh, of the parts that are known."
+                ),
+            },
             "environment": profile.environment,
             "profile_seconds": profile.measure_seconds,
             "build_seconds": profile.build_seconds,
@@ -243,7 +394,13 @@ class Estimate:
 
     def to_dict(self) -> dict[str, Any]:
         training = self.scenario.application_type == "training"
-        found: dict[str, Any] = {"resource": {}, "training_time": {} if training else None, "inference_time": {}}
+        found: dict[str, Any] = {
+            "resource": {},
+            "training_time": {} if training else None,
+            "inference_time": {},
+            "energy": self.energy(),
+            "cost": self.cost_section(),
+        }
         for name, value in self.metrics().items():
             *parents, key = METRIC[name].path_for(self.scenario.batch_size)
             section = found
@@ -251,6 +408,6 @@ class Estimate:
                 section = section.setdefault(part, {}) if section is not None else None
             if section is not None:
                 section[key] = value
-        documented_units = units()
-        documented_units[self.batch_key] = documented_units.pop("Batch of N Inference Time")
+        documented_units = {(self.batch_key if k == "Batch of N Inference Time" else k): v for k, v in units().items()}
+        documented_units.update(EXTRA_UNITS)
         return {**found, "units": documented_units, "details": self.details(), "warnings": self.warnings()}

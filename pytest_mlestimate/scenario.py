@@ -23,6 +23,7 @@ from pytest_mlestimate.architectures import (
     unknown_architecture_message,
 )
 from pytest_mlestimate.errors import ECHO_LIMIT, brief
+from pytest_mlestimate.pricing import Price
 
 MAX_IMAGE_SIDE = 8192
 MAX_BATCH_SIZE = 4096
@@ -105,6 +106,9 @@ class Scenario(BaseModel):
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
     images). Random weights set the count arbitrarily, so a stated load is the default even with weights."""
+    price: Price | None = None
+    """Prices for Cost per Training (``{device_hour: "2.50 USD", kwh: "0.30 USD"}``); unset, the plugin's or the
+    service's default applies. It changes no measurement."""
 
     @field_validator("device")
     @classmethod
@@ -196,8 +200,9 @@ class Scenario(BaseModel):
         return self.num_batches * self.epochs
 
     def profile_fields(self) -> dict[str, Any]:
-        """Everything a measured profile depends on; dataset_size and epochs only scale results."""
-        return self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters"})
+        """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
+        prices them."""
+        return self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
 
 
 _PLAIN: dict[str, str] = {

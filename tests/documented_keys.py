@@ -10,3 +10,23 @@ RESOURCE_KEYS = [
     "RAM before training",
     "VRAM before training",
 ]
+
+ENERGY_KEYS = [
+    "GPU Energy per Step",
+    "CPU Energy per Step",
+    "Energy per Training",
+    "Average GPU Power",
+    "Average CPU Power",
+    "Included",
+    "Methods",
+    "Reasons",
+]
+COST_KEYS = [
+    "Cost per Training",
+    "Currency",
+    "Price per Device-Hour",
+    "Price per kWh",
+    "Included",
+    "Excluded",
+    "Reasons",
+]

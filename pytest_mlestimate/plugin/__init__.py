@@ -54,6 +54,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("mlestimate_budgets", "default budgets, one 'metric = limit' a line", type="linelist", default=[])
     parser.addini("mlestimate_tolerances", "tolerances, one 'metric = N %' a line", type="linelist", default=[])
     parser.addini("mlestimate_timeout", "seconds before a measurement is stopped", default="")
+    parser.addini(
+        "mlestimate_price_per_device_hour",
+        "price of one device-hour, with its currency (e.g. 2.50 USD), for scenarios that set no price",
+        default="",
+    )
+    parser.addini(
+        "mlestimate_price_per_kwh",
+        "price of one kWh, with its currency (e.g. 0.30 USD), for scenarios that set no price",
+        default="",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -116,6 +126,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 HINT_BYTES = 1_000_000
 """Bytes of a file the hint reads: a top-level ``scenarios:`` key is rarely far down."""
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """A CSV scenario table, under --mlestimate (the run's plugin collects the YAML files)."""
+    if file_path.suffix != ".csv" or not parent.config.option.mlestimate:
+        return None
+    from pytest_mlestimate.plugin.items import ScenarioFile
+    from pytest_mlestimate.plugin.scenario_table import looks_like_table
+
+    try:
+        with file_path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(HINT_BYTES)
+    except OSError:
+        return None
+    return ScenarioFile.from_parent(parent, path=file_path) if looks_like_table(head) else None
 
 
 def _scenario_files(config: pytest.Config, exitstatus: int) -> Iterator[str]:

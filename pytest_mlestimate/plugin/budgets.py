@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, METRICS
-from pytest_mlestimate.units import UnitError, format_quantity, parse_quantity
+from pytest_mlestimate.units import UnitError, format_quantity, parse_money, parse_quantity
 
 if TYPE_CHECKING:
     from pytest_mlestimate.regression import Change
@@ -151,6 +151,8 @@ class Budget:
     metric: str
     limit: float
     floor: bool = False
+    currency: str | None = None
+    """The currency a limit on an amount of money was written in; the price's must match it."""
 
     def check(self, value: float | None, baseline: float | None = None) -> Check:
         return Check(self.metric, "min" if self.floor else "max", self.limit, value, baseline)
@@ -172,20 +174,25 @@ def unknown_metric(name: object) -> str:
     return f"unknown metric {brief(name)}: {hint}allowed: {', '.join(METRICS)}"
 
 
-def _parse_one(metric: str, spec: object) -> list[Budget]:
+def _budget(metric: str, text: object, floor: bool = False) -> Budget:
     dimension = METRIC[metric].unit
+    currency = parse_money(text)[1] if dimension == "money" else None
+    return Budget(metric, parse_quantity(text, dimension), floor=floor, currency=currency)
+
+
+def _parse_one(metric: str, spec: object) -> list[Budget]:
     if isinstance(spec, Mapping):
         extra = set(spec) - {"max", "min"}
         if extra or not spec:
             raise UnitError(f"{brief(dict(spec))}: a limit mapping takes 'max' and/or 'min'")
-        found = [Budget(metric, parse_quantity(spec["max"], dimension))] if "max" in spec else []
+        found = [_budget(metric, spec["max"])] if "max" in spec else []
         if "min" in spec:
-            found.append(Budget(metric, parse_quantity(spec["min"], dimension), floor=True))
+            found.append(_budget(metric, spec["min"], floor=True))
         return found
     if isinstance(spec, str) and spec.lstrip().startswith((">=", "<=")):
         text = spec.lstrip()
-        return [Budget(metric, parse_quantity(text[2:], dimension), floor=text.startswith(">="))]
-    return [Budget(metric, parse_quantity(spec, dimension))]
+        return [_budget(metric, text[2:], floor=text.startswith(">="))]
+    return [_budget(metric, spec)]
 
 
 def parse_budgets(raw: object, field: str = "budgets") -> list[Budget]:

@@ -82,7 +82,7 @@ class ModelEstimator:
         except BudgetError as exc:
             pytest.fail(f"{where}: {name}: invalid budgets:\n" + "\n".join(f"  - {p}" for p in exc.problems), False)
         try:
-            estimate = estimate_model(model_factory, scenario)
+            estimate = estimate_model(model_factory, scenario, self.settings.price)
         except ScenarioError as exc:
             pytest.fail(f"{where}: {name}: invalid scenario:\n" + "\n".join(f"  - {p}" for p in exc.problems), False)
         except DeviceUnavailableError as exc:
@@ -97,7 +97,7 @@ class ModelEstimator:
             anchored(item.path),
             name,
             where,
-            lambda: estimate_model(model_factory, scenario),
+            lambda: estimate_model(model_factory, scenario, self.settings.price),
         )
         record = new_record(name, file, line, item.nodeid)
         fill_record(record, estimate, verdict)

@@ -1,4 +1,4 @@
-"""YAML scenario files as pytest tests: one item per scenario.
+"""YAML scenario files and CSV scenario tables as pytest tests: one item per scenario.
 
 Setup validates the scenario and measures it (an invalid or unmeasurable scenario is an *error*, a
 missing GPU a *skip*); the test itself checks budgets and the baseline (a broken budget is a *failure*).
@@ -29,6 +29,7 @@ from pytest_mlestimate.plugin.scenario_file import (
     printable,
     read_scenario_file,
 )
+from pytest_mlestimate.plugin.scenario_table import read_scenario_table
 from pytest_mlestimate.plugin.settings import Settings
 from pytest_mlestimate.plugin.verdict import Verdict, judge
 from pytest_mlestimate.result import Estimate
@@ -63,7 +64,11 @@ def relative_file(config: pytest.Config, path: Path) -> str:
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            entries = read_scenario_file(self.path.read_text(encoding="utf-8"))
+            text = self.path.read_text(encoding="utf-8")
+            if self.path.suffix == ".csv":
+                entries = read_scenario_table(text, relative_file(self.config, self.path))
+            else:
+                entries = read_scenario_file(text)
         except (ScenarioFileError, UnicodeDecodeError, OSError) as exc:
             line = getattr(exc, "line", 1)
             yield BrokenFile.from_parent(self, name="file", problem=str(exc), line=line)
@@ -195,6 +200,7 @@ class ScenarioItem(_RecordedItem):
                     refresh=settings.refresh,
                     timeout=settings.timeout,
                     progress=listener,
+                    price=settings.price,
                 )
         except DeviceUnavailableError as exc:
             self.skip(str(exc))
@@ -241,7 +247,13 @@ class ScenarioItem(_RecordedItem):
         adaptive = self.scenario.measure_iterations is None
         try:
             with progress_for(self.config, f"{self.nodeid} (measured again)", adaptive=adaptive) as listener:
-                return estimate(self.scenario, cache=False, timeout=self.settings.timeout, progress=listener)
+                return estimate(
+                    self.scenario,
+                    cache=False,
+                    timeout=self.settings.timeout,
+                    progress=listener,
+                    price=self.settings.price,
+                )
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pytest_mlestimate.result import Estimate
 
 RECORDS = pytest.StashKey[list[dict[str, Any]]]()
-ESTIMATE_KEYS = ("resource", "training_time", "inference_time", "units", "details")
+ESTIMATE_KEYS = ("resource", "training_time", "inference_time", "energy", "cost", "units", "details")
 
 
 def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Reading a YAML scenario file: its ``defaults:`` and ``scenarios:`` entries with their line numbers.
+"""Reading a YAML scenario file: its ``defaults:`` and ``scenarios:`` entries with their line numbers, each
+entry with a ``matrix:`` expanded to one scenario per combination.
 
 Only the file's shape is checked here; each entry's fields are validated by the engine's schema when
 its test runs, so that one bad entry never stops the others.
@@ -11,17 +12,19 @@ appear once in a mapping (a second ``scenarios:`` silently replaced the first); 
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
 
 from pytest_mlestimate.errors import brief
 
-PLUGIN_KEYS = ("name", "budgets", "tolerances", "capacity")
+PLUGIN_KEYS = ("name", "budgets", "tolerances", "capacity", "matrix")
 """Keys of a scenario entry that belong to the test, not to the engine's scenario."""
 
 MAX_ALIASES = 10_000
@@ -29,6 +32,10 @@ MAX_ALIAS_VALUES = 100_000
 MAX_ALIAS_CHARACTERS = 10_000_000
 MAX_DEPTH = 50
 MAX_NAME = 200
+MAX_COMBINATIONS = 256
+"""Scenarios one ``matrix:`` may make: each is a test, and most are a profile."""
+MAX_LABEL = 40
+"""Characters of one value in a swept scenario's name (``tiny[batch_size=2,...]``)."""
 MAX_INT = 2**63 - 1
 UNSAFE_CATEGORIES = ("Cc", "Cs", "Zl", "Zp")
 """Characters that a terminal, an XML report or a pytest node id cannot carry as they are: control
@@ -210,7 +217,7 @@ def _merge(defaults: Mapping[str, Any], entry: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-LINED_MAPPINGS = ("budgets", "tolerances")
+LINED_MAPPINGS = ("budgets", "tolerances", "matrix")
 """Fields whose own keys' lines are kept, for problems that point at the budget at fault."""
 
 
@@ -312,32 +319,138 @@ def read_scenario_file(text: str) -> list[ScenarioEntry]:
     if not isinstance(entries, list):
         raise ScenarioFileError(f"scenarios: expected a list of scenarios, got {brief(entries)}")
     found: list[ScenarioEntry] = []
-    first_line: dict[str, int] = {}
-    taken: set[str] = set()
+    names = Names()
     for index, raw in enumerate(entries):
         line = layout.entries[index] if index < len(layout.entries) else 1
         keys = layout.entry_keys[index] if index < len(layout.entry_keys) else {}
-        if not isinstance(raw, Mapping):
-            entry = ScenarioEntry(f"#{index + 1}", line, {}, problems=[f"expected a mapping, got {brief(raw)}"])
-        else:
-            merged = _merge(defaults, raw)
-            name, problems = _name_of(merged.pop("name", None), index)
-            entry = ScenarioEntry(
-                name,
-                line,
-                {k: v for k, v in merged.items() if k not in PLUGIN_KEYS},
-                budgets=merged.get("budgets"),
-                tolerances=merged.get("tolerances"),
-                capacity=merged.get("capacity"),
-                problems=problems,
-                lines={**layout.default_keys, **keys},  # as _merge merges the values
+        found += entries_of(raw, index, line, names, defaults, {**layout.default_keys, **keys})
+    return found
+
+
+@dataclass
+class Names:
+    """The names one file's scenarios took: a name may be used once, and each test gets its own id."""
+
+    first_line: dict[str, int] = field(default_factory=dict)
+    taken: set[str] = field(default_factory=set)
+
+
+def entries_of(
+    raw: Any,
+    index: int,
+    line: int,
+    names: Names,
+    defaults: Mapping[str, Any] | None = None,
+    lines: dict[str, int] | None = None,
+    problems: list[str] | None = None,
+) -> list[ScenarioEntry]:
+    """The scenario of one entry (a YAML mapping or a table's row), or one per combination of its ``matrix:``.
+    ``problems`` are what the caller found while reading it; an entry with any stays one (error) entry."""
+    if not isinstance(raw, Mapping):
+        found = [ScenarioEntry(f"#{index + 1}", line, {}, problems=[f"expected a mapping, got {brief(raw)}"])]
+    else:
+        merged = _merge(defaults or {}, raw)
+        name, name_problems = _name_of(merged.pop("name", None), index)
+        entry = ScenarioEntry(
+            name,
+            line,
+            {k: v for k, v in merged.items() if k not in PLUGIN_KEYS},
+            budgets=merged.get("budgets"),
+            tolerances=merged.get("tolerances"),
+            capacity=merged.get("capacity"),
+            problems=[*(problems or []), *name_problems],
+            lines=dict(lines or {}),  # as _merge merges the values
+        )
+        if not name_problems and name in names.first_line:
+            entry.problems.append(f"name: '{name}' is already used by the scenario at line {names.first_line[name]}")
+        elif not name_problems:
+            names.first_line[name] = line
+        found = [entry]
+        if "matrix" in merged:
+            axes, matrix_problems = _read_matrix(merged["matrix"])
+            entry.problems += matrix_problems
+            if not entry.problems:
+                found = _expand(entry, axes)
+    for entry in found:
+        entry.name = _unique(entry.name, line, names.taken)
+    return found
+
+
+def _read_matrix(raw: Any) -> tuple[dict[str, list[Any]], list[str]]:
+    """The matrix's value lists by field, or what is wrong with it."""
+    from pytest_mlestimate.scenario import Scenario  # pydantic: only once a file sweeps something
+
+    fields = tuple(Scenario.model_fields)
+    allowed = f"allowed: {', '.join(fields)}"
+    if not isinstance(raw, Mapping) or not raw:
+        return {}, [
+            "matrix: expected a mapping of scenario fields to lists of values, e.g. {batch_size: [2, 4]}; "
+            f"got {brief(raw)}"
+        ]
+    axes: dict[str, list[Any]] = {}
+    problems = []
+    for key, values in raw.items():
+        if key in PLUGIN_KEYS:
+            problems.append(
+                f"matrix: {brief(key)} cannot be swept ({', '.join(PLUGIN_KEYS)} belong to the entry); {allowed}"
             )
-            if not problems and name in first_line:
-                entry.problems.append(f"name: '{name}' is already used by the scenario at line {first_line[name]}")
-            elif not problems:
-                first_line[name] = line
-        entry.name = _unique(entry.name, line, taken)
-        found.append(entry)
+        elif key not in fields:
+            problems.append(f"matrix: unknown field {brief(key)}; {allowed}")
+        elif not isinstance(values, list):
+            problems.append(f"matrix.{key}: expected a list of values, e.g. [2, 4], got {brief(values)}")
+        elif not values:
+            problems.append(f"matrix.{key}: the list is empty, which makes no scenarios; give at least one value")
+        else:
+            axes[key] = values
+    count = math.prod(len(values) for values in axes.values())
+    if count > MAX_COMBINATIONS:
+        sizes = " x ".join(str(len(values)) for values in axes.values())
+        problems.append(
+            f"matrix: {sizes} values make {count:,} scenarios; at most {MAX_COMBINATIONS} are allowed (split the "
+            "entry or shorten the lists)"
+        )
+        return axes, problems
+    for key, values in axes.items():
+        seen: dict[str, Any] = {}
+        for value in values:
+            label = _label(value)
+            if label in seen:
+                problems.append(
+                    f"matrix.{key}: {brief(seen[label])} and {brief(value)} would both be named "
+                    f"{key}={clip(label, MAX_LABEL)}; list each value once"
+                )
+                break
+            seen[label] = value
+    return axes, problems
+
+
+def _label(value: Any) -> str:
+    """A value as a swept scenario's name shows it: ``off``, ``2``, ``512x512``."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list) and 0 < len(value) <= 8 and all(isinstance(v, int | float | str) for v in value):
+        return "x".join(_label(v) for v in value)
+    return printable(brief(value))
+
+
+def _expand(entry: ScenarioEntry, axes: dict[str, list[Any]]) -> list[ScenarioEntry]:
+    """One scenario per combination, the first field's values changing slowest; each takes the entry's budgets
+    and tolerances, and a swept field's problems point at its line in the matrix."""
+    lines = {**entry.lines, **{key: entry.line_of(f"matrix.{key}") for key in axes}}
+    found = []
+    for values in itertools.product(*axes.values()):
+        combination = dict(zip(axes, values, strict=True))
+        params = ",".join(f"{key}={clip(_label(value), MAX_LABEL)}" for key, value in combination.items())
+        name = f"{entry.name}[{params}]"
+        if len(name) > MAX_NAME:
+            name = clip(name[:-1], MAX_NAME - 1) + "]"
+        found.append(
+            replace(entry, name=name, fields=_merge(entry.fields, combination), problems=[], lines=dict(lines))
+        )
     return found
 
 

@@ -202,7 +202,7 @@ class MlestimateRun:
         return merged
 
     def _is_scenario(self, report: pytest.TestReport) -> bool:
-        return report.nodeid.split("::")[0].endswith(YAML_SUFFIXES)
+        return report.nodeid.split("::")[0].endswith((*YAML_SUFFIXES, ".csv"))
 
     def _lost_record(self, report: pytest.TestReport) -> list[dict[str, Any]]:
         file, _, name = report.nodeid.partition("::")

@@ -11,6 +11,7 @@ import pytest
 from pytest_mlestimate.errors import brief
 from pytest_mlestimate.plugin.baseline import parse_tolerances
 from pytest_mlestimate.plugin.budgets import Budget, BudgetError, parse_assignments, parse_budgets
+from pytest_mlestimate.pricing import Price, PriceError, price_from
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Settings:
     baseline_runs: int = 5
     """Fresh-process runs a saved baseline holds: enough to know the noise between processes."""
     strict_baseline: bool = False
+    price: Price | None = None
+    """The price of scenarios that set none (ini mlestimate_price_per_device_hour, mlestimate_price_per_kwh)."""
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> Settings:
@@ -46,6 +49,14 @@ class Settings:
             raise pytest.UsageError(
                 f"pytest-mlestimate: timeout {brief(timeout_text)} is not a positive number of seconds"
             )
+        try:
+            price = price_from(
+                config.getini("mlestimate_price_per_device_hour"),
+                config.getini("mlestimate_price_per_kwh"),
+                ("mlestimate_price_per_device_hour", "mlestimate_price_per_kwh"),
+            )
+        except PriceError as exc:
+            raise pytest.UsageError(f"pytest-mlestimate: {exc}") from None
         runs_text = option.mlestimate_baseline_runs
         if not runs_text.isdigit() or not 1 <= int(runs_text) <= 50:
             raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-baseline-runs {brief(runs_text)} is not 1 to 50")
@@ -60,6 +71,7 @@ class Settings:
             save_dir=_directory(config, option.mlestimate_save_baseline),
             baseline_runs=int(runs_text),
             strict_baseline=option.mlestimate_strict_baseline,
+            price=price,
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlestimate.metrics import METRIC, METRICS
+from pytest_mlestimate.metrics import METRICS
 from pytest_mlestimate.plugin.baseline import Comparison, compare, save_baseline
 from pytest_mlestimate.plugin.budgets import Budget, Check, check_budgets
 from pytest_mlestimate.regression import Run
@@ -67,7 +67,7 @@ def run_of(estimate: Estimate) -> Run:
 
 
 def _not_measurable(metric: str, estimate: Estimate) -> str:
-    reason = estimate.profile.gpu_unavailable if METRIC[metric].gpu else None
+    reason = estimate.null_reason(metric)
     return f"budget on {metric} not checked: not measurable here" + (f" ({reason})" if reason else "")
 
 
@@ -105,6 +105,12 @@ def judge(
         if comparison.missing and settings.strict_baseline:
             verdict.failure = f"no baseline at {comparison.path} (--mlestimate-strict-baseline)"
     baselines = comparison.baselines if comparison else {}
+    from pytest_mlestimate.pricing import currency_mismatch  # pydantic: `mlestimate compare` never gets here
+
+    mismatch = currency_mismatch(budgets, estimate.price)
+    if mismatch:  # an amount in another currency cannot be judged: the scenario fails and says why
+        verdict.failure = "; ".join(filter(None, (verdict.failure, mismatch)))
+        budgets = [b for b in budgets if b.currency in (None, estimate.price.currency if estimate.price else None)]
     figures = {**estimate.metrics(), **(more_metrics or {})}
     verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
     verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in verdict.checks if c.passed is None)

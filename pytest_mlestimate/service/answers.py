@@ -15,6 +15,7 @@ from pytest_mlestimate.errors import (
     ProfileStoppedError,
     ProfileTimeoutError,
 )
+from pytest_mlestimate.pricing import Price
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
@@ -30,6 +31,8 @@ FIGURES = {
     "estimate-inference-time": "inference_time",
 }
 """Endpoint -> the part of ``Estimate.to_dict()`` whose keys it puts at the top level of its body."""
+ALSO = {"estimate-training-time": ("energy", "cost")}
+"""Endpoint -> further sections of ``Estimate.to_dict()`` it answers whole, under their own keys."""
 
 
 def check_endpoint(endpoint: str, scenario: Scenario) -> None:
@@ -44,12 +47,16 @@ def check_endpoint(endpoint: str, scenario: Scenario) -> None:
         )
 
 
-def figures(endpoint: str, scenario: Scenario, measured: Measured) -> Answer:
+def figures(endpoint: str, scenario: Scenario, measured: Measured, price: Price | None = None) -> Answer:
+    """``price``: the service's default, for a request that sets none."""
     profile, cache = measured
-    result = Estimate(scenario, profile, cache=cache).to_dict()
+    result = Estimate(scenario, profile, cache=cache, default_price=price).to_dict()
     chosen: dict[str, Any] = result[FIGURES[endpoint]]
-    units = {name: unit for name, unit in result["units"].items() if name in chosen}
-    return 200, {**chosen, "units": units, "details": result["details"], "warnings": result["warnings"]}
+    also = {section: result[section] for section in ALSO.get(endpoint, ())}
+    named = set(chosen).union(*also.values())
+    units = {name: unit for name, unit in result["units"].items() if name in named}
+    body = {**chosen, **also, "units": units, "details": result["details"], "warnings": result["warnings"]}
+    return 200, body
 
 
 def failure(exc: BaseException) -> Answer:

@@ -111,7 +111,7 @@ async def _estimate(request: Request, endpoint: str, run_async: bool) -> Respons
         scenario = scenario_from_body(content, service.settings)
         check_endpoint(endpoint, scenario)
         future, known = await service.profile_of(scenario)
-        answer = partial(figures, endpoint, scenario)
+        answer = partial(figures, endpoint, scenario, price=service.settings.price)
         if run_async:
             job = service.jobs.add(endpoint, future, answer, failure)
             url = str(request.url_for("job", job_id=job.id).path)

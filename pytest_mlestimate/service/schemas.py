@@ -70,8 +70,35 @@ class ResourceAnswer(Answer):
     vram_before_training: Figure = Field(alias="VRAM before training")
 
 
+class EnergyFigures(Closed):
+    """Energy over the measured training steps, per source, and per training at the scenario's steps."""
+
+    gpu_energy_per_step: Figure = Field(alias="GPU Energy per Step")
+    cpu_energy_per_step: Figure = Field(alias="CPU Energy per Step")
+    energy_per_training: Figure = Field(alias="Energy per Training")
+    average_gpu_power: Figure = Field(alias="Average GPU Power")
+    average_cpu_power: Figure = Field(alias="Average CPU Power")
+    included: list[str] = Field(alias="Included", description="The sources Energy per Training adds up")
+    methods: dict[str, str] = Field(alias="Methods", description="How each included source was read")
+    reasons: dict[str, str] = Field(alias="Reasons", description="Why each null figure is null")
+
+
+class CostFigures(Closed):
+    """Cost per Training at the request's price, or the service's default price."""
+
+    cost_per_training: Figure = Field(alias="Cost per Training")
+    currency: str | None = Field(alias="Currency")
+    price_per_device_hour: Figure = Field(alias="Price per Device-Hour")
+    price_per_kwh: Figure = Field(alias="Price per kWh")
+    included: list[str] = Field(alias="Included", description="The parts priced: 'device time', 'energy'")
+    excluded: dict[str, str] = Field(alias="Excluded", description="Parts with a price left out, and why")
+    reasons: dict[str, str] = Field(alias="Reasons", description="Why Cost per Training is null")
+
+
 class TrainingTimeAnswer(Answer):
     total_training_time: Figure = Field(alias="Total Training Time")
+    energy: EnergyFigures
+    cost: CostFigures
 
 
 def _batch_key(schema: dict[str, Any]) -> None:

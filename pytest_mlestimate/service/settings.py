@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.architectures import is_custom_factory
+from pytest_mlestimate.pricing import Price, PriceError, price_from
 from pytest_mlestimate.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -38,8 +39,16 @@ ENVIRONMENT = {
     "profile_cpus": "MLESTIMATE_PROFILE_CPUS",
     "max_body_size": "MLESTIMATE_MAX_BODY_SIZE",
     "max_model_kwargs": "MLESTIMATE_MAX_MODEL_KWARGS",
+    "price_per_device_hour": "MLESTIMATE_PRICE_PER_DEVICE_HOUR",
+    "price_per_kwh": "MLESTIMATE_PRICE_PER_KWH",
 }
 """Setting -> the environment variable that sets it (the cache directory is the engine's MLESTIMATE_CACHE_DIR)."""
+
+
+_PRICE_NAMES = (
+    "price_per_device_hour (--price-per-device-hour, MLESTIMATE_PRICE_PER_DEVICE_HOUR)",
+    "price_per_kwh (--price-per-kwh, MLESTIMATE_PRICE_PER_KWH)",
+)
 
 
 class SettingsError(ValueError):
@@ -68,9 +77,21 @@ class ServiceSettings:
     max_model_kwargs: Mapping[str, float] = field(default_factory=dict)
     """model_kwarg name -> the largest number it may be, for any architecture; ``*`` replaces the default limit
     of a custom factory's other numeric keywords (DEFAULT_MODEL_KWARG_LIMIT)."""
+    price_per_device_hour: str | None = None
+    """With its currency ("2.50 USD"): the price of requests that set none, for Cost per Training."""
+    price_per_kwh: str | None = None
+
+    @property
+    def price(self) -> Price | None:
+        """The default price of requests (checked when the settings are made)."""
+        return price_from(self.price_per_device_hour, self.price_per_kwh, _PRICE_NAMES)
 
     def __post_init__(self) -> None:
         problems = []
+        try:
+            self.price  # noqa: B018 - read to check it
+        except PriceError as exc:
+            problems.append(str(exc))
         if not _DEVICE.match(self.device):
             problems.append(f"device '{self.device}' is not a device; allowed: auto, cpu, cuda, cuda:N")
         for name in sorted(self.allowed_factories):

@@ -10,7 +10,7 @@ from pytest_mlestimate.metrics import ESTIMATE_METRICS
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
-from tests.documented_keys import RESOURCE_KEYS
+from tests.documented_keys import COST_KEYS, ENERGY_KEYS, RESOURCE_KEYS
 
 GIB = 2**30
 
@@ -51,8 +51,19 @@ def profile(**changes: Any) -> Profile:
 
 def test_documented_keys_exactly() -> None:
     result = Estimate(scenario(), profile()).to_dict()
-    assert list(result) == ["resource", "training_time", "inference_time", "units", "details", "warnings"]
+    assert list(result) == [
+        "resource",
+        "training_time",
+        "inference_time",
+        "energy",
+        "cost",
+        "units",
+        "details",
+        "warnings",
+    ]
     assert list(result["resource"]) == RESOURCE_KEYS
+    assert list(result["energy"]) == ENERGY_KEYS
+    assert list(result["cost"]) == COST_KEYS
     assert list(result["resource"]["Batch Time"]) == ["forward_pass", "backward_pass"]
     assert list(result["training_time"]) == ["Total Training Time"]
     assert list(result["inference_time"]) == ["1-Image Inference Time", "Batch of 4 Inference Time"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pytest_mlestimate.service.app import create_app
+from pytest_mlestimate.service.settings import ServiceSettings
 from tests.documented_keys import RESOURCE_KEYS
-from tests.service.fakes import EXAMPLE, fake_profile
+from tests.service.fakes import EXAMPLE, client_for, fake_profile
 
 pytestmark = pytest.mark.anyio
 
@@ -23,8 +25,12 @@ async def test_each_endpoint_answers_the_original_request(client, endpoint, keys
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == keys | {"units", "details", "warnings"}
-    assert set(body["units"]) == keys
+    sections = {"energy", "cost"} if endpoint == "estimate-training-time" else set()
+    assert set(body) == keys | sections | {"units", "details", "warnings"}
+    figures = {
+        key for section in sections for key, value in body[section].items() if not isinstance(value, list | dict)
+    }
+    assert set(body["units"]) == keys | (figures - {"Currency"})
     assert body["details"]["fits"] is True
 
 
@@ -36,6 +42,20 @@ async def test_figures_are_the_engines(client):
     assert resource["Batch Time"] == {"forward_pass": pytest.approx(0.425), "backward_pass": pytest.approx(0.525)}
     # 10000 images / batch 8 = 1250 steps: the two warm-up steps as timed, the rest at the mean step.
     assert training["Total Training Time"] == pytest.approx(3.5 + 1.0 * 1248)
+
+
+async def test_the_services_price_prices_requests_that_set_none(measure):
+    app = create_app(ServiceSettings(price_per_device_hour="3600 USD"), measure=measure)
+    async with client_for(app) as client:
+        default = (await client.post("/api/v1/estimate-training-time", json=EXAMPLE)).json()
+        own = (await client.post("/api/v1/estimate-training-time", json=EXAMPLE | {"price": {"kwh": "1 EUR"}})).json()
+
+    assert default["cost"]["Cost per Training"] == pytest.approx(default["Total Training Time"])  # 1 USD a second
+    assert default["cost"]["Currency"] == "USD"
+    assert own["cost"]["Currency"] == "EUR"
+    assert own["cost"]["Cost per Training"] is None  # the fake CPU profile has no energy figure
+    assert own["energy"]["Reasons"]["Energy per Training"]
+    assert len(measure.calls) == 1  # a price changes no profile
 
 
 async def test_a_model_that_does_not_fit_is_an_answer(client, measure):
