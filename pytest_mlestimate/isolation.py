@@ -1,6 +1,7 @@
-"""Measuring a profile in a fresh child process.
+"""Measuring a profile in a child process of its own, forked from a warm parent that has imported torch and
+torchvision already (``warm_start``), or started as a fresh interpreter where that is not available.
 
-A fresh process is what a training run starts from: its first steps pay CUDA's lazy loading, its RAM
+A process of its own is what a training run starts from: its first steps pay CUDA's lazy loading, its RAM
 holds one model, its peak RSS is the run's, a crash or a timeout cannot take the caller down, and a GPU
 out-of-memory leaves nothing behind. The child dies with its caller (see ``worker``), leaves no files, and
 ``stop_all`` ends every running child at once, for a server that is shutting down.
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import threading
 
+from pytest_mlestimate import warm_start
 from pytest_mlestimate.errors import ERROR_TYPES, ProfileCrashError, ProfileStoppedError, ProfileTimeoutError
 from pytest_mlestimate.profile import Profile
 from pytest_mlestimate.progress import Listener, Progress
@@ -23,7 +25,7 @@ from pytest_mlestimate.scenario import Scenario
 DEADLINE_GRACE = 10.0
 """Seconds the child's own deadline lies past the caller's timeout: the caller stops it first when it can."""
 
-_running: set[subprocess.Popen[str]] = set()
+_running: set[subprocess.Popen[str] | warm_start.Child] = set()
 _stopping = threading.Event()
 
 
@@ -49,7 +51,11 @@ def stop_all() -> int:
     _stopping.set()
     children = list(_running)
     for child in children:
-        _kill(child)
+        if isinstance(child, warm_start.Child):
+            child.kill()
+        else:
+            _kill(child)
+    warm_start.stop_warm_parent()
     return len(children)
 
 
@@ -83,6 +89,62 @@ def profile_in_child(scenario: Scenario, timeout: float | None = None, progress:
         raise ProfileStoppedError("profiling is shutting down: no new profile is started")
     if progress is not None:
         progress(Progress("starting"))
+    if warm_start.available():
+        try:
+            parent = warm_start.warm_parent(_child_environment())
+        except OSError:
+            pass  # no warm parent here: a fresh interpreter measures as well, only later
+        else:
+            return _profile_in_fork(parent, scenario, timeout, progress)
+    return _profile_in_fresh_interpreter(scenario, timeout, progress)
+
+
+def _profile_in_fork(
+    parent: warm_start.WarmParent, scenario: Scenario, timeout: float | None, progress: Listener | None
+) -> Profile:
+    reading, writing = os.pipe() if progress is not None else (None, None)
+    request = {
+        "scenario": scenario.model_dump_json(),
+        "deadline": timeout + DEADLINE_GRACE if timeout is not None else None,
+        "path": [os.path.abspath(p or os.curdir) for p in sys.path],
+        "environment": dict(os.environ),
+        "cwd": os.getcwd(),
+    }
+    try:
+        child = parent.fork(request, writing)
+    except BaseException:
+        if reading is not None:
+            os.close(reading)
+        raise
+    finally:
+        if writing is not None:
+            os.close(writing)  # the child holds the only writing end: the relay ends when the child does
+    relay = _relay(reading, progress) if reading is not None and progress is not None else None
+    _running.add(child)
+    try:
+        if _stopping.is_set():  # stop_all ran while this child was being forked
+            child.kill()
+        outcome = child.wait(timeout)
+        if outcome is None:
+            child.kill()
+            child.wait(None)
+            raise ProfileTimeoutError(
+                f"profiling {scenario.architecture} (batch {scenario.batch_size}) ran past its limit of "
+                f"{timeout:g} s and was stopped"
+            )
+        result, code = outcome
+        return _outcome(scenario, -signal.SIGKILL if code is None else code, result.decode(), child.output_tail())
+    except BaseException:  # KeyboardInterrupt, a cancelled caller: the child goes with it
+        child.kill()
+        raise
+    finally:
+        _running.discard(child)
+        child.close()
+        if relay is not None:
+            relay.join(timeout=5)
+
+
+def _profile_in_fresh_interpreter(scenario: Scenario, timeout: float | None, progress: Listener | None) -> Profile:
     reading, writing = os.pipe() if progress is not None else (None, None)
     try:
         child = subprocess.Popen(

@@ -1,5 +1,6 @@
 """Entry point of the child process that measures one profile:
-``python -m pytest_mlestimate.worker --parent PID [--deadline SECONDS]``.
+``python -m pytest_mlestimate.worker --parent PID [--deadline SECONDS]``, or, with ``--warm FD``, of the warm
+parent that forks such children (``warm_start``).
 
 Reads a scenario as JSON on stdin and writes ``{"profile": ...}`` or ``{"error": ...}`` on stdout; the
 model's own prints are sent to stderr, so they cannot mix with the result. The child never outlives its
@@ -74,23 +75,16 @@ def progress_writer(fd: int | None) -> Callable[[Any], None]:
     return write
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pytest_mlestimate.worker")
-    parser.add_argument("--parent", type=int, required=True, help="the process this one must not outlive")
-    parser.add_argument("--deadline", type=float, help="seconds after which this process stops itself")
-    parser.add_argument("--progress-fd", type=int, help="a pipe to write progress reports to, one JSON line each")
-    args = parser.parse_args(argv[1:])
-    die_with(args.parent)
-    watch(args.parent, time.monotonic() + args.deadline if args.deadline else None)
-    out = result_channel()
+def measure(scenario_json: str, out: IO[str], progress_fd: int | None) -> int:
+    """Profile the scenario and write ``{"profile": ...}`` or ``{"error": ...}`` on ``out``; the exit code."""
     try:
         from pytest_mlestimate.errors import EstimateError
         from pytest_mlestimate.profiler import profile_scenario
         from pytest_mlestimate.scenario import Scenario
 
-        scenario = Scenario.model_validate_json(sys.stdin.read())
+        scenario = Scenario.model_validate_json(scenario_json)
         try:
-            profile = profile_scenario(scenario, isolated=True, progress=progress_writer(args.progress_fd))
+            profile = profile_scenario(scenario, isolated=True, progress=progress_writer(progress_fd))
         except EstimateError as exc:
             result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         else:
@@ -102,6 +96,24 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         code = 1
     out.write(json.dumps(result))
+    return code
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pytest_mlestimate.worker")
+    parser.add_argument("--parent", type=int, required=True, help="the process this one must not outlive")
+    parser.add_argument("--deadline", type=float, help="seconds after which this process stops itself")
+    parser.add_argument("--progress-fd", type=int, help="a pipe to write progress reports to, one JSON line each")
+    parser.add_argument("--warm", type=int, metavar="FD", help="be a warm parent, taking requests on this socket")
+    args = parser.parse_args(argv[1:])
+    die_with(args.parent)
+    if args.warm is not None:
+        from pytest_mlestimate.warm_start import serve
+
+        return serve(args.warm, args.parent)
+    watch(args.parent, time.monotonic() + args.deadline if args.deadline else None)
+    out = result_channel()
+    code = measure(sys.stdin.read(), out, args.progress_fd)
     out.close()
     return code
 
