@@ -4,7 +4,8 @@ For each architecture: profile batch 2, 4 and 6 (fresh processes, no cache), fit
 (``capacity.fit_sizes``), predict batch 12, then profile batch 12 for real and compare. Profiles are
 interleaved across architectures so that a slow minute of the machine does not land on one of them alone.
 
-    python bench/capacity_accuracy.py                   # CPU: three architectures, one an R-CNN
+    python bench/capacity_accuracy.py                   # CPU: three torchvision architectures and the tiny model
+    python bench/capacity_accuracy.py --held-out 8      # a nearer unprofiled batch
     python bench/capacity_accuracy.py --device cuda:0   # GPU: peak allocated memory as well
     python bench/capacity_accuracy.py --only ssdlite
 
@@ -28,9 +29,10 @@ from pytest_mlestimate.size_fit import FIGURE
 FITTED = (2, 4, 6)
 HELD_OUT = 12
 CPU = [
-    ("pytest_mlestimate.tiny:tiny_detector", (256, 256), {}),
     ("ssdlite320_mobilenet_v3_large", (320, 320), {"score_thresh": 0.3}),
     ("fasterrcnn_mobilenet_v3_large_320_fpn", (320, 320), {}),
+    ("fcos_resnet50_fpn", (160, 160), {"min_size": 160, "max_size": 160}),
+    ("pytest_mlestimate.tiny:tiny_detector", (256, 256), {}),
 ]
 GPU = [
     ("fasterrcnn_resnet50_fpn", (512, 512), {"min_size": 512, "max_size": 512}),
@@ -63,6 +65,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--only", default="")
+    parser.add_argument("--held-out", type=int, default=HELD_OUT, help=f"the unprofiled batch (default {HELD_OUT})")
     args = parser.parse_args()
     kind = "cuda" if args.device.startswith("cuda") else "cpu"
     chosen = [c for c in (GPU if kind == "cuda" else CPU) if args.only in c[0]]
@@ -70,16 +73,16 @@ def main() -> int:
     print(f"load before: {os.getloadavg()}")
     started = time.perf_counter()
     profilers = {arch: Profiler(scenario(arch, image, kwargs, args.device), _fresh) for arch, image, kwargs in chosen}
-    for batch in (*FITTED, HELD_OUT):  # interleaved: every architecture at one size, then the next size
+    for batch in (*FITTED, args.held_out):  # interleaved: every architecture at one size, then the next size
         for arch, profiler in profilers.items():
             found = profiler.at(batch)
             print(f"  profiled {arch} batch {batch}: {found.profile.measure_seconds:.1f} s", flush=True)
     failures = 0
     for arch, profiler in profilers.items():
         fit = fit_sizes(profiler.scenario, FITTED, profiler=profiler)
-        real = profiler.at(HELD_OUT)
-        predicted = fit.predict(HELD_OUT)
-        print(f"\n{arch}: fitted on batch {', '.join(map(str, FITTED))}; batch {HELD_OUT} predicted vs profiled")
+        real = profiler.at(args.held_out)
+        predicted = fit.predict(args.held_out)
+        print(f"\n{arch}: fitted on batch {', '.join(map(str, FITTED))}; batch {args.held_out} predicted vs profiled")
         for name, bar in bars.items():
             truth = FIGURE[name].read(real)
             guess = predicted.get(name)
