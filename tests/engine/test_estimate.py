@@ -13,6 +13,7 @@ from pytest_mlestimate import EstimateError, estimate, estimate_model
 from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ModelRunError
 from pytest_mlestimate.samples import robust_mean
 from pytest_mlestimate.tiny import tiny_detector
+from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY as TINY_BASE
 
 TINY: dict[str, Any] = {
@@ -84,7 +85,7 @@ def test_a_failed_profile_leaves_no_sampling_thread_behind() -> None:
 
 def test_timeout_stops_the_profile_and_says_so() -> None:
     with pytest.raises(EstimateError, match=r"ran past its limit of 0\.5 s"):
-        estimate(TINY, timeout=0.5, cache=False)
+        estimate(SLOW, timeout=0.5, cache=False)  # a profile starts in 0.1 s: the model must be slow
 
 
 def test_a_model_defined_in_python_code() -> None:

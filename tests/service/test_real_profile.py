@@ -13,6 +13,7 @@ from pytest_mlestimate.service.profile_queue import Measured
 from pytest_mlestimate.service.settings import ServiceSettings
 from pytest_mlestimate.service.state import engine_measure
 from tests.service.fakes import TINY, client_for
+from tests.slow_model import SLOW
 
 pytestmark = pytest.mark.anyio
 
@@ -59,9 +60,9 @@ async def test_twenty_requests_make_one_real_profile_and_a_restart_answers_from_
 
 
 async def test_a_real_profile_past_its_limit_is_stopped_and_the_service_stays_up():
-    settings = ServiceSettings(allowed_factories=frozenset({TINY}), profile_timeout=0.5)
-    async with client_for(create_app(settings)) as client:
-        stopped = await client.post(RESOURCE, json=TINY_BODY | {"batch_size": 3})
+    settings = ServiceSettings(allowed_factories=frozenset({SLOW["architecture"]}), profile_timeout=0.5)
+    async with client_for(create_app(settings)) as client:  # a profile starts in 0.1 s: the model must be slow
+        stopped = await client.post(RESOURCE, json=TINY_BODY | {"architecture": SLOW["architecture"]})
         health = await client.get("/healthz")
         queue = (await client.get("/api/v1/environment")).json()["queue"]
 
