@@ -3,7 +3,9 @@
 # the fake-NVML device tests, the GPU accuracy benchmark (training and inference at the stated detection
 # load), then the regression gate's power at +5 % on the GPU. Pure-Python dependencies the machine lacks
 # may be provided as wheels in .whl/. Logs go to $OUT when it is set.
-#   bash bench/gpu_check.sh [tests|accuracy|power|all]
+# Then capacity: the fit's held-out peak allocated memory and the largest batch on the real device, with the
+# energy per step it measured.
+#   bash bench/gpu_check.sh [tests|accuracy|power|capacity|all]
 set -u
 cd "$(dirname "$0")/.."
 part=${1:-all}
@@ -27,4 +29,8 @@ if [ "$part" = accuracy ] || [ "$part" = all ]; then
 fi
 if [ "$part" = power ] || [ "$part" = all ]; then
   python3 bench/regression_power.py --device cuda --tries "${POWER_TRIES:-10}" --sizes 0,5 2>&1 | tee "$logs/power.log"
+fi
+if [ "$part" = capacity ] || [ "$part" = all ]; then
+  python3 bench/capacity_accuracy.py --device cuda:0 2>&1 | tee "$logs/capacity.log"
+  python3 -m pytest_mlestimate.cli capacity scenarios/gpu.yaml --scenario fasterrcnn-r50-b4-512 --predict 32 --json 2>&1 | tee "$logs/capacity-table.json" | tail -40
 fi
