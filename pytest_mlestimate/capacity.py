@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.errors import EstimateError, brief
+from pytest_mlestimate.errors import EstimateError, ProfileCrashError, brief
 from pytest_mlestimate.input_size import effective_image_size
 from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.result import Estimate
@@ -238,6 +238,8 @@ class BatchSearch:
             f"  profiles: {self.profiles} run, {self.recalled} from the cache; "
             f"a power-then-binary search would run {self.lightning_trials} trials",
         ]
+        if self.settled and self.note:
+            lines.append(f"  {self.note}")
         best = self.best_throughput()
         if best:
             lines.append(f"  best measured throughput: batch {best[0]}, {best[1]:.2f} images/s")
@@ -339,12 +341,20 @@ def max_batch_size(
     high = min(failing, default=None)
     predicted_first = guess = _predict(fit, figure, bytes_limit, most)
     note = None
+    crashed: list[str] = []
     while not (high is not None and high - low <= step) and low < most:
         if runner.profiled >= MAX_PROFILES:
             note = f"stopped after {MAX_PROFILES} profiles"
             break
         candidate = _next_candidate(guess, low, high, step, most)
-        found = runner.at(candidate)
+        try:
+            found = runner.at(candidate)
+        except ProfileCrashError as exc:  # killed for RAM, most often: a trial that did not fit
+            crashed.append(f"batch {candidate}: {str(exc).splitlines()[0]}")
+            runner.profiled += 1
+            high = candidate if high is None else min(high, candidate)
+            guess = None
+            continue
         fit.add(Point.of(found, fit.load_of(candidate, tuple(parsed.image_size))))
         if _fits(found, figure, bytes_limit):
             low = candidate
@@ -353,6 +363,8 @@ def max_batch_size(
         guess = _predict(fit, figure, bytes_limit, most)
     largest = low if low >= 1 else None
     settled = note is None
+    if crashed:
+        note = "; ".join(["profiles that crashed count as not fitting", *crashed])
     return BatchSearch(
         fit, bytes_limit, source, figure, largest, high, step, predicted_first, runner.profiled, runner.recalled,
         settled, note,

@@ -21,6 +21,7 @@ from pytest_mlestimate.capacity import (
     max_batch_size,
     power_then_binary_trials,
 )
+from pytest_mlestimate.errors import ProfileCrashError
 from pytest_mlestimate.profile import PhasePeaks, Profile
 from pytest_mlestimate.result import Estimate
 from pytest_mlestimate.scenario import Scenario
@@ -151,6 +152,22 @@ def test_an_out_of_memory_is_a_trial_that_failed_not_an_error() -> None:
     assert found.figure == "peak_gpu_memory"
     assert found.largest == 9 and found.first_failing == 10
     assert len(profiled) <= 10  # the line said 76: it bisects instead of walking down one by one
+
+
+def test_a_profile_killed_for_ram_is_a_trial_that_did_not_fit() -> None:
+    measure, profiled = world(lambda b: 500 * MIB + 10 * MIB * b)
+
+    def crashing(scenario: Scenario) -> Estimate:
+        if scenario.batch_size > 20:
+            profiled.append(scenario.batch_size)
+            raise ProfileCrashError("profiling failed: it was killed (SIGKILL): most likely the machine ran out of RAM")
+        return measure(scenario)
+
+    found = max_batch_size(scenario(), 500 * MIB + 10 * MIB * 100, measure=crashing)
+    assert found.largest == 20 and found.first_failing == 21
+    assert found.profiles == len(profiled)
+    assert "batch 21: profiling failed: it was killed (SIGKILL)" in (found.note or "")
+    assert "profiles that crashed count as not fitting" in str(found)
 
 
 def test_power_then_binary_counts_trials_as_the_trainer_runs_them() -> None:
