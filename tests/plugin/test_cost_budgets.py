@@ -32,6 +32,9 @@ def test_the_ini_price_prices_scenarios_that_set_none(
 
     result.assert_outcomes(passed=2, failed=2)
     result.stdout.fnmatch_lines(["*tight*cost_per_training broke its limit*", "*mismatch*is in EUR but the price*"])
+    # the summary table gains a cost column, in each scenario's currency; no energy column without a counter
+    result.stdout.fnmatch_lines(["scenario*result*training*cost*budgets", "default*passed*USD*", "own*passed*EUR*"])
+    assert not any(line.startswith("scenario ") and " energy " in line for line in result.stdout.lines)
     jsonschema.validate(report, SCHEMA)
     entries = by_name(report)
     default = entries["default"]

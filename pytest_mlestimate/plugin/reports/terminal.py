@@ -47,13 +47,28 @@ def _budgets(record: dict[str, Any]) -> str:
     return text
 
 
-_CAPACITY = ("max batch", METRIC["max_batch_size"].path, METRIC["max_batch_size"].unit)
-"""A column only when some scenario asked for its capacity."""
+_OPTIONAL = tuple(
+    (label, METRIC[name].path, METRIC[name].unit)
+    for label, name in (
+        ("energy", "energy_per_training"),
+        ("cost", "cost_per_training"),
+        ("max batch", "max_batch_size"),
+    )
+)
+"""Columns shown only when some scenario has the figure: energy where a counter was readable, cost where a
+price was set, the largest batch where a scenario asked for its capacity."""
 
 
 def _columns(records: list[dict[str, Any]]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
-    asked = any(record.get("capacity") for record in records)
-    return (*_HEADLINE, _CAPACITY) if asked else _HEADLINE
+    shown = tuple(column for column in _OPTIONAL if any(_dig(r, column[1]) is not None for r in records))
+    return (*_HEADLINE, *shown)
+
+
+def _shown(record: dict[str, Any], path: tuple[str, ...], unit: str) -> str:
+    value = _dig(record, path)
+    if unit == "money" and value is not None:
+        return f"{value:.2f} {_dig(record, ('cost', 'Currency')) or ''}".rstrip()
+    return format_quantity(value, unit)
 
 
 def rows(records: list[dict[str, Any]]) -> list[list[str]]:
@@ -62,7 +77,7 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
         [
             record["name"],
             record.get("outcome") or "not run",
-            *(format_quantity(_dig(record, path), unit) for _, path, unit in columns),
+            *(_shown(record, path, unit) for _, path, unit in columns),
             _budgets(record),
         ]
         for record in records
