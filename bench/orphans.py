@@ -1,7 +1,8 @@
 """How long a profiling child outlives a caller that is killed mid-profile (kill -9 or SIGTERM).
 
 Starts ``pytest --mlestimate`` (or a plain Python caller of ``estimate``) on a scenario whose model steps slowly,
-waits until its profiling child is measuring, kills the caller, and times until the child is gone. Also lists
+waits until its profiling child is measuring, kills the caller, and times until the child (and the warm parent
+it was forked from, if any) is gone. Also lists
 temporary directories the run left behind.
 
     python bench/orphans.py                # pytest, kill -9, 5 tries
@@ -13,6 +14,7 @@ Bar: no profiling process survives its caller by more than a few seconds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -38,30 +40,44 @@ def caller_command(kind: str, work: Path) -> list[str]:
     return [sys.executable, "-m", "pytest", "--mlestimate", "scenarios.yaml", "-q", "-p", "no:cacheprovider"]
 
 
+def is_worker(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return "pytest_mlestimate.worker" in " ".join(process.cmdline())
+    return False
+
+
+def measuring(process: psutil.Process) -> bool:
+    """A fresh worker, or a child forked from the warm parent (whose command line it shares)."""
+    with contextlib.suppress(psutil.NoSuchProcess, AttributeError):  # AttributeError: its parent is gone
+        return "--warm" not in process.cmdline() or "--warm" in process.parent().cmdline()
+    return False
+
+
+def alive(process: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return process.status() != psutil.STATUS_ZOMBIE
+    return False
+
+
 def one_try(kind: str, number: int) -> tuple[float, int]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         env = os.environ | {"PYTHONPATH": str(ROOT), "MLESTIMATE_CACHE_DIR": tmp, "MLESTIMATE_LOCK_DIR": tmp}
         before = set(Path(tempfile.gettempdir()).glob("mlestimate-*"))
         caller = subprocess.Popen(caller_command(kind, work), cwd=work, env=env, stdout=subprocess.DEVNULL)
-        child = None
-        while child is None:
+        workers: list[psutil.Process] = []
+        while not any(measuring(process) for process in workers):
             time.sleep(0.2)
-            for process in psutil.Process(caller.pid).children(recursive=True):
-                if "pytest_mlestimate.worker" in " ".join(process.cmdline()):
-                    child = process
+            workers = [p for p in psutil.Process(caller.pid).children(recursive=True) if is_worker(p)]
         time.sleep(3)  # measuring by now
         os.kill(caller.pid, number)
         caller.wait()
         killed = time.monotonic()
-        while True:
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
+        while any(alive(process) for process in workers):  # the profiling child, and the warm parent if any
             if time.monotonic() - killed > 60:
-                child.kill()
+                for process in workers:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.kill()
                 return float("inf"), 0
             time.sleep(0.05)
         survived = time.monotonic() - killed
@@ -81,7 +97,10 @@ def main() -> None:
     for attempt in range(args.n):
         survived, left = one_try(args.caller, number)
         worst = max(worst, survived)
-        print(f"try {attempt + 1}: the child survived its caller by {survived:.2f} s; temporary dirs left: {left}")
+        print(
+            f"try {attempt + 1}: the profiling processes survived their caller by {survived:.2f} s; temporary dirs "
+            f"left: {left}"
+        )
     print(f"worst: {worst:.2f} s")
 
 

@@ -1,8 +1,10 @@
 """Start-up cost of a profile: forked from the warm parent against a fresh interpreter, interleaved.
 
-Start-up = the wall time of ``isolation.profile_in_child`` minus the profile's own measuring time. For each
-scenario the two ways alternate (fresh, warm, fresh, warm, ...) so that the machine's drift lands on both;
-the first warm profile also starts the warm parent and is reported apart. The RAM figures of the two ways
+Start-up = the wall time of ``isolation.profile_in_child`` minus the profile's own ``measure_seconds`` (which
+runs from building the model to the end of inference, so it holds ``build_seconds``). For each scenario the
+two ways alternate (fresh, warm, fresh, warm, ...) so that the machine's drift lands on both; the first warm
+profile of the run also starts the warm parent and is reported apart, as is the first warm profile of each
+later scenario (the warm parent already running). The RAM figures of the two ways
 are compared. Then the main job, ``pytest --mlestimate scenarios/cpu.yaml --mlestimate-no-cache``, is
 timed each way.
 
@@ -86,7 +88,10 @@ def main() -> int:
                 runs[fresh].append(one(scenario, fresh))
         name = scenario["architecture"]
         print(f"\n{name}: {args.repeats} profiles each way, interleaved")
-        print(f"  warm parent's own start (first warm profile): {first[0]:.2f} s")
+        if scenario is SCENARIOS[0]:
+            print(f"  first warm profile, which also started the warm parent: start-up {first[0]:.2f} s")
+        else:
+            print(f"  first warm profile of this scenario (warm parent already running): start-up {first[0]:.2f} s")
         medians = {}
         for fresh, label in ((True, "fresh interpreter"), (False, "warm parent")):
             startup = [r[0] for r in runs[fresh]]

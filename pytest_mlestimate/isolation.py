@@ -109,6 +109,7 @@ def _profile_in_fork(
         "path": [os.path.abspath(p or os.curdir) for p in sys.path],
         "environment": dict(os.environ),
         "cwd": os.getcwd(),
+        "cpus": sorted(os.sched_getaffinity(0)),  # this thread's: a lane of the service pins its own
     }
     try:
         child = parent.fork(request, writing)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import select
 import signal
 import socket
@@ -170,8 +171,30 @@ def warm_parent(environment: dict[str, str]) -> WarmParent:
     global _warm
     with _warm_lock:
         if _warm is None or not _warm.alive():
-            _warm = WarmParent(environment)
+            _warm = _start_in_a_thread_of_its_own(environment)
         return _warm
+
+
+def _start_in_a_thread_of_its_own(environment: dict[str, str]) -> WarmParent:
+    """The parent-death signal fires when the *thread* that started the warm parent ends: started from the
+    thread of a profile (a pool's, a request's), the warm parent and every running profile would die with that
+    thread. This thread lives as long as the warm parent."""
+    started: queue.SimpleQueue[WarmParent | BaseException] = queue.SimpleQueue()
+
+    def run() -> None:
+        try:
+            parent = WarmParent(environment)
+        except BaseException as exc:
+            started.put(exc)
+            return
+        started.put(parent)
+        parent.process.wait()
+
+    threading.Thread(target=run, name="mlestimate-warm-parent", daemon=True).start()
+    outcome = started.get()
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def stop_warm_parent() -> None:
@@ -238,6 +261,7 @@ def serve(channel: int, caller: int) -> int:
     for name in PRELOAD:
         __import__(name)
     runs = resident_file_pages()
+    me = os.getpid()
     sock = socket.socket(fileno=channel)
     sock.sendall(READY)
     statuses: dict[int, int] = {}
@@ -257,7 +281,9 @@ def serve(channel: int, caller: int) -> int:
         pid = os.fork()
         if pid == 0:
             sock.close()
-            _run_child(fds, runs)  # never returns
+            for sibling in statuses.values():  # held, a sibling's status pipe would not end when the warm parent
+                os.close(sibling)  # closes it, and its caller would wait for this child too
+            _run_child(fds, runs, me)  # never returns
         statuses[pid] = fds[2]
         for fd in fds[:2] + fds[3:]:
             os.close(fd)
@@ -279,7 +305,7 @@ def _reap(statuses: dict[int, int]) -> None:
             os.close(fd)
 
 
-def _run_child(fds: list[int], runs: list[tuple[int, int]]) -> None:
+def _run_child(fds: list[int], runs: list[tuple[int, int]], parent: int) -> None:
     code = 1
     try:
         from pytest_mlestimate import worker
@@ -294,17 +320,39 @@ def _run_child(fds: list[int], runs: list[tuple[int, int]]) -> None:
         os.close(output)
         with os.fdopen(scenario_r, "rb") as pipe:
             request = json.loads(pipe.read())
-        worker.die_with(os.getppid())
+        worker.die_with(parent)
         deadline = request.get("deadline")
-        worker.watch(os.getppid(), time.monotonic() + deadline if deadline else None)
+        worker.watch(parent, time.monotonic() + deadline if deadline else None)
         sys.path[:] = request["path"]
+        threads = _threads_of(request)
         os.environ.clear()
         os.environ.update(request["environment"])
         with contextlib.suppress(OSError):
             os.chdir(request["cwd"])
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         with os.fdopen(result_w, "w", encoding="utf-8") as out:
             code = worker.measure(request["scenario"], out, progress)
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _threads_of(request: dict[str, Any]) -> int | None:
+    """Pins this child to the CPUs of the caller's thread (a service's lane pins its thread: a fresh child
+    inherited that), and the torch threads a fresh interpreter would have chosen, when they differ from the warm
+    parent's: torch sizes its OpenMP pool when it is imported, from OMP_NUM_THREADS or the CPUs it may use, and
+    a fork keeps the warm parent's pool. None: the warm parent's count is right."""
+    cpus = set(request.get("cpus") or ())
+    inherited = (os.sched_getaffinity(0), os.environ.get("OMP_NUM_THREADS"))
+    if cpus and cpus != inherited[0]:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, cpus)
+    wanted = (os.sched_getaffinity(0), request["environment"].get("OMP_NUM_THREADS"))
+    if wanted == inherited:
+        return None
+    first = (wanted[1] or "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else len(wanted[0])

@@ -30,6 +30,15 @@ def slow_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def is_profiling_child(process: psutil.Process) -> bool:
+    """A fresh worker, or a child forked from the warm parent (whose command line it shares); not the warm
+    parent itself."""
+    command = process.cmdline()
+    if "pytest_mlestimate.worker" not in " ".join(command):
+        return False
+    return "--warm" not in command or "--warm" in process.parent().cmdline()
+
+
 def profiling_child(caller: subprocess.Popen[bytes], within: float = 60.0) -> psutil.Process:
     """The caller's worker process, once it has started measuring."""
     limit = time.monotonic() + within
@@ -37,13 +46,17 @@ def profiling_child(caller: subprocess.Popen[bytes], within: float = 60.0) -> ps
         assert caller.poll() is None, "the caller ended before profiling started"
         for child in psutil.Process(caller.pid).children(recursive=True):
             try:
-                if "pytest_mlestimate.worker" in " ".join(child.cmdline()):
+                if is_profiling_child(child):
                     time.sleep(2)  # past start-up: importing torch, building the model
                     return child
-            except psutil.NoSuchProcess:
+            except (psutil.NoSuchProcess, AttributeError):  # gone, or its parent is (AttributeError)
                 continue
         time.sleep(0.2)
     raise AssertionError("no profiling child appeared")
+
+
+def warm_parent_of(child: psutil.Process) -> psutil.Process | None:
+    return child.parent() if "--warm" in child.cmdline() else None
 
 
 def gone_within(process: psutil.Process, seconds: float) -> float | None:
@@ -77,11 +90,13 @@ def test_kill_9_of_pytest_takes_the_profiling_child_with_it(slow_model: Path) ->
         stderr=subprocess.DEVNULL,
     )
     child = profiling_child(caller)
+    warm = warm_parent_of(child)
     os.kill(caller.pid, signal.SIGKILL)
     caller.wait()
     took = gone_within(child, 10)
     assert took is not None, "the profiling child outlived pytest by 10 s"
     assert took < 3
+    assert warm is None or gone_within(warm, 3) is not None
     assert mlestimate_temp_dirs() <= before
 
 
@@ -96,10 +111,12 @@ estimate({scenario!r}, cache=False)
 def test_a_python_caller_that_dies_takes_the_child_with_it(slow_model: Path, signal_number: int) -> None:
     caller = subprocess.Popen([sys.executable, "-c", CALLER.format(scenario=SLOW)], cwd=slow_model)
     child = profiling_child(caller)
+    warm = warm_parent_of(child)
     os.kill(caller.pid, signal_number)
     caller.wait()
     took = gone_within(child, 10)
     assert took is not None and took < 3
+    assert warm is None or gone_within(warm, 3) is not None
 
 
 def test_the_child_stops_itself_at_its_deadline(slow_model: Path) -> None:
