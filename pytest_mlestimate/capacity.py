@@ -286,13 +286,6 @@ def power_then_binary_trials(fits: Callable[[int], bool], start: int = 2, most: 
     return trials
 
 
-def _fits(estimate_: Estimate, figure: str, limit: float) -> bool:
-    if not estimate_.fits:
-        return False
-    value = FIGURE[figure].read(estimate_)
-    return value is not None and value <= limit
-
-
 def max_batch_size(
     scenario: Scenario | Mapping[str, Any],
     limit: str | float | None = None,
@@ -355,8 +348,9 @@ def max_batch_size(
             high = candidate if high is None else min(high, candidate)
             guess = None
             continue
-        fit.add(Point.of(found, fit.load_of(candidate, tuple(parsed.image_size))))
-        if _fits(found, figure, bytes_limit):
+        point = Point.of(found, fit.load_of(candidate, tuple(parsed.image_size)))
+        fit.add(point)
+        if _point_fits(point, figure, bytes_limit):
             low = candidate
         else:
             high = candidate if high is None else min(high, candidate)

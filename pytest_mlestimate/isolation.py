@@ -37,7 +37,7 @@ def _child_environment() -> dict[str, str]:
     return env
 
 
-def _kill(child: subprocess.Popen[str]) -> None:
+def _kill(child: subprocess.Popen[str] | warm_start.Child) -> None:
     """The child and whatever it started (its own process group)."""
     try:
         os.killpg(child.pid, signal.SIGKILL)
@@ -51,10 +51,7 @@ def stop_all() -> int:
     _stopping.set()
     children = list(_running)
     for child in children:
-        if isinstance(child, warm_start.Child):
-            child.kill()
-        else:
-            _kill(child)
+        _kill(child)
     warm_start.stop_warm_parent()
     return len(children)
 

@@ -44,7 +44,8 @@ class Figure:
     samples: Callable[[Estimate], list[float]] = lambda _estimate: []
 
 
-def _gpu(estimate: Estimate, attribute: str) -> float | None:
+def _peak(estimate: Estimate, attribute: str) -> float | None:
+    """A peak of the estimate's own phase (training or inference)."""
     phase = (
         estimate.profile.training if estimate.scenario.application_type == "training" else estimate.profile.inference
     )
@@ -64,10 +65,10 @@ def _step_time(estimate: Estimate) -> float | None:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("peak_ram_memory", "Peak RAM Memory", "bytes", False, lambda e: _gpu(e, "peak_rss")),
-    Figure("peak_gpu_memory", "Peak GPU Memory", "bytes", False, lambda e: _gpu(e, "peak_gpu_memory")),
-    Figure("peak_gpu_allocated", "Peak GPU Allocated Memory", "bytes", False, lambda e: _gpu(e, "peak_gpu_allocated")),
-    Figure("peak_gpu_reserved", "Peak GPU Reserved Memory", "bytes", False, lambda e: _gpu(e, "peak_gpu_reserved")),
+    Figure("peak_ram_memory", "Peak RAM Memory", "bytes", False, lambda e: _peak(e, "peak_rss")),
+    Figure("peak_gpu_memory", "Peak GPU Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_memory")),
+    Figure("peak_gpu_allocated", "Peak GPU Allocated Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_allocated")),
+    Figure("peak_gpu_reserved", "Peak GPU Reserved Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_reserved")),
     Figure("step_time", "Step Time", "seconds", True, _step_time, _step_times),
 )
 """``step_time`` is a training step, or a batch inference call for an inference scenario."""
