@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pytest_mlestimate.breakdown import Breakdown, Timeline
 from pytest_mlestimate.contention import Contention
 
-PROFILE_FORMAT = 4
+PROFILE_FORMAT = 5
 """Raised whenever what a profile measures changes, so that older cached profiles are measured again."""
 
 
@@ -95,6 +96,9 @@ class Profile(BaseModel):
     """None: not measured (no training steps ran)."""
     cpu_energy: EnergyReading | None = None
     """The CPU packages' energy (RAPL): the whole packages, every process on them, not only this profile."""
+    breakdown: Breakdown | None = None
+    """Per-part times and memory from extra instrumented steps; None where the scenario turned it off."""
+    timeline: Timeline | None = None
     environment: dict[str, str | None] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
     failure: str | None = None

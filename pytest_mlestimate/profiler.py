@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pytest_mlestimate.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.contention import Contention, Window
 from pytest_mlestimate.devices import resolve_device
 from pytest_mlestimate.energy import RaplEnergy, StepEnergy
@@ -37,6 +38,7 @@ from pytest_mlestimate.models import (
     parameter_count,
     target_kind,
 )
+from pytest_mlestimate.module_hooks import TrainingCalls, measure_inference, measure_training
 from pytest_mlestimate.monitor import ResourceMonitor
 from pytest_mlestimate.profile import EnergyReading, Profile
 from pytest_mlestimate.progress import Listener, Progress
@@ -238,34 +240,21 @@ class _Session:
         spent_marking = 0.0
         lr = float(self.optimizer.param_groups[0]["lr"])
         start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            losses = self.model(self.images, self.targets)
-            loss = sum(losses.values())
+        loss = self.forward_loss()
         sync()
         forward_end = time.perf_counter()
         if mark:
             mark()
             spent_marking += time.perf_counter() - forward_end
         backward_start = time.perf_counter()
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        self.backward(loss)
         sync()
         backward_end = time.perf_counter()
         if mark:
             mark()
             spent_marking += time.perf_counter() - backward_end
         optimizer_start = time.perf_counter()
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        value = float(loss.item())  # a training loop reads the loss to log it; this also synchronises
+        value = self.optimizer_step(loss)
         end = time.perf_counter()
         if mark:
             mark()
@@ -280,6 +269,48 @@ class _Session:
             forward_end - start,
             backward_end - backward_start,
             end - optimizer_start,
+        )
+
+    def forward_loss(self) -> torch.Tensor:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            losses = self.model(self.images, self.targets)
+            return sum(losses.values())  # type: ignore[return-value]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """The optimizer's and the warm-up's step, then the loss as a training loop reads it to log it (which
+        also synchronises)."""
+        assert self.optimizer is not None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(loss.item())
+
+    def training_calls(self) -> TrainingCalls:
+        optimizer = self.optimizer
+        assert optimizer is not None
+        return TrainingCalls(
+            forward=self.forward_loss,
+            backward=self.backward,
+            optimizer_step=self.optimizer_step,
+            parameters=lambda: [p for p in self.model.parameters() if p.requires_grad],
+            optimizer_state=lambda: sum(
+                t.numel() * t.element_size()
+                for state in optimizer.state.values()
+                for t in state.values()
+                if isinstance(t, torch.Tensor)
+            ),
         )
 
     def infer(self, images: list[torch.Tensor]) -> tuple[float, float]:
@@ -502,6 +533,8 @@ def _profile_training(session: _Session, iterations: Iterations, profile: Profil
     profile.training = monitor.end_phase()
     if isolated:
         profile.training.peak_rss = max(profile.training.peak_rss, _peak_rss_of_process())
+    if session.scenario.breakdown_depth:
+        profile.breakdown, profile.timeline = _training_breakdown(session, profile)
 
 
 def _train(session: _Session, iterations: Iterations, profile: Profile) -> None:
@@ -663,6 +696,51 @@ def _profile_inference(session: _Session, iterations: Iterations, profile: Profi
     profile.inference = monitor.end_phase()
     if isolated:
         profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
+    if session.scenario.breakdown_depth:
+        profile.breakdown = _inference_breakdown(session, profile.breakdown)
+
+
+def _training_breakdown(session: _Session, profile: Profile) -> tuple[Breakdown, Timeline | None]:
+    """Per-part times and memory in extra steps, after the phase's figures are read: the hooks never touch them.
+    A step that fails here costs the breakdown, not the profile."""
+    depth = session.scenario.breakdown_depth
+    try:
+        with _quiet_warnings():
+            found, timeline = measure_training(session.model, session.device, session.training_calls(), depth)
+    except Exception as exc:  # any failure of the extra steps only loses the breakdown
+        failed = f"the instrumented training steps failed: {type(exc).__name__}: {exc}"
+        return Breakdown(depth=depth, unavailable=failed), None
+    peaks = profile.training
+    if peaks is not None:
+        if session.on_gpu:
+            split_memory(found, "peak allocated GPU memory", peaks.peak_gpu_allocated, on_gpu=True)
+        else:
+            split_memory(found, "Peak RAM Memory", peaks.peak_rss, on_gpu=False)
+    return found, timeline
+
+
+def _inference_breakdown(session: _Session, breakdown: Breakdown | None) -> Breakdown:
+    depth = session.scenario.breakdown_depth
+    found = breakdown or Breakdown(depth=depth)
+    images = session.images
+
+    def call() -> None:
+        with session.autocast():
+            session.model(images)
+
+    try:
+        with torch.inference_mode(), _quiet_warnings():
+            load = apply_detection_load(session.model, session.scenario)
+            try:
+                times, found.inference = measure_inference(session.model, session.device, call, depth)
+            finally:
+                load.restore()
+    except Exception as exc:
+        found.unavailable = f"the instrumented inference calls failed: {type(exc).__name__}: {exc}"
+        return found
+    for name, seconds in times.items():
+        found.part(name).inference_s = seconds
+    return found
 
 
 @contextlib.contextmanager

@@ -386,11 +386,26 @@ class Estimate:
                     "kWh x the price per kWh, of the parts that are known."
                 ),
             },
+            "breakdown": self._breakdown(),
+            "timeline": profile.timeline.model_dump() if profile.timeline else None,
             "environment": profile.environment,
             "profile_seconds": profile.measure_seconds,
             "build_seconds": profile.build_seconds,
             "cache": self.cache,
         }
+
+    def _breakdown(self) -> dict[str, Any] | None:
+        """The per-part breakdown, its training times set beside the headline step they explain."""
+        found = self.profile.breakdown
+        if found is None:
+            return None
+        details = found.model_dump()
+        training, headline = details["training"], _robust_mean(self.profile.step_times)
+        if training is not None and headline:
+            training["headline_step_s"] = headline
+            training["remainder_s"] = headline - training["step_s"]
+            training["remainder_share"] = training["remainder_s"] / headline
+        return details
 
     def to_dict(self) -> dict[str, Any]:
         training = self.scenario.application_type == "training"

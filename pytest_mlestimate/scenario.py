@@ -106,6 +106,9 @@ class Scenario(BaseModel):
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
     images). Random weights set the count arbitrarily, so a stated load is the default even with weights."""
+    breakdown_depth: int = Field(1, ge=0, le=8)
+    """How deep the per-module breakdown looks: 1, the model's direct children (a torchvision backbone with
+    an FPN as its body and its FPN); N, the modules N levels down; 0 measures no breakdown."""
     price: Price | None = None
     """Prices for Cost per Training (``{device_hour: "2.50 USD", kwh: "0.30 USD"}``); unset, the plugin's or the
     service's default applies. It changes no measurement."""

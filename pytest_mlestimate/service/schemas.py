@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pytest_mlestimate.breakdown import Breakdown, Timeline
+
 Figure = float | None
 """A measured figure; null where it does not apply (no GPU, a model that did not fit, ...)."""
 
@@ -52,6 +54,10 @@ class Details(BaseModel):
     fits: bool
     failure: str | None
     cache: dict[str, Any]
+    breakdown: Breakdown | None = Field(
+        None, description="Time and memory by part of the model, measured with module hooks in extra steps"
+    )
+    timeline: Timeline | None = Field(None, description="Memory against time through one instrumented training step")
 
 
 class Answer(Closed):
