@@ -1,0 +1,155 @@
+"""The per-module breakdown: which part a time or a byte belongs to, measured through real hooks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from pytest_mlestimate import estimate
+from pytest_mlestimate.module_hooks import TrainingCalls, measure_inference, measure_training, parts_of
+from tests.tiny_scenario import TINY
+
+BATCH, WIDTH, HIDDEN = 64, 64, 2048
+FLOAT = 4
+
+
+class Lopsided(nn.Module):
+    """A light part and a heavy one whose saved tensors are known to the byte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.light = nn.Linear(WIDTH, WIDTH)
+        self.heavy = nn.Sequential(
+            nn.Linear(WIDTH, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, WIDTH)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heavy(self.light(x)).square().mean()
+
+
+def _calls(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor) -> TrainingCalls:
+    def forward() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        return model(x)
+
+    def step(loss: torch.Tensor) -> None:
+        optimizer.step()
+        loss.item()
+
+    return TrainingCalls(
+        forward=forward,
+        backward=lambda loss: loss.backward(),
+        optimizer_step=step,
+        parameters=lambda: list(model.parameters()),
+        optimizer_state=lambda: sum(
+            t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)
+        ),
+    )
+
+
+@pytest.fixture
+def lopsided() -> tuple[Lopsided, torch.optim.Optimizer, torch.Tensor]:
+    torch.manual_seed(0)
+    model = Lopsided()
+    return model, torch.optim.AdamW(model.parameters()), torch.randn(BATCH, WIDTH)
+
+
+def test_the_heavy_part_takes_the_time_and_the_backward_runs_in_reverse(lopsided: Any) -> None:
+    model, optimizer, x = lopsided
+    breakdown, timeline = measure_training(model, torch.device("cpu"), _calls(model, optimizer, x), steps=5)
+    light, heavy = breakdown.parts
+    assert (light.module, heavy.module) == ("light", "heavy")  # in the order the forward runs them
+    assert heavy.forward_s > 5 * light.forward_s
+    assert heavy.backward_s > 5 * light.backward_s
+    training = breakdown.training
+    assert training is not None and training.steps == 5
+    explained = training.parts_s + training.forward_other_s + training.backward_other_s + training.optimizer_s
+    assert explained == pytest.approx(training.step_s, rel=1e-6)
+    backward = [(mark.module, mark.phase) for mark in timeline.marks if mark.phase == "backward"]
+    assert backward == [("heavy", "backward"), ("light", "backward")]
+
+
+def test_activations_are_the_bytes_each_part_saves_for_backward(lopsided: Any) -> None:
+    model, optimizer, x = lopsided
+    breakdown, _ = measure_training(model, torch.device("cpu"), _calls(model, optimizer, x), steps=1)
+    light, heavy = breakdown.parts
+    assert light.activations_bytes == BATCH * WIDTH * FLOAT  # its input, for the weight's gradient
+    # the heavy part's input and both ReLU outputs (each also the next layer's input, counted once)
+    assert heavy.activations_bytes == BATCH * (WIDTH + 2 * HIDDEN) * FLOAT
+    parameters = sum(p.numel() for p in model.parameters()) * FLOAT
+    assert breakdown._shares == {
+        "parameters": parameters,
+        "gradients": parameters,
+        "optimizer_state": 2 * parameters + sum(1 for _ in model.parameters()) * FLOAT,  # AdamW: two moments, a step
+        "activations": light.activations_bytes + heavy.activations_bytes + BATCH * WIDTH * FLOAT,  # + square's input
+    }
+
+
+def test_no_hook_outlives_the_breakdown(lopsided: Any) -> None:
+    model, optimizer, x = lopsided
+    measure_training(model, torch.device("cpu"), _calls(model, optimizer, x), steps=1)
+    model.eval()
+    with torch.inference_mode():
+        measure_inference(model, torch.device("cpu"), lambda: model(x), calls=1)
+    for module in model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_the_timeline_follows_one_step(lopsided: Any) -> None:
+    model, optimizer, x = lopsided
+    _, timeline = measure_training(model, torch.device("cpu"), _calls(model, optimizer, x), steps=1)
+    assert timeline.t_s == sorted(timeline.t_s)
+    assert len(timeline.series["rss"]) == len(timeline.t_s) > 10
+    assert min(timeline.series["rss"]) > 0
+    phases = timeline.phases
+    assert 0 < phases["forward_end_s"] < phases["backward_end_s"] <= phases["end_s"]
+    for mark in timeline.marks:
+        inside = (0, phases["forward_end_s"]) if mark.phase == "forward" else (phases["forward_end_s"], phases["end_s"])
+        assert inside[0] <= mark.start_s <= mark.end_s <= inside[1]
+
+
+def test_inference_times_each_part(lopsided: Any) -> None:
+    model, _, x = lopsided
+    model.eval()
+    with torch.inference_mode():
+        times, whole = measure_inference(model, torch.device("cpu"), lambda: model(x), calls=5)
+    assert list(times) == ["light", "heavy"]
+    assert times["heavy"] > 5 * times["light"]
+    assert whole.parts_s == pytest.approx(sum(times.values()))
+    assert whole.parts_s <= whole.batch_s
+
+
+def test_parts_of_torchvision_detectors_and_of_a_depth() -> None:
+    detection = torchvision.models.detection
+    faster = detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None)
+    assert [name for name, _ in parts_of(faster)] == ["transform", "backbone.body", "backbone.fpn", "rpn", "roi_heads"]
+    ssdlite = detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    assert [name for name, _ in parts_of(ssdlite)] == ["backbone", "anchor_generator", "head", "transform"]
+    deeper = [name for name, _ in parts_of(faster, depth=2)]
+    assert "roi_heads.box_head" in deeper and "rpn.head" in deeper and "transform" in deeper  # a leaf stands for itself
+
+
+def test_a_profile_carries_its_breakdown_and_the_split_of_its_peak() -> None:
+    result = estimate({**TINY, "device": "cpu", "measure_iterations": 3}, cache=False)
+    details = result.to_dict()["details"]
+    breakdown = details["breakdown"]
+    assert [part["module"] for part in breakdown["parts"]] == ["backbone", "classifier", "box_regressor"]
+    assert all(part["forward_s"] > 0 and part["inference_s"] > 0 for part in breakdown["parts"])
+    training = breakdown["training"]
+    assert training["headline_step_s"] > 0  # the step measured without hooks, beside the instrumented one
+    assert training["remainder_s"] == pytest.approx(training["headline_step_s"] - training["step_s"])
+    memory = breakdown["memory"]
+    assert memory["whole"] == "Peak RAM Memory"
+    assert memory["whole_bytes"] == result.to_dict()["resource"]["Peak RAM Memory"]
+    named = memory["parameters"] + memory["gradients"] + memory["optimizer_state"] + memory["activations"]
+    assert named + memory["rest"] == memory["whole_bytes"]
+    assert details["timeline"]["series"]["rss"]
+
+
+def test_depth_zero_measures_no_breakdown() -> None:
+    details = estimate({**TINY, "device": "cpu", "measure_iterations": 2, "breakdown_depth": 0}, cache=False).to_dict()
+    assert details["details"]["breakdown"] is None and details["details"]["timeline"] is None
