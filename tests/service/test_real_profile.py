@@ -47,6 +47,10 @@ async def test_twenty_requests_make_one_real_profile_and_a_restart_answers_from_
     assert bodies[0]["Peak RAM Memory"] > 0
     assert {b["Peak RAM Memory"] for b in bodies} == {bodies[0]["Peak RAM Memory"]}
     assert bodies[0]["details"]["cache"]["hit"] is False
+    breakdown, timeline = bodies[0]["details"]["breakdown"], bodies[0]["details"]["timeline"]
+    assert [part["module"] for part in breakdown["parts"]] == ["backbone", "classifier", "box_regressor"]
+    assert breakdown["memory"]["whole_bytes"] == bodies[0]["Peak RAM Memory"]
+    assert len(timeline["t_s"]) == len(timeline["series"]["rss"]) > 0
 
     def must_not_measure(scenario: Scenario) -> Measured:
         raise AssertionError("measured again although the cache holds this profile")
@@ -57,6 +61,7 @@ async def test_twenty_requests_make_one_real_profile_and_a_restart_answers_from_
     assert again.status_code == 200, again.text
     assert again.json()["details"]["cache"]["hit"] is True
     assert again.json()["Total Training Time"] > 0
+    assert again.json()["details"]["breakdown"] == breakdown  # kept with the cached profile
 
 
 async def test_a_real_profile_past_its_limit_is_stopped_and_the_service_stays_up():
