@@ -129,7 +129,12 @@ class Profiler:
         image = tuple(image_size or self.scenario.image_size)
         key = (batch_size, image)
         if key not in self.estimates:
-            sized = parse_scenario({**self.scenario.model_dump(), "batch_size": batch_size, "image_size": image})
+            own = batch_size == self.scenario.batch_size and image == tuple(self.scenario.image_size)
+            # a size of the search needs no breakdown: its extra steps would only slow the search down
+            depth = self.scenario.breakdown_depth if own else 0
+            sized = parse_scenario(
+                {**self.scenario.model_dump(), "batch_size": batch_size, "image_size": image, "breakdown_depth": depth}
+            )
             found = self.measure(sized)
             if found.cache.get("hit"):
                 self.recalled += 1
