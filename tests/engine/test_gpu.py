@@ -77,3 +77,32 @@ def test_out_of_memory_in_process_leaves_the_device_clean() -> None:
     assert not estimate(huge, cache=False, isolate=False).fits
     assert torch.cuda.memory_allocated() == before
     assert estimate(TINY, cache=False, isolate=False).fits
+
+
+def test_the_breakdown_accounts_for_the_allocator_peak_on_a_gpu() -> None:
+    result = estimate(
+        {
+            "task_type": "detection",
+            "architecture": "fasterrcnn_resnet50_fpn",
+            "dataset_size": 400,
+            "batch_size": 2,
+            "image_size": [512, 512],
+            "device": "cuda",
+            "model_kwargs": {"min_size": 512, "max_size": 512},
+            "warmup_iterations": 5,
+            "measure_iterations": 10,
+        },
+        cache=False,
+    ).to_dict()
+    breakdown = result["details"]["breakdown"]
+    memory = breakdown["memory"]
+    assert memory["whole"] == "peak allocated GPU memory"
+    assert memory["whole_bytes"] == result["details"]["gpu_memory"]["peak_allocated"]
+    assert abs(memory["rest"]) <= 0.05 * memory["whole_bytes"], memory  # the bar: within 5 %
+    parts = {part["module"]: part for part in breakdown["parts"]}
+    assert parts["backbone.body"]["forward_peak_bytes"] > 0 and parts["roi_heads"]["activations_bytes"] > 0
+    training = breakdown["training"]
+    assert abs(training["remainder_share"]) <= 0.10, training  # CUDA events add up to the headline step
+    timeline = result["details"]["timeline"]
+    assert set(timeline["series"]) == {"allocated", "reserved"}
+    assert max(timeline["series"]["allocated"]) <= max(timeline["series"]["reserved"])
