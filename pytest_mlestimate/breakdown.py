@@ -9,6 +9,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from pytest_mlestimate.units import format_quantity
+
 TRAINING_METHOD = (
     "Measured with module hooks in extra steps after the headline measurement. Forward: between a part's forward "
     "pre- and post-hook. Backward: from the moment the gradient reaches the part's outputs until it reaches the "
@@ -114,6 +116,33 @@ class Breakdown(BaseModel):
     """Why a part of the breakdown could not be measured."""
     _shares: dict[str, int] | None = PrivateAttr(None)
     """Tensor bytes by what holds them, measured in the memory step, until ``split_memory`` splits the peak."""
+
+    def __str__(self) -> str:
+        if not self.parts:
+            return f"no breakdown: {self.unavailable or 'nothing measured'}"
+        lines = [f"{'part':<20} {'forward':>10} {'backward':>10} {'inference':>10} {'activations':>12}"]
+        for part in self.parts:
+            cells = [format_quantity(v, "seconds") for v in (part.forward_s, part.backward_s, part.inference_s)]
+            saved = format_quantity(part.activations_bytes, "bytes")
+            lines.append(f"{part.module:<20} {cells[0]:>10} {cells[1]:>10} {cells[2]:>10} {saved:>12}")
+        training = self.training
+        if training is not None:
+            others = training.forward_other_s + training.backward_other_s
+            lines.append(
+                f"other forward and backward work {format_quantity(others, 'seconds')}, optimizer "
+                f"{format_quantity(training.optimizer_s, 'seconds')}; instrumented step "
+                f"{format_quantity(training.step_s, 'seconds')}"
+            )
+        memory = self.memory
+        if memory is not None:
+            shares = ("parameters", "gradients", "optimizer_state", "activations", "rest")
+            split = ", ".join(
+                f"{name.replace('_', ' ')} {format_quantity(getattr(memory, name), 'bytes')}" for name in shares
+            )
+            lines.append(f"{memory.whole} {format_quantity(memory.whole_bytes, 'bytes')}: {split}")
+        if self.unavailable:
+            lines.append(self.unavailable)
+        return "\n".join(lines)
 
     def part(self, name: str) -> Part:
         for found in self.parts:

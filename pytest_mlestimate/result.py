@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mlestimate.architectures import TORCHVISION
+from pytest_mlestimate.breakdown import Breakdown
 from pytest_mlestimate.metrics import METRIC, units
 from pytest_mlestimate.pricing import Cost, Price, cost_of_training
 from pytest_mlestimate.profile import EnergyReading, PhasePeaks, Profile
@@ -91,6 +92,11 @@ class Estimate:
             f"{scenario.architecture}, {scenario.application_type}, batch {scenario.batch_size} of {height}x{width} "
             f"on {self.profile.device_name}"
         )
+
+    @property
+    def breakdown(self) -> Breakdown | None:
+        """Time and memory by part of the model; ``print()`` it for a table."""
+        return self.profile.breakdown
 
     @property
     def fits(self) -> bool:

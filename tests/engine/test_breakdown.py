@@ -148,6 +148,10 @@ def test_a_profile_carries_its_breakdown_and_the_split_of_its_peak() -> None:
     named = memory["parameters"] + memory["gradients"] + memory["optimizer_state"] + memory["activations"]
     assert named + memory["rest"] == memory["whole_bytes"]
     assert details["timeline"]["series"]["rss"]
+    table = str(result.breakdown).splitlines()
+    assert table[0].split() == ["part", "forward", "backward", "inference", "activations"]
+    assert [row.split()[0] for row in table[1:4]] == ["backbone", "classifier", "box_regressor"]
+    assert table[-1].startswith("Peak RAM Memory") and "activations" in table[-1] and "rest" in table[-1]
 
 
 def test_depth_zero_measures_no_breakdown() -> None:
