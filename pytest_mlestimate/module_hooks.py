@@ -14,11 +14,12 @@ forward pass; on a GPU also the allocator's peak during its forward above what w
 
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -224,6 +225,32 @@ class _Resident:
             self.fd = None
 
 
+class _MallocInfo(ctypes.Structure):
+    _fields_: ClassVar = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _heap_in_use() -> Callable[[], int] | None:
+    """Bytes malloc has handed out and not taken back (glibc's ``mallinfo2``: in-use chunks of every arena plus
+    mmapped blocks), in under a microsecond; None where the C library has none. CPU tensors live there, so it
+    rises and falls with them, where RSS stays at its high-water mark: freed memory stays resident in malloc's
+    arenas for the next step."""
+    try:
+        libc = ctypes.CDLL(None)
+        info = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    info.restype = _MallocInfo
+
+    def in_use() -> int:
+        found = info()
+        return int(found.uordblks + found.hblkhd)
+
+    return in_use
+
+
 class _Sampler:
     """Memory samples at every module's forward boundaries and at the moment the backward reaches it."""
 
@@ -231,6 +258,7 @@ class _Sampler:
         self.device = device
         self.on_gpu = device.type == "cuda"
         self.resident = None if self.on_gpu else _Resident()
+        self.heap = None if self.on_gpu else _heap_in_use()
         self.start = time.perf_counter()
         self.t: list[float] = []
         self.values: list[tuple[int, ...]] = []
@@ -252,7 +280,7 @@ class _Sampler:
             self.values.append((torch.cuda.memory_allocated(self.device), torch.cuda.memory_reserved(self.device)))
         else:
             assert self.resident is not None
-            self.values.append((self.resident(),))
+            self.values.append((self.heap(), self.resident()) if self.heap else (self.resident(),))
 
     def remove(self) -> None:
         for handle in self._handles:
@@ -261,7 +289,7 @@ class _Sampler:
             self.resident.close()
 
     def series(self) -> tuple[list[float], dict[str, list[int]]]:
-        names = ("allocated", "reserved") if self.on_gpu else ("rss",)
+        names = ("allocated", "reserved") if self.on_gpu else ("heap", "rss") if self.heap else ("rss",)
         t, values = _thin(self.t, self.values, TIMELINE_POINTS)
         return [round(x, 6) for x in t], {name: [v[i] for v in values] for i, name in enumerate(names)}
 
@@ -373,37 +401,51 @@ def _memory_step(
     parts: list[tuple[str, nn.Module]],
     breakdown: Breakdown,
 ) -> Timeline:
-    """One more step with every module sampled: activations per part, the memory split and the timeline."""
-    host = _Clock(torch.device("cpu"))
-    hooks = _PartHooks(parts, host, gpu_peaks=device.type == "cuda")
+    """Two more steps: one counts what each part saves for backward and what the peak holds (saved-tensor
+    hooks slow a backward pass several times over), the other samples memory at every module for the timeline."""
     parameters = calls.parameters()
-    saved = _SavedTensors(hooks, parameters)
+    counting = _PartHooks(parts, _Clock(torch.device("cpu")), gpu_peaks=device.type == "cuda")
+    saved = _SavedTensors(counting, parameters)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
+            loss = calls.forward()
+        calls.backward(loss)
+        gradients = _tensor_bytes(p.grad for p in parameters)
+        calls.optimizer_step(loss)
+    finally:
+        counting.remove()
+    activations = saved.by_part()
+    for name, _module in parts:
+        part = breakdown.part(name)
+        part.activations_bytes = activations.get(name, 0)
+        if device.type == "cuda":
+            part.forward_peak_bytes = counting.marks.peaks.get(name)
+    breakdown._shares = {
+        "parameters": _tensor_bytes(parameters) + _tensor_bytes(model.buffers()),
+        "gradients": gradients,
+        "optimizer_state": calls.optimizer_state(),
+        "activations": sum(activations.values()),
+    }
+
+    hooks = _PartHooks(parts, _Clock(torch.device("cpu")))
     sampler = _Sampler(model, device)
     try:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         sampler.start = time.perf_counter()
         sampler.sample()
-        with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):
-            loss = calls.forward()
+        loss = calls.forward()
         forward_end = time.perf_counter()
         sampler.sample()
         calls.backward(loss)
         backward_end = time.perf_counter()
         sampler.sample()
-        gradients = _tensor_bytes(p.grad for p in parameters)
         calls.optimizer_step(loss)
         end = time.perf_counter()
         sampler.sample()
     finally:
         hooks.remove()
         sampler.remove()
-    activations = saved.by_part()
-    for name, _module in parts:
-        part = breakdown.part(name)
-        part.activations_bytes = activations.get(name, 0)
-        if device.type == "cuda":
-            part.forward_peak_bytes = hooks.marks.peaks.get(name)
     origin = sampler.start
     marks = [
         Mark(module=name, phase="forward", start_s=round(a - origin, 6), end_s=round(b - origin, 6))
@@ -418,12 +460,6 @@ def _memory_step(
         )
     first = {name: min(a for a, _ in spans) for name, spans in hooks.marks.forward.items()}
     breakdown.parts.sort(key=lambda part: first.get(part.module, float("inf")))
-    breakdown._shares = {
-        "parameters": _tensor_bytes(parameters) + _tensor_bytes(model.buffers()),
-        "gradients": gradients,
-        "optimizer_state": calls.optimizer_state(),
-        "activations": sum(activations.values()),
-    }
     t, series = sampler.series()
     return Timeline(
         device=str(device),
@@ -438,11 +474,13 @@ def _memory_step(
         method=(
             "allocated and reserved bytes of the CUDA caching allocator"
             if device.type == "cuda"
-            else "the process's resident memory (RSS)"
+            else "heap: the bytes malloc has handed out and not taken back (glibc's mallinfo2; CPU tensors "
+            "live there); "
+            "rss: the process's resident memory, which stays near its high-water mark because malloc keeps freed "
+            "memory for the next step"
         )
-        + ", sampled at every module's forward pre- and post-hook and when the gradient reached its outputs, "
-        "through one instrumented training step (host time: the hooks slow it down, so read the shape, not "
-        "the seconds)",
+        + "; sampled at every module's forward pre- and post-hook and when the gradient reached its outputs, "
+        "through one more training step, in host time",
     )
 
 

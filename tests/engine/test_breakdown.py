@@ -105,6 +105,11 @@ def test_the_timeline_follows_one_step(lopsided: Any) -> None:
     assert timeline.t_s == sorted(timeline.t_s)
     assert len(timeline.series["rss"]) == len(timeline.t_s) > 10
     assert min(timeline.series["rss"]) > 0
+    # glibc here: the heap shows the tensors kept for backward piling up through the forward pass (from the
+    # model's first module on: zero_grad has freed the last step's gradients by then)
+    forward = [mark for mark in timeline.marks if mark.phase == "forward"]
+    heap = [h for t, h in zip(timeline.t_s, timeline.series["heap"], strict=True) if t >= forward[0].start_s]
+    assert max(heap) - heap[0] >= 0.8 * BATCH * 2 * HIDDEN * FLOAT  # at least the ReLU outputs kept for backward
     phases = timeline.phases
     assert 0 < phases["forward_end_s"] < phases["backward_end_s"] <= phases["end_s"]
     for mark in timeline.marks:
