@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from pytest_mlestimate.api import estimate, estimate_model
     from pytest_mlestimate.capacity import capacity, fit_sizes, max_batch_size
     from pytest_mlestimate.errors import EstimateError
+    from pytest_mlestimate.html_report import render_html
     from pytest_mlestimate.result import Estimate
     from pytest_mlestimate.scenario import Scenario, ScenarioError
 
@@ -25,6 +26,7 @@ __all__ = [
     "estimate_model",
     "fit_sizes",
     "max_batch_size",
+    "render_html",
 ]
 
 _HOMES = {
@@ -33,6 +35,7 @@ _HOMES = {
     "capacity": "pytest_mlestimate.capacity",
     "fit_sizes": "pytest_mlestimate.capacity",
     "max_batch_size": "pytest_mlestimate.capacity",
+    "render_html": "pytest_mlestimate.html_report",
     "Estimate": "pytest_mlestimate.result",
     "EstimateError": "pytest_mlestimate.errors",
     "Scenario": "pytest_mlestimate.scenario",

@@ -182,6 +182,7 @@ def judge_pair(old: Entry, new: Entry, tolerances: Mapping[str, float]) -> Verdi
         verdict.runs = list(new.measured.runs)
         verdict.checks = comparison.checks
         verdict.warnings.extend(comparison.warnings)
+        verdict.explain(comparison.baseline_runs, new.measured.scenario.get("application_type") != "inference")
     return verdict
 
 

@@ -20,6 +20,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pytest_mlestimate.explain import ModuleFigures
 from pytest_mlestimate.metrics import METRIC, Metric
 
 DRIFT_FLOOR = {"cpu": 0.10, "cuda": 0.01}
@@ -38,11 +39,14 @@ SCREEN_ALPHA = 0.25
 
 @dataclass(frozen=True)
 class Run:
-    """One fresh-process measurement: each metric's figure and the raw samples behind the timings."""
+    """One fresh-process measurement: each metric's figure, the raw samples behind the timings and the figures
+    per module of the model that explain a failed verdict (``explain.py``)."""
 
     metrics: Mapping[str, float | None]
     samples: Mapping[str, Sequence[float]]
     contended: bool = False
+    breakdown: ModuleFigures | None = None
+    """None where the run measured none, or was saved before runs kept it."""
 
     def relative_error(self, metric: str) -> float | None:
         """Standard error of this run's figure relative to it, from its own samples; None when unknown (a JSON
@@ -57,11 +61,14 @@ class Run:
         return math.sqrt(variance / len(values)) / mean
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        found: dict[str, object] = {
             "metrics": dict(self.metrics),
             "samples": {k: list(v) for k, v in self.samples.items()},
             "contended": self.contended,
         }
+        if self.breakdown is not None:  # absent rather than null: a run reads as it did before runs kept it
+            found["breakdown"] = self.breakdown.to_dict()
+        return found
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Run:
@@ -69,7 +76,12 @@ class Run:
         samples = data.get("samples") or {}
         if not isinstance(metrics, Mapping) or not isinstance(samples, Mapping):
             raise ValueError("a run needs 'metrics' and 'samples' mappings")
-        return cls(dict(metrics), {k: list(v) for k, v in samples.items()}, bool(data.get("contended", False)))
+        return cls(
+            dict(metrics),
+            {k: list(v) for k, v in samples.items()},
+            bool(data.get("contended", False)),
+            ModuleFigures.read(data.get("breakdown")),
+        )
 
 
 @dataclass(frozen=True)

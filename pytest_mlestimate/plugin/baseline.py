@@ -1,10 +1,12 @@
 """Baselines: the runs of an earlier measurement, kept as one small JSON file per scenario.
 
 A baseline holds several fresh-process runs of a scenario, each with its figures and raw samples, so that
-a comparison knows the noise between processes (``regression.py`` judges). It is only comparable on the
-environment it was measured on (GPU model, driver, CUDA, torch, torchvision, CPU model, usable CPUs and
-threads) and for the same scenario; otherwise the comparison is skipped with a warning that says what
-differs.
+a comparison knows the noise between processes (``regression.py`` judges), and its figures per module of the
+model (``breakdown``), so that a failed verdict can say which modules grew (``explain.py``).
+
+It is only comparable on the environment it was measured on (GPU model, driver, CUDA, torch, torchvision,
+CPU model, usable CPUs and threads) and for the same scenario; otherwise the comparison is skipped with a
+warning that says what differs.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pytest_mlestimate.plugin.budgets import Check
 from pytest_mlestimate.regression import DRIFT_FLOOR, Change, Run, compare_runs
 
 BASELINE_FORMAT = 2
+"""Format 2 files saved before runs kept their figures per module read as they did: their runs have no
+``breakdown``, so a failure against them names the largest modules instead of those that grew."""
 FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
 PROJECT_MARKERS = (".git", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", "setup.py")
 
@@ -195,6 +199,8 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
     missing: bool = False
     """No baseline file for this scenario: nothing was compared."""
+    baseline_runs: Sequence[Run] = ()
+    """The baseline's runs, where they were compared."""
 
     @property
     def checks(self) -> list[Check]:
@@ -249,6 +255,7 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     kind = "cuda" if str(new.environment.get("device") or "").startswith("cuda") else "cpu"
     floor = DRIFT_FLOOR[kind]
     result.changes = compare_runs(old.runs, new.runs, tolerances, floor=floor)
+    result.baseline_runs = old.runs
     if len(old.runs) < 2:
         result.warnings.append(_noise_unknown(old, new, floor))
     if new.runs and all(run.contended for run in new.runs):

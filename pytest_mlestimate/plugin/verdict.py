@@ -1,12 +1,13 @@
 """Judging one estimate: budgets, baseline regressions and fit, turned into a verdict that renders
-itself as the compact table a failed test shows."""
+itself as the compact table a failed test shows, with the modules that grew (``explain.py``) under it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_mlestimate.explain import Explanation, ModuleFigures, explain
 from pytest_mlestimate.metrics import METRICS
 from pytest_mlestimate.plugin.baseline import Comparison, compare, save_baseline
 from pytest_mlestimate.plugin.budgets import Budget, Check, check_budgets
@@ -32,6 +33,8 @@ class Verdict:
     """Every measurement the verdict rests on: the first, then any taken again to confirm a regression."""
     baseline: dict[str, Any] | None = None
     """Where the baseline is and what became of it: compared, missing, not compared or saved."""
+    explanation: Explanation = field(default_factory=Explanation)
+    """The modules behind the failed figures; empty when nothing failed or no part explains what did."""
 
     @property
     def failed(self) -> list[Check]:
@@ -57,13 +60,25 @@ class Verdict:
             parts.append(self.table())
         if len(self.runs) > 1:
             parts.append(f"measured {len(self.runs)} times in fresh processes before this verdict")
+        parts.extend(self.explanation.lines())
         return "\n".join(parts)
+
+    def explain(self, baseline: Sequence[Run], training: bool) -> None:
+        """Name the modules behind each failed figure: those that grew most against ``baseline``'s runs, or
+        without one the largest."""
+        failed = [check.metric for check in self.failed]
+        if failed:
+            self.explanation = explain(
+                failed, [run.breakdown for run in self.runs], [run.breakdown for run in baseline], training=training
+            )
 
 
 def run_of(estimate: Estimate) -> Run:
-    """One measurement as a baseline keeps it: the figures and the raw samples behind the timings."""
+    """One measurement as a baseline keeps it: the figures, the raw samples behind the timings and the figures per
+    module of the model (``details.breakdown``)."""
     samples = {m: list(values) for m in METRICS if (values := estimate.samples(m))}
-    return Run(estimate.metrics(), samples, contended=bool(getattr(estimate.profile, "contended", False)))
+    breakdown = ModuleFigures.of_breakdown(estimate.to_dict()["details"].get("breakdown"))
+    return Run(estimate.metrics(), samples, bool(getattr(estimate.profile, "contended", False)), breakdown)
 
 
 def _not_measurable(metric: str, estimate: Estimate) -> str:
@@ -114,6 +129,7 @@ def judge(
     figures = {**estimate.metrics(), **(more_metrics or {})}
     verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
     verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in verdict.checks if c.passed is None)
+    verdict.explain(comparison.baseline_runs if comparison else (), estimate.scenario.application_type == "training")
     if settings.save_dir is not None and estimate.fits:
         runs = list(verdict.runs)
         while len(runs) < settings.baseline_runs:

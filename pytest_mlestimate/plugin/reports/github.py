@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_mlestimate.explain import Explanation
 from pytest_mlestimate.plugin.reports.terminal import headline_metrics, rows
 
 ICONS = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭️ skipped"}
@@ -21,7 +22,9 @@ def annotations(records: list[dict[str, Any]]) -> list[str]:
             continue
         file, line = _escape(record["file"], in_property=True), record["line"]
         title = _escape(f"scenario {record['name']} {record['outcome']}", in_property=True)
-        found.append(f"::error file={file},line={line},title={title}::{_escape(record.get('message') or '')}")
+        explained = Explanation.from_dicts(record.get("explanation")).brief()
+        message = "; ".join(filter(None, [record.get("message"), explained]))
+        found.append(f"::error file={file},line={line},title={title}::{_escape(message)}")
     return found
 
 
@@ -31,8 +34,11 @@ def step_summary(records: list[dict[str, Any]]) -> str:
     for record, row in zip(records, rows(records), strict=True):
         cells = [f"`{record['file']}:{record['line']}` {record['name']}", ICONS.get(row[1], row[1]), *row[2:]]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    from pytest_mlestimate.html_report.mermaid import breakdown_charts
+
+    lines += breakdown_charts(records)
     failures = [r for r in records if r.get("outcome") in ("failed", "error") and r.get("message")]
     for record in failures:
         lines += ["", f"<details><summary>{record['name']}: {record['outcome']}</summary>", "", "```"]
-        lines += [record["message"], "```", "</details>"]
+        lines += [record["message"], *Explanation.from_dicts(record.get("explanation")).lines(), "```", "</details>"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-SCHEMA_FILE = Path(__file__).resolve().parent.parent / "report.schema.json"
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "report.schema.json"
 
 
 def environment_of(records: Iterable[dict[str, Any]]) -> dict[str, Any]:

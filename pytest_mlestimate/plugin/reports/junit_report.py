@@ -1,5 +1,5 @@
 """The JUnit XML report: one test case per scenario; a failure names each broken metric with its measured
-value and limit."""
+value and limit, and the modules behind it (``explain.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
+from pytest_mlestimate.explain import Explanation
 from pytest_mlestimate.plugin.budgets import Check
 from pytest_mlestimate.plugin.reports.json_report import environment_of, write_atomically
 
@@ -60,7 +61,11 @@ def _case(record: dict[str, Any]) -> TestCase:
     if outcome == "failed":
         checks = failed_checks(record)
         headline = "; ".join(c.summary() for c in checks) or _one_line(message) or "failed"
-        case.add_failure_info(message=headline, output=message, failure_type="budget")
+        explanation = Explanation.from_dicts(record.get("explanation"))
+        if explanation:
+            headline += f"; {explanation.brief()}"
+            message = "\n".join([message, *(xml_text(line) for line in explanation.lines())])
+        case.add_failure_info(message=xml_text(headline), output=message, failure_type="budget")
     elif outcome == "error":
         case.add_error_info(message=_one_line(message) or "error", output=message)
     elif outcome == "skipped":

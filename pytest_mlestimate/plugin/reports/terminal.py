@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pytest_mlestimate.explain import Explanation
 from pytest_mlestimate.metrics import METRIC
 from pytest_mlestimate.units import format_quantity
 
@@ -99,6 +100,17 @@ def skip_reasons(records: list[dict[str, Any]], limit: int = 160) -> list[str]:
             reason = (record.get("message") or "no reason given").strip().splitlines()[0]
             reason = reason if len(reason) <= limit else reason[: limit - 3] + "..."
             found.append(f"skipped {record['name']}: {reason}")
+    return found
+
+
+def explanations(records: list[dict[str, Any]]) -> list[str]:
+    """The module that grew most (or is largest) behind each failed figure, a line per failed scenario under the
+    table: ``failed headed: peak_ram_memory grew most in: cls_head activations +63.94 MiB (...)``."""
+    found = []
+    for record in records:
+        explained = Explanation.from_dicts(record.get("explanation"))
+        if record.get("outcome") == "failed" and explained:
+            found.append(f"failed {record['name']}: {explained.brief()}")
     return found
 
 
