@@ -1,6 +1,7 @@
 """The ``mlestimate`` command. ``mlestimate serve`` runs the HTTP service (needs the ``service`` extra);
 ``mlestimate compare OLD NEW`` judges two earlier runs against each other without measuring; ``mlestimate
-capacity FILE`` prints the largest batch that fits and figures at other sizes."""
+capacity FILE`` prints the largest batch that fits and figures at other sizes; ``mlestimate html REPORT``
+draws a JSON report as an HTML page (needs the ``html`` extra)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_mlestimate.capacity_command import add_parser as add_capacity_parser
+from pytest_mlestimate.history_command import add_parser as add_history_parser
+from pytest_mlestimate.merge_command import add_parser as add_merge_parser
 
 if TYPE_CHECKING:
     from pytest_mlestimate.service.settings import ServiceSettings
@@ -107,7 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="fail scenarios only in NEW, as --mlestimate-strict-baseline"
     )
     compare.set_defaults(run=compare_command)
+    html = commands.add_parser(
+        "html",
+        help="draw a JSON report as a self-contained HTML page with charts",
+        description="Render a JSON report written by --mlestimate-json as one HTML file that opens offline "
+        "(needs the html extra). Exits 2 when the report cannot be read.",
+    )
+    html.add_argument("report", type=Path, metavar="REPORT", help="a JSON report written by --mlestimate-json")
+    html.add_argument("-o", "--output", type=Path, help="the HTML file to write (default: REPORT with .html)")
+    html.set_defaults(run=html_command)
     add_capacity_parser(commands)
+    add_history_parser(commands)
+    add_merge_parser(commands)
     return parser
 
 
@@ -189,6 +203,25 @@ def compare_command(args: argparse.Namespace) -> int:
         return 2
     print(outcome.render())
     return outcome.exit_code
+
+
+def html_command(args: argparse.Namespace) -> int:
+    import json
+
+    from pytest_mlestimate.html_report import MissingExtraError, write_html
+
+    output = args.output or args.report.with_suffix(".html")
+    try:
+        document = json.loads(args.report.read_text(encoding="utf-8"))
+        write_html(document, output)
+    except MissingExtraError as exc:
+        print(f"mlestimate html: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
+        print(f"mlestimate html: {args.report}: {exc}", file=sys.stderr)
+        return 2
+    print(f"report written: {output}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

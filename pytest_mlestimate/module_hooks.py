@@ -15,6 +15,7 @@ forward pass; on a GPU also the allocator's peak during its forward above what w
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -429,6 +430,9 @@ def _memory_step(
 
     hooks = _PartHooks(parts, _Clock(torch.device("cpu")))
     sampler = _Sampler(model, device)
+    gc.collect()  # a collection of unrelated garbage mid-step would show as a drop in the heap
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -444,6 +448,8 @@ def _memory_step(
         end = time.perf_counter()
         sampler.sample()
     finally:
+        if collecting:
+            gc.enable()
         hooks.remove()
         sampler.remove()
     origin = sampler.start

@@ -24,6 +24,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mlestimate-json", metavar="PATH", help="write the JSON report to PATH.")
     group.addoption("--mlestimate-junitxml", metavar="PATH", help="write a JUnit XML report of the scenarios to PATH.")
     group.addoption(
+        "--mlestimate-markdown",
+        metavar="PATH",
+        help="write the run's diff against the baseline as a pull-request comment (GitHub Markdown) to PATH.",
+    )
+    group.addoption(
+        "--mlestimate-html",
+        metavar="PATH",
+        help="write a self-contained HTML report with charts to PATH at the end of the run (needs the html extra).",
+    )
+    group.addoption(
         "--mlestimate-budget",
         action="append",
         metavar="METRIC=LIMIT",
@@ -43,6 +53,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="fresh-process runs a saved baseline holds, so that comparisons know the noise (default 5).",
     )
     group.addoption("--mlestimate-compare", metavar="DIR", help="fail scenarios that regressed against DIR.")
+    group.addoption(
+        "--mlestimate-history",
+        metavar="PATH",
+        help="record the run (commit, branch, environment, every figure and sample) in the sqlite file PATH.",
+    )
+    group.addoption(
+        "--mlestimate-history-window",
+        metavar="N",
+        help="fail scenarios that regressed against the last N runs recorded in --mlestimate-history PATH.",
+    )
     group.addoption(
         "--mlestimate-strict-baseline",
         action="store_true",
@@ -79,8 +99,12 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 _NEEDS_FLAG = (
     "--mlestimate-json",
     "--mlestimate-junitxml",
+    "--mlestimate-markdown",
+    "--mlestimate-html",
     "--mlestimate-save-baseline",
     "--mlestimate-compare",
+    "--mlestimate-history",
+    "--mlestimate-history-window",
     "--mlestimate-strict-baseline",
 )
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.plugin.baseline import SavedBaselines
+from pytest_mlestimate.plugin.history_window import HistoryOptions
 from pytest_mlestimate.plugin.items import SETTINGS, ScenarioFile, relative_file, safe_message
 from pytest_mlestimate.plugin.progress_display import DISPLAY, display_for
 from pytest_mlestimate.plugin.record import RECORDS, mark_provenance, new_record, outcome_after
@@ -141,6 +142,18 @@ class MlestimateRun:
         self.is_worker = hasattr(config, "workerinput")
         self.json_path = _path_option(config, config.option.mlestimate_json)
         self.junit_path = _path_option(config, config.option.mlestimate_junitxml)
+        self.markdown_path = _path_option(config, config.option.mlestimate_markdown)
+        self.html_path = _path_option(config, config.option.mlestimate_html)
+        self.html_problem: str | None = None
+        if self.html_path and not self.is_worker:
+            from pytest_mlestimate.html_report.charts import INSTALL_HINT, matplotlib_missing
+
+            if matplotlib_missing():
+                raise pytest.UsageError(
+                    f"pytest-mlestimate: --mlestimate-html draws its charts with matplotlib: {INSTALL_HINT}"
+                )
+        self.history = HistoryOptions.from_config(config)
+        self.history_lines: list[str] = []
         self.records: dict[tuple[str, str], dict[str, Any]] = {}
         self.writer = PacedWriter(self.write_reports)
         self.finished = False
@@ -171,6 +184,14 @@ class MlestimateRun:
         if records:
             report.mlestimate = copy.deepcopy(records)
         return report
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        """With --mlestimate-history-window, a scenario is judged against its past runs too."""
+        if self.history.window is None:
+            return (yield)
+        with self.history.judging(item):
+            return (yield)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
@@ -219,19 +240,39 @@ class MlestimateRun:
         return sorted(records, key=lambda r: (r["file"], r["line"], r["name"]))
 
     def write_reports(self) -> None:
-        if not (self.json_path or self.junit_path):
+        if not (self.json_path or self.junit_path or self.markdown_path):
             return
         records = self.ordered()
         if self.json_path:
             write_json(self.json_path, records)
         if self.junit_path:
             write_junit(self.junit_path, records)
+        if self.markdown_path:
+            from pytest_mlestimate.plugin.reports.markdown import code, write_markdown
+
+            json_option = self.config.option.mlestimate_json
+            write_markdown(self.markdown_path, records, f"the JSON report {code(json_option)}" if json_option else None)
+
+    def write_html(self) -> None:
+        """Once, after the other reports are written: a page that cannot be drawn costs no other report, and
+        the terminal says why it is missing."""
+        if not self.html_path:
+            return
+        try:
+            from pytest_mlestimate.html_report import write_html
+            from pytest_mlestimate.plugin.reports.json_report import build_document
+
+            write_html(build_document(self.ordered()), self.html_path)
+        except Exception as exc:
+            self.html_problem = f"the HTML report {self.html_path} was not written: {exc!r}"
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.is_worker:
             return
         self.finished = True
         self.writer.close()
+        self.write_html()
+        self.history_lines = self.history.record(self.ordered(), Path(self.config.rootpath))
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary and self.records:
             with open(summary, "a", encoding="utf-8") as handle:
@@ -242,7 +283,7 @@ class MlestimateRun:
             return
         records = self.ordered()
         terminalreporter.write_sep("=", "mlestimate summary")
-        for line in [*terminal.table(records), *terminal.skip_reasons(records)]:
+        for line in [*terminal.table(records), *terminal.skip_reasons(records), *terminal.explanations(records)]:
             terminalreporter.write_line(line)
         verbose = self.config.get_verbosity() > 0
         shown, hidden = 0, 0
@@ -258,9 +299,14 @@ class MlestimateRun:
         saved = SavedBaselines.of(records, self.config.stash[SETTINGS].save_dir)
         for line in saved.lines(self.config.invocation_params.dir):
             terminalreporter.write_line(line)
-        for path in (self.json_path, self.junit_path):
+        html = None if self.html_problem else self.html_path
+        for path in (self.json_path, self.junit_path, self.markdown_path, html):
             if path:
                 terminalreporter.write_line(f"report written: {path}")
+        if self.html_problem:
+            terminalreporter.write_line(f"warning: {self.html_problem}", yellow=True)
+        for line in self.history_lines:
+            terminalreporter.write_line(line, yellow=line.startswith("warning:"))
         if os.environ.get("GITHUB_ACTIONS") == "true":
             for line in github.annotations(records):
                 terminalreporter.write_line(line)
