@@ -69,6 +69,9 @@ class MemorySplit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     whole: str
+    metric: str | None = None
+    """The metric whose figure is split: ``peak_ram_memory``, or ``peak_gpu_memory``, whose allocator peak
+    (what tensors held) the split is of."""
     whole_bytes: int
     measure: str
     parameters: int
@@ -154,13 +157,15 @@ class Breakdown(BaseModel):
 
 
 def split_memory(breakdown: Breakdown, whole: str, whole_bytes: int | None, on_gpu: bool) -> None:
-    """Split the headline peak into the named shares measured in the memory step; the rest is what is left."""
+    """Split the headline peak (``Peak RAM Memory``, or on a GPU the allocator's peak allocated bytes) into the
+    named shares measured in the memory step; the rest is what is left."""
     shares = breakdown._shares
     if shares is None or not whole_bytes:
         return
     rest = whole_bytes - sum(shares.values())
     breakdown.memory = MemorySplit(
         whole=whole,
+        metric="peak_gpu_memory" if on_gpu else "peak_ram_memory",
         whole_bytes=whole_bytes,
         measure="tensor bytes (parameters and buffers, gradients, optimizer state, tensors saved for backward)",
         rest=rest,

@@ -48,7 +48,8 @@ class ModuleFigures:
     memory: Mapping[str, float] = field(default_factory=dict)
     """The peak's split: ``parameters``, ``gradients``, ``optimizer_state``, ``activations`` and ``whole_bytes``."""
     whole: str | None = None
-    """Which peak ``memory`` splits, by its documented key: ``Peak RAM Memory`` or ``Peak GPU Memory``."""
+    """Which figure ``memory`` splits: its metric's name (``peak_gpu_memory``: the allocator's share of it) or, in
+    baselines saved before the split named one, its documented key."""
     step_s: float | None = None
     """The instrumented training step the part times add up to."""
     inference_batch_s: float | None = None
@@ -96,7 +97,7 @@ class ModuleFigures:
         }
         memory = data.get("memory") if isinstance(data.get("memory"), Mapping) else {}
         split = {k: v for k in (*MEMORY_SHARES, "whole_bytes") if (v := _number(memory.get(k))) is not None}
-        whole = memory.get("whole")  # which peak the split is of
+        whole = memory.get("metric") or memory.get("whole")  # which figure the split is of
         return cls(
             parts,
             split,
@@ -105,10 +106,12 @@ class ModuleFigures:
             _number(data.get("inference_batch_s")),
         )
 
-    def part(self, module: str, figures: tuple[str, ...]) -> float | None:
-        """The sum of a part's ``figures``; None where it has none of them."""
+    def part(self, module: str, figures: tuple[str, ...], largest: bool = False) -> float | None:
+        """The sum of a part's ``figures`` (the largest of them where they overlap); None where it has none."""
         values = [v for name in figures if (v := (self.parts.get(module) or {}).get(name)) is not None]
-        return sum(values) if values else None
+        if not values:
+            return None
+        return max(values) if largest else sum(values)
 
     def of_whole(self, reading: Reading, metric: str) -> float | None:
         """What a share is of: the step, the inference batch, or the peak ``memory`` splits (only when that
@@ -117,7 +120,7 @@ class ModuleFigures:
             return self.step_s
         if reading.whole == "inference batch":
             return self.inference_batch_s
-        return self.memory.get("whole_bytes") if self.whole == METRIC[metric].key else None
+        return self.memory.get("whole_bytes") if self.whole in (metric, METRIC[metric].key) else None
 
 
 def _number(value: object) -> float | None:
@@ -135,6 +138,8 @@ class Reading:
     unit: Literal["bytes", "seconds"]
     whole: Whole
     held_by_model: tuple[str, ...] = ()
+    largest: bool = False
+    """The figures overlap (a part's saved tensors are inside its forward peak): the larger counts, not the sum."""
 
 
 def reading(metric: str, training: bool = True) -> Reading | None:
@@ -145,7 +150,7 @@ def reading(metric: str, training: bool = True) -> Reading | None:
     found = {
         "peak_ram_memory": Reading(("activations_bytes",), "activations", "bytes", "peak", model),
         "peak_gpu_memory": Reading(
-            ("activations_bytes", "forward_peak_bytes"), "activations + forward peak", "bytes", "peak", model
+            ("activations_bytes", "forward_peak_bytes"), "activations or forward peak", "bytes", "peak", model, True
         ),
         "ram_before_training": Reading((), "", "bytes", "peak", ("parameters",)),
         "vram_before_training": Reading((), "", "bytes", "peak", ("parameters",)),
@@ -305,8 +310,8 @@ def _grown(
     whole = _median(run.of_whole(how, metric) for run in now)
     found: list[Contribution] = []
     for module in _modules(now) if how.figures else []:
-        value = _median(run.part(module, how.figures) for run in now)
-        before = _median(run.part(module, how.figures) for run in baseline)
+        value = _median(run.part(module, how.figures, how.largest) for run in now)
+        before = _median(run.part(module, how.figures, how.largest) for run in baseline)
         growth = None if value is None else value - (before or 0.0)
         if value is not None and growth is not None and growth > 0:
             share = value / whole if whole else None
@@ -330,7 +335,7 @@ def _largest(metric: str, how: Reading, now: Sequence[ModuleFigures], top: int) 
     whole = _median(run.of_whole(how, metric) for run in now)
     found: list[Contribution] = []
     for module in _modules(now) if how.figures else []:
-        value = _median(run.part(module, how.figures) for run in now)
+        value = _median(run.part(module, how.figures, how.largest) for run in now)
         if value:
             share = value / whole if whole else None
             found.append(Contribution(metric, module, how.label, how.unit, value, None, None, share, how.whole))

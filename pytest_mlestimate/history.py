@@ -37,6 +37,7 @@ from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, Metric
 from pytest_mlestimate.plugin.baseline import FINGERPRINT_KEYS, Comparison
 from pytest_mlestimate.regression import DRIFT_FLOOR, Run, compare_runs
+from pytest_mlestimate.scenario import NOT_COMPARED
 
 HISTORY_FORMAT = 1
 """The schema's version, kept in the ``schema_version`` table; a file of a later format is refused."""
@@ -209,7 +210,10 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
     if not create and not path.exists():
         raise HistoryError(f"history {path} does not exist: record runs with --mlestimate-history {path}")
     if create:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HistoryError(f"history {path}: its folder cannot be created ({exc.strerror or exc})") from None
     connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     connection.execute("PRAGMA foreign_keys = ON")
@@ -237,6 +241,8 @@ def opened(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
         connection = _connect(path, create)
     except sqlite3.Error as exc:
         raise _problem(path, exc) from None
+    except OSError as exc:  # a file that cannot be read or created, beside sqlite's own errors
+        raise HistoryError(f"history {path} cannot be opened: {exc.strerror or exc}") from None
     try:
         if not _check_schema(connection, path):
             if not create:
@@ -488,6 +494,10 @@ def _figures_key(run: Run) -> tuple[tuple[str, float | None], ...]:
     return tuple(sorted(run.metrics.items()))
 
 
+def _compared(scenario: Mapping[str, Any]) -> str:
+    return _canonical({key: value for key, value in scenario.items() if key not in NOT_COMPARED})
+
+
 def window(
     path: Path,
     file: str,
@@ -510,9 +520,12 @@ def window(
             "WHERE s.file = ? AND s.name = ? AND s.fingerprint = ? ORDER BY r.recorded_at DESC, r.id DESC, m.position",
             (file, name, fingerprint(environment)),
         ).fetchall()
-    wanted = _canonical(dict(scenario))
+    wanted = _compared(dict(scenario))
     new = {_figures_key(run) for run in exclude}
-    parsed = [(run_id, commit, fields, Run.from_dict(json.loads(text))) for run_id, commit, fields, text in rows]
+    parsed = [
+        (run_id, commit, _compared(json.loads(fields)), Run.from_dict(json.loads(text)))
+        for run_id, commit, fields, text in rows
+    ]
     oldest = {_figures_key(run): position for position, (*_, run) in enumerate(parsed)}  # rows run newest first
     taken: dict[int, list[Run]] = {}
     commits: dict[int, str | None] = {}

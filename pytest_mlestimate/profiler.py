@@ -704,12 +704,16 @@ def _training_breakdown(session: _Session, profile: Profile) -> tuple[Breakdown,
     """Per-part times and memory in extra steps, after the phase's figures are read: the hooks never touch them.
     A step that fails here costs the breakdown, not the profile."""
     depth = session.scenario.breakdown_depth
+    snapshot = _Snapshot(session)  # inference is measured on the weights the measured steps left, not these steps'
     try:
         with _quiet_warnings():
             found, timeline = measure_training(session.model, session.device, session.training_calls(), depth)
     except Exception as exc:  # any failure of the extra steps only loses the breakdown
         failed = f"the instrumented training steps failed: {type(exc).__name__}: {exc}"
         return Breakdown(depth=depth, unavailable=failed), None
+    finally:
+        snapshot.restore(session)
+        snapshot.close()
     peaks = profile.training
     if peaks is not None:
         if session.on_gpu:

@@ -83,7 +83,7 @@ class HistoryOptions:
                 self.path,
                 record["file"],
                 item.name,
-                estimate.scenario.model_dump(mode="json"),
+                estimate.scenario.compared_fields(),
                 estimate.profile.environment,
                 runs,
                 tolerances,
@@ -104,9 +104,11 @@ class HistoryOptions:
         verdict.checks = [*verdict.checks, *checks]
         verdict.runs = runs
         if not verdict.passed:
+            # explained against the window's runs: they are this check's baseline
+            verdict.explain(comparison.baseline_runs, estimate.scenario.application_type == "training")
+            record["explanation"] = verdict.explanation.to_dicts()
             record["message"] = verdict.summary()
             if failed is None:
-                verdict.explain(comparison.baseline_runs, estimate.scenario.application_type == "training")
                 raise OverBudget(verdict)
 
     def _described(self, past: Any) -> list[str]:
@@ -133,6 +135,8 @@ class HistoryOptions:
             recorded = record_report(self.path, build_document(list(records)), commit, branch)
         except HistoryError as exc:
             return [f"warning: the run was not recorded in the history: {exc}"]
+        except Exception as exc:  # the reports are written; the summary and the other lines still come
+            return [f"warning: the run was not recorded in the history {self.path}: {type(exc).__name__}: {exc}"]
         if recorded.run_id is None:
             return [f"history not recorded: no scenario was measured ({self.path})"]
         where = f"commit {commit[:7]}" if commit else "no commit known"

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mlestimate.breakdown import Breakdown, split_memory
 from pytest_mlestimate.explain import Explanation, ModuleFigures, explain, reading
 from pytest_mlestimate.regression import Run
 
@@ -16,7 +17,7 @@ def breakdown(
     head_activations: int = 10 * MiB,
     head_forward: float = 0.10,
     parameters: int = 4 * MiB,
-    whole: str = "Peak RAM Memory",
+    on_gpu: bool = False,
     forward_peak: int | None = None,
 ) -> dict[str, Any]:
     """``details.breakdown`` as the engine writes it: a backbone that stays put and a head that may grow."""
@@ -51,16 +52,22 @@ def breakdown(
         ],
         "training": {"steps": 3, "step_s": 1.0},
         "inference": {"calls": 3, "batch_s": 0.2, "parts_s": 0.15, "other_s": 0.05},
-        "memory": {
-            "whole": whole,
-            "whole_bytes": 1000 * MiB,
-            "parameters": parameters,
-            "gradients": parameters,
-            "optimizer_state": parameters,
-            "activations": 61 * MiB,
-            "rest": 800 * MiB,
-        },
+        "memory": memory_split(parameters, on_gpu),
     }
+
+
+def memory_split(parameters: int, on_gpu: bool) -> dict[str, Any]:
+    """The peak's split as the engine makes it (``split_memory``), of a 1000 MiB peak."""
+    found = Breakdown()
+    found._shares = {
+        "parameters": parameters,
+        "gradients": parameters,
+        "optimizer_state": parameters,
+        "activations": 61 * MiB,
+    }
+    split_memory(found, "the peak", 1000 * MiB, on_gpu=on_gpu)
+    assert found.memory is not None
+    return found.memory.model_dump()
 
 
 def figures(**changes: Any) -> ModuleFigures:
@@ -92,11 +99,15 @@ def test_memory_names_the_module_whose_activations_grew_first_then_the_whole_mod
     assert found.lines()[0] == "module by module (the median of the baseline's 3 runs against 1 run now):"
 
 
-def test_gpu_memory_adds_the_forward_peak() -> None:
-    before = [figures(whole="Peak GPU Memory", forward_peak=0)]
-    after = [figures(whole="Peak GPU Memory", forward_peak=30 * MiB)]  # the same saved tensors, a taller forward
-    (first, *_) = explain(["peak_gpu_memory"], after, before).contributions
-    assert (first.module, first.growth, first.figure) == ("backbone.body", 30 * MiB, "activations + forward peak")
+def test_gpu_memory_counts_the_larger_of_the_saved_tensors_and_the_forward_peak() -> None:
+    before = [figures(on_gpu=True, forward_peak=0)]
+    # the same saved tensors (backbone 50 MiB, head 10 MiB), each part's forward now peaking 80 MiB above its start:
+    # the saved tensors are inside that peak, so the growth is 80 - 50 and 80 - 10, not 80
+    after = [figures(on_gpu=True, forward_peak=80 * MiB)]
+    (first, second, *_) = explain(["peak_gpu_memory"], after, before).contributions
+    assert (first.module, first.growth, first.figure) == ("roi_heads", 70 * MiB, "activations or forward peak")
+    assert (second.module, second.growth) == ("backbone.body", 30 * MiB)
+    assert first.share == pytest.approx(0.08)  # of the allocator's peak the split is of: 80 of 1000 MiB
 
 
 def test_times_rank_by_their_own_phase() -> None:
@@ -172,7 +183,7 @@ def test_a_baseline_saved_before_runs_kept_module_figures_says_so() -> None:
 
 def test_a_share_of_another_peak_is_not_given() -> None:
     """The split is of the GPU peak on a GPU: the RAM peak's share of it would be wrong."""
-    found = explain(["peak_ram_memory"], [figures(whole="Peak GPU Memory")])
+    found = explain(["peak_ram_memory"], [figures(on_gpu=True)])
     assert all(c.share is None for c in found.contributions)
 
 
@@ -198,7 +209,7 @@ def test_a_run_keeps_its_module_figures_and_reads_older_runs_without_them() -> N
     stored = run.to_dict()
     assert Run.from_dict(stored) == run
     assert stored["breakdown"]["parts"]["roi_heads"]["activations_bytes"] == 10 * MiB
-    assert stored["breakdown"]["memory"]["whole"] == "Peak RAM Memory"
+    assert stored["breakdown"]["memory"]["whole"] == "peak_ram_memory"  # the metric the split is of
     older = Run.from_dict({"metrics": {"forward_pass": 0.5}, "samples": {}, "contended": False})
     assert older.breakdown is None and "breakdown" not in older.to_dict()
     damaged = Run.from_dict({"metrics": {"forward_pass": 0.5}, "samples": {}, "breakdown": {"parts": "x"}})

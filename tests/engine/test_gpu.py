@@ -96,7 +96,7 @@ def test_the_breakdown_accounts_for_the_allocator_peak_on_a_gpu() -> None:
     ).to_dict()
     breakdown = result["details"]["breakdown"]
     memory = breakdown["memory"]
-    assert memory["whole"] == "peak allocated GPU memory"
+    assert memory["whole"] == "peak allocated GPU memory" and memory["metric"] == "peak_gpu_memory"
     assert memory["whole_bytes"] == result["details"]["gpu_memory"]["peak_allocated"]
     assert abs(memory["rest"]) <= 0.05 * memory["whole_bytes"], memory  # the bar: within 5 %
     parts = {part["module"]: part for part in breakdown["parts"]}

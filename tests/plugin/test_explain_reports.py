@@ -55,7 +55,7 @@ def test_the_baseline_keeps_each_runs_module_figures_in_the_same_format(root: Pa
         "inference_s": 0.05,
     }
     assert first["memory"] == {
-        "whole": "Peak RAM Memory",
+        "whole": "peak_ram_memory",
         "whole_bytes": 1000 * MiB,
         "parameters": 4 * MiB,
         "gradients": 4 * MiB,

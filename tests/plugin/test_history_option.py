@@ -79,6 +79,21 @@ def test_an_unusable_history_file_costs_no_report_and_no_verdict(
     assert "Traceback" not in result.stdout.str() and garbage.read_text() == "not a database\n"
 
 
+def test_a_history_whose_folder_cannot_be_made_is_a_warning(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "tiny"}))
+    summary = pytester.path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    blocked = pytester.path / "a-file"
+    blocked.write_text("")
+    path = blocked / "history.sqlite3"  # a folder that cannot be made, as root too
+    result, report = run_scenarios("--mlestimate-history", str(path))
+    assert result.ret == 0 and by_name(report)["tiny"]["outcome"] == "passed"
+    result.stdout.fnmatch_lines([f"warning: the run was not recorded in the history: history {path} *"])
+    assert "INTERNALERROR" not in result.stdout.str() and "tiny" in summary.read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
@@ -126,6 +141,8 @@ def test_a_scenario_is_judged_against_the_window_and_fails_as_against_a_baseline
     record = by_name(report)["tiny"]
     assert result.ret == 1 and record["outcome"] == "failed"
     assert "total_training_time regressed" in record["message"]
+    explained = {entry["metric"] for entry in record["explanation"]}  # the window's runs are the baseline here
+    assert "total_training_time" in explained
     result.stdout.fnmatch_lines(["*total_training_time*(baseline)*FAILED", "*measured 2 times in fresh processes*"])
     assert len(record["runs"]) == 2
     assert len(series(path, "tiny", "total_training_time").points) == 2 * len(steady) + 3
