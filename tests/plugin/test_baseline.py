@@ -196,3 +196,20 @@ def test_saving_a_baseline_says_what_was_written_where(
 
 def test_a_run_that_saves_nothing_says_nothing() -> None:
     assert SavedBaselines.of([{"name": "a", "baseline": None}], None).lines() == []
+
+
+def test_a_baseline_saved_before_the_breakdown_existed_still_compares(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "a"}))
+    saved, _ = run_scenarios("--mlestimate-save-baseline", "baseline", "--mlestimate-baseline-runs", "1")
+    assert saved.ret == 0
+    stored = pytester.path / "baseline" / "scenarios" / "a.json"
+    document = json.loads(stored.read_text())
+    assert "breakdown_depth" not in document["scenario"]  # a field that changes no figure is not kept
+    pytester.makefile(".yaml", scenarios=scenario_file({"name": "a", "breakdown_depth": 2}))
+    compared, report = run_scenarios("--mlestimate-compare", "baseline")
+    record = report["scenarios"][0]
+    assert compared.ret == 0
+    assert not [w for w in record["warnings"] if w.startswith("baseline not compared")], record["warnings"]
+    assert any(check["kind"] == "regression" for check in record["budgets"])
