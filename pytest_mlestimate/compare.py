@@ -12,13 +12,11 @@ Importing this module loads neither torch nor the engine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.errors import brief
 from pytest_mlestimate.plugin.baseline import (
     BaselineError,
     Measured,
@@ -28,7 +26,7 @@ from pytest_mlestimate.plugin.baseline import (
     read_baseline,
 )
 from pytest_mlestimate.plugin.budgets import parse_assignments
-from pytest_mlestimate.plugin.reports.json_report import SCHEMA_VERSION
+from pytest_mlestimate.plugin.reports.json_report import ReportError, read_report
 from pytest_mlestimate.plugin.verdict import Verdict
 from pytest_mlestimate.regression import Run
 
@@ -103,25 +101,12 @@ def _baseline_folder(root: Path) -> Side:
 
 def _report(path: Path) -> Side:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(f"{path} cannot be read ({exc.strerror or exc}): give {ALLOWED}") from None
-    except ValueError as exc:  # not JSON, or not UTF-8
-        raise InputError(f"{path} is not JSON ({exc}): give {ALLOWED}") from None
-    if isinstance(document, dict) and "format" in document and "runs" in document:
-        raise InputError(
-            f"{path} is one scenario's baseline file: give the whole folder --mlestimate-save-baseline wrote"
-        )
-    if not isinstance(document, dict) or not isinstance(document.get("scenarios"), list):
-        raise InputError(f"{path} is not a JSON report (it has no 'scenarios' list): give {ALLOWED}")
-    version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise InputError(f"{path} is a report of schema version {brief(version)}; this version reads {SCHEMA_VERSION}")
+        document = read_report(path, ALLOWED)
+    except ReportError as exc:
+        raise InputError(str(exc)) from None
     environment = document.get("environment") or {}
     entries = {}
-    for number, record in enumerate(document["scenarios"], 1):
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("name", "file")):
-            raise InputError(f"{path}: scenario {number} is not a scenario record (it needs a 'name' and a 'file')")
+    for record in document["scenarios"]:
         entry = _entry_of(record, environment, path)
         entries[entry.key] = entry
     return Side(path, "report", entries)

@@ -35,9 +35,8 @@ from typing import Any
 
 from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, Metric
-from pytest_mlestimate.plugin.baseline import FINGERPRINT_KEYS, Comparison
+from pytest_mlestimate.plugin.baseline import FINGERPRINT_KEYS, Comparison, comparable
 from pytest_mlestimate.regression import DRIFT_FLOOR, Run, compare_runs
-from pytest_mlestimate.scenario import NOT_COMPARED
 
 HISTORY_FORMAT = 1
 """The schema's version, kept in the ``schema_version`` table; a file of a later format is refused."""
@@ -495,7 +494,7 @@ def _figures_key(run: Run) -> tuple[tuple[str, float | None], ...]:
 
 
 def _compared(scenario: Mapping[str, Any]) -> str:
-    return _canonical({key: value for key, value in scenario.items() if key not in NOT_COMPARED})
+    return _canonical(comparable(scenario))
 
 
 def window(

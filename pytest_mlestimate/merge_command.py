@@ -56,23 +56,12 @@ def add_parser(commands: Any) -> None:
 
 
 def read_shard(path: Path) -> dict[str, Any]:
-    from pytest_mlestimate.plugin.reports.json_report import SCHEMA_VERSION
+    from pytest_mlestimate.plugin.reports.json_report import ReportError, read_report
 
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise MergeError(f"{path} cannot be read ({exc.strerror or exc})") from None
-    except ValueError as exc:  # not JSON, or not UTF-8
-        raise MergeError(f"{path} is not JSON ({exc}): give the reports --mlestimate-json wrote") from None
-    if not isinstance(document, dict) or not isinstance(document.get("scenarios"), list):
-        raise MergeError(f"{path} is not a JSON report (it has no 'scenarios' list): give what --mlestimate-json wrote")
-    version = document.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise MergeError(f"{path} is a report of schema version {brief(version)}; this version reads {SCHEMA_VERSION}")
-    for number, record in enumerate(document["scenarios"], 1):
-        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("name", "file")):
-            raise MergeError(f"{path}: scenario {number} is not a scenario record (it needs a 'name' and a 'file')")
-    return document
+        return read_report(path, "the reports --mlestimate-json wrote")
+    except ReportError as exc:
+        raise MergeError(str(exc)) from None
 
 
 def merge_records(shards: Sequence[tuple[Path, dict[str, Any]]]) -> list[dict[str, Any]]:

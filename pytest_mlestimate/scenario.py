@@ -74,10 +74,6 @@ class Optimizer(BaseModel):
         )
 
 
-NOT_COMPARED = frozenset({"breakdown_depth"})
-"""Fields that change no documented figure: two runs that differ only in them compare."""
-
-
 class Scenario(BaseModel):
     """What to estimate. Fields that change a profile are listed in ``profile_fields``."""
 
@@ -205,12 +201,6 @@ class Scenario(BaseModel):
     @property
     def total_steps(self) -> int:
         return self.num_batches * self.epochs
-
-    def compared_fields(self) -> dict[str, Any]:
-        """What makes two measurements of a scenario comparable (baselines, the run history): every field but those
-        that change no figure (how deep the breakdown looks), so that a baseline saved before such a field existed
-        still compares."""
-        return self.model_dump(mode="json", exclude=NOT_COMPARED)
 
     def profile_fields(self) -> dict[str, Any]:
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only

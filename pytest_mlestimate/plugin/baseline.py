@@ -28,6 +28,9 @@ BASELINE_FORMAT = 2
 """Format 2 files saved before runs kept their figures per module read as they did: their runs have no
 ``breakdown``, so a failure against them names the largest modules instead of those that grew."""
 FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
+NOT_COMPARED = frozenset({"breakdown_depth"})
+"""Scenario fields that change no documented figure (how deep the breakdown looks): two measurements that differ
+only in them compare, and a baseline saved before such a field existed still does."""
 PROJECT_MARKERS = (".git", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", "setup.py")
 
 
@@ -215,6 +218,11 @@ class Comparison:
         return [c for c in self.changes if c.suspect and METRIC[c.metric].noise == "timing"]
 
 
+def comparable(scenario: Mapping[str, Any]) -> dict[str, Any]:
+    """The scenario fields that decide whether two measurements compare."""
+    return {key: value for key, value in scenario.items() if key not in NOT_COMPARED}
+
+
 def _differences(old: Mapping[str, Any], new: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
     names = keys or tuple(sorted(set(old) | set(new)))
     return [f"{k} {brief(old.get(k))} -> {brief(new.get(k))}" for k in names if old.get(k) != new.get(k)]
@@ -248,7 +256,7 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     if changed_env:
         result.warnings.append(f"baseline not compared: the environment differs ({'; '.join(changed_env)})")
         return result
-    changed_scenario = _differences(old.scenario, new.scenario)
+    changed_scenario = _differences(comparable(old.scenario), comparable(new.scenario))
     if changed_scenario:
         result.warnings.append(f"baseline not compared: the scenario changed ({'; '.join(changed_scenario)})")
         return result

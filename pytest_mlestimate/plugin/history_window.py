@@ -83,7 +83,7 @@ class HistoryOptions:
                 self.path,
                 record["file"],
                 item.name,
-                estimate.scenario.compared_fields(),
+                estimate.scenario.model_dump(mode="json"),
                 estimate.profile.environment,
                 runs,
                 tolerances,

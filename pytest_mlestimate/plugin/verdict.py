@@ -101,7 +101,7 @@ def judge(
     process (``measure_again``) and judged on both measurements, so that one noisy run fails nothing.
     ``more_metrics`` are figures answered beside the estimate (a capacity search's), checked by budgets only."""
     verdict = Verdict(name, where, failure=estimate.failure, runs=[run_of(estimate)])
-    scenario = estimate.scenario.compared_fields()
+    scenario = estimate.scenario.model_dump(mode="json")
     environment = estimate.profile.environment
     comparison: Comparison | None = None
     if settings.compare_dir is not None and estimate.fits:

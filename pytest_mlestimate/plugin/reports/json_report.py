@@ -12,6 +12,36 @@ SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "report.schema.json"
 
 
+class ReportError(ValueError):
+    """A file that cannot be read as a JSON report; the message names the path and what would do."""
+
+
+def read_report(path: Path, wanted: str) -> dict[str, Any]:
+    """The JSON report at ``path``, its scenarios each with a name and a file; ``wanted`` says in the errors what
+    would do instead (``a JSON report written by --mlestimate-json``)."""
+    from pytest_mlestimate.errors import brief
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ReportError(f"{path} cannot be read ({exc.strerror or exc}): give {wanted}") from None
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise ReportError(f"{path} is not JSON ({exc}): give {wanted}") from None
+    if isinstance(document, dict) and "format" in document and "runs" in document:
+        raise ReportError(
+            f"{path} is one scenario's baseline file: give the whole folder --mlestimate-save-baseline wrote"
+        )
+    if not isinstance(document, dict) or not isinstance(document.get("scenarios"), list):
+        raise ReportError(f"{path} is not a JSON report (it has no 'scenarios' list): give {wanted}")
+    version = document.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ReportError(f"{path} is a report of schema version {brief(version)}; this version reads {SCHEMA_VERSION}")
+    for number, record in enumerate(document["scenarios"], 1):
+        if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in ("name", "file")):
+            raise ReportError(f"{path}: scenario {number} is not a scenario record (it needs a 'name' and a 'file')")
+    return document
+
+
 def environment_of(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """The fingerprint of the first measured scenario, else the host's (no torch needed)."""
     for record in records:
