@@ -16,7 +16,6 @@ from pytest_mlestimate.html_report.read import (
     TRAINING_TIMES,
     breakdown,
     budget_bars,
-    budget_counts,
     details,
     dig,
     distributions,
@@ -34,6 +33,7 @@ from pytest_mlestimate.html_report.read import (
     warnings,
 )
 from pytest_mlestimate.metrics import ESTIMATE_METRICS
+from pytest_mlestimate.plugin.reports.terminal import budget_counts
 from pytest_mlestimate.units import format_quantity
 
 TITLE = "pytest-mlestimate report"

@@ -110,20 +110,6 @@ def overview_metrics(records: list[dict[str, Any]]) -> tuple[list[str], list[str
     return measured, [n for n in OVERVIEW if n not in measured]
 
 
-def budget_counts(record: dict[str, Any]) -> str:
-    checks = [c for c in record.get("budgets") or [] if isinstance(c, dict)]
-    if not checks:
-        return "-"
-    failed = sum(1 for c in checks if c.get("passed") is False)
-    unchecked = sum(1 for c in checks if c.get("passed") is None)
-    text = f"{len(checks) - failed - unchecked}/{len(checks)} ok"
-    if failed:
-        text += f", {failed} failed"
-    if unchecked:
-        text += f", {unchecked} not checked"
-    return text
-
-
 # ----------------------------------------------------------------------------------------------- scales
 def time_scale(largest: float) -> tuple[float, str]:
     """The divisor and unit that show seconds up to ``largest`` readably: us, ms, s, min or h."""

@@ -34,12 +34,13 @@ def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
     return value
 
 
-def _budgets(record: dict[str, Any]) -> str:
-    checks = record.get("budgets") or []
+def budget_counts(record: dict[str, Any]) -> str:
+    """``3/4 ok, 1 failed``: the scenario's checks in one cell."""
+    checks = [c for c in record.get("budgets") or [] if isinstance(c, dict)]
     if not checks:
         return "-"
-    failed = sum(1 for c in checks if c["passed"] is False)
-    unchecked = sum(1 for c in checks if c["passed"] is None)
+    failed = sum(1 for c in checks if c.get("passed") is False)
+    unchecked = sum(1 for c in checks if c.get("passed") is None)
     text = f"{len(checks) - failed - unchecked}/{len(checks)} ok"
     if failed:
         text += f", {failed} failed"
@@ -79,7 +80,7 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
             record["name"],
             record.get("outcome") or "not run",
             *(_shown(record, path, unit) for _, path, unit in columns),
-            _budgets(record),
+            budget_counts(record),
         ]
         for record in records
     ]
