@@ -697,7 +697,7 @@ def _profile_inference(session: _Session, iterations: Iterations, profile: Profi
     if isolated:
         profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
     if session.scenario.breakdown_depth:
-        profile.breakdown = _inference_breakdown(session, profile.breakdown)
+        profile.breakdown = _inference_breakdown(session, profile)
 
 
 def _training_breakdown(session: _Session, profile: Profile) -> tuple[Breakdown, Timeline | None]:
@@ -710,6 +710,7 @@ def _training_breakdown(session: _Session, profile: Profile) -> tuple[Breakdown,
             found, timeline = measure_training(session.model, session.device, session.training_calls(), depth)
     except Exception as exc:  # any failure of the extra steps only loses the breakdown
         failed = f"the instrumented training steps failed: {type(exc).__name__}: {exc}"
+        profile.warnings.append(f"no per-module breakdown: {failed}; the headline figures are not affected")
         return Breakdown(depth=depth, unavailable=failed), None
     finally:
         snapshot.restore(session)
@@ -723,9 +724,9 @@ def _training_breakdown(session: _Session, profile: Profile) -> tuple[Breakdown,
     return found, timeline
 
 
-def _inference_breakdown(session: _Session, breakdown: Breakdown | None) -> Breakdown:
+def _inference_breakdown(session: _Session, profile: Profile) -> Breakdown:
     depth = session.scenario.breakdown_depth
-    found = breakdown or Breakdown(depth=depth)
+    found = profile.breakdown or Breakdown(depth=depth)
     images = session.images
 
     def call() -> None:
@@ -741,6 +742,7 @@ def _inference_breakdown(session: _Session, breakdown: Breakdown | None) -> Brea
                 load.restore()
     except Exception as exc:
         found.unavailable = f"the instrumented inference calls failed: {type(exc).__name__}: {exc}"
+        profile.warnings.append(f"no per-module inference times: {found.unavailable}")
         return found
     for name, seconds in times.items():
         found.part(name).inference_s = seconds

@@ -9,8 +9,9 @@ import torch
 import torchvision
 from torch import nn
 
-from pytest_mlestimate import estimate
+from pytest_mlestimate import estimate, estimate_model
 from pytest_mlestimate.module_hooks import TrainingCalls, measure_inference, measure_training, parts_of
+from pytest_mlestimate.tiny import TinyDetector
 from tests.tiny_scenario import TINY
 
 BATCH, WIDTH, HIDDEN = 64, 64, 2048
@@ -162,3 +163,33 @@ def test_a_profile_carries_its_breakdown_and_the_split_of_its_peak() -> None:
 def test_depth_zero_measures_no_breakdown() -> None:
     details = estimate({**TINY, "device": "cpu", "measure_iterations": 2, "breakdown_depth": 0}, cache=False).to_dict()
     assert details["details"]["breakdown"] is None and details["details"]["timeline"] is None
+
+
+class _FailsAfter(TinyDetector):
+    """Trains for as many steps as the headline measurement takes, then fails: in the breakdown's first step."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.left = steps
+
+    def forward(self, images: Any, targets: Any = None) -> Any:
+        if self.training:
+            if self.left == 0:
+                raise RuntimeError("a step the breakdown ran")
+            self.left -= 1
+        return super().forward(images, targets)
+
+
+def test_a_breakdown_that_fails_costs_the_breakdown_and_says_so_not_the_profile() -> None:
+    warmup, measured = 1, 2
+    result = estimate_model(
+        lambda: _FailsAfter(warmup + measured),
+        {**TINY, "device": "cpu", "warmup_iterations": warmup, "measure_iterations": measured},
+    )
+    figures = result.to_dict()
+    assert figures["training_time"]["Total Training Time"] > 0 and figures["resource"]["Peak RAM Memory"] > 0
+    breakdown = figures["details"]["breakdown"]
+    assert "the instrumented training steps failed: RuntimeError: a step the breakdown ran" in breakdown["unavailable"]
+    assert figures["details"]["timeline"] is None
+    assert all(part["inference_s"] > 0 for part in breakdown["parts"])  # inference is still broken down
+    assert any(w.startswith("no per-module breakdown: ") for w in result.warnings())
