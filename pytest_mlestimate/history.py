@@ -35,7 +35,7 @@ from typing import Any
 
 from pytest_mlestimate.errors import brief
 from pytest_mlestimate.metrics import METRIC, Metric
-from pytest_mlestimate.plugin.baseline import FINGERPRINT_KEYS, Comparison, comparable
+from pytest_mlestimate.plugin.baseline import FINGERPRINT_KEYS, Comparison, comparable, device_kind
 from pytest_mlestimate.regression import DRIFT_FLOOR, Run, compare_runs
 
 HISTORY_FORMAT = 1
@@ -558,10 +558,6 @@ def window_floor(sessions: int, device_kind: str) -> float:
     return 0.0 if sessions >= WINDOW_MIN_SESSIONS else DRIFT_FLOOR[device_kind]
 
 
-def device_kind(environment: Mapping[str, Any]) -> str:
-    return "cuda" if str(environment.get("device") or "").startswith("cuda") else "cpu"
-
-
 def machine_of(environment: Mapping[str, Any]) -> str:
     """``cuda:0 (NVIDIA H100 80GB HBM3)``, ``cpu (AMD EPYC 7B13)``: the device a scenario ran on."""
     device = environment.get("device") or "?"
@@ -609,11 +605,7 @@ def judge_window(
     past = window(path, file, name, scenario, environment, size, exclude=runs)
     kind = device_kind(environment)
     comparison = compare_window(past, runs, tolerances, kind, path)
-    if (
-        measure_again is not None
-        and len(runs) < 2
-        and (comparison.suspects or (comparison.changes and runs[0].contended))
-    ):
+    if measure_again is not None and len(runs) < 2 and comparison.wants_another_run(runs):
         runs.append(measure_again())
         comparison = compare_window(past, runs, tolerances, kind, path)
     return comparison, past

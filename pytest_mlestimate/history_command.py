@@ -17,7 +17,6 @@ from pytest_mlestimate.history import (
     Point,
     Series,
     benchmark_action,
-    device_kind,
     machine_of,
     metric_named,
     resolve_scenario,
@@ -25,6 +24,7 @@ from pytest_mlestimate.history import (
     series,
 )
 from pytest_mlestimate.metrics import Metric
+from pytest_mlestimate.plugin.baseline import device_kind
 from pytest_mlestimate.steps import MIN_SEGMENT, Step, Steps, find_steps, step_floor
 from pytest_mlestimate.units import UnitError, format_quantity, parse_fraction
 

@@ -213,9 +213,18 @@ class Comparison:
     def baselines(self) -> dict[str, float]:
         return {change.metric: change.baseline for change in self.changes}
 
+    def wants_another_run(self, runs: Sequence[Run]) -> bool:
+        """A suspected timing regression, or any change on a contended run: judge it on one more run."""
+        return bool(self.suspects or (self.changes and runs and runs[0].contended))
+
     @property
     def suspects(self) -> list[Change]:
         return [c for c in self.changes if c.suspect and METRIC[c.metric].noise == "timing"]
+
+
+def device_kind(environment: Mapping[str, Any]) -> str:
+    """``cuda`` or ``cpu``: which drift floor an environment's timings are judged with."""
+    return "cuda" if str(environment.get("device") or "").startswith("cuda") else "cpu"
 
 
 def comparable(scenario: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,8 +269,7 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     if changed_scenario:
         result.warnings.append(f"baseline not compared: the scenario changed ({'; '.join(changed_scenario)})")
         return result
-    kind = "cuda" if str(new.environment.get("device") or "").startswith("cuda") else "cpu"
-    floor = DRIFT_FLOOR[kind]
+    floor = DRIFT_FLOOR[device_kind(new.environment)]
     result.changes = compare_runs(old.runs, new.runs, tolerances, floor=floor)
     result.baseline_runs = old.runs
     if len(old.runs) < 2:

@@ -112,7 +112,7 @@ def judge(
             return compare(settings.compare_dir, baseline_file, name, scenario, environment, verdict.runs, allowed)
 
         comparison = against_baseline()
-        if comparison.suspects or (comparison.changes and verdict.runs[0].contended):
+        if comparison.wants_another_run(verdict.runs):
             verdict.runs.append(run_of(measure_again()))
             comparison = against_baseline()
         verdict.warnings.extend(comparison.warnings)
