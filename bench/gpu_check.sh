@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# The GPU checks in one run, for a machine with a CUDA device and its own torch: the gpu-marked tests and
-# the fake-NVML device tests, the GPU accuracy benchmark (training and inference at the stated detection
-# load), then the regression gate's power at +5 % on the GPU. Pure-Python dependencies the machine lacks
-# may be provided as wheels in .whl/. Logs go to $OUT when it is set.
-# Then capacity: the fit's held-out peak allocated memory and the largest batch on the real device, with the
-# energy per step it measured.
-#   bash bench/gpu_check.sh [tests|accuracy|power|capacity|all]
+# The GPU checks in one run, for a machine with a CUDA device and its own torch: the environment, the
+# gpu-marked tests, then bench/gpu_proof.py (training, inference, capacity and between-process noise against
+# plain PyTorch loops). Pure-Python dependencies the machine lacks may be provided as wheels in .whl/.
+# Logs and results go to $OUT when it is set (else a temporary folder); no new work starts after BUDGET
+# seconds (default 380) from the script's start.
+#   bash bench/gpu_check.sh [all|tests|PARTS]   PARTS: gpu_proof.py's --parts, e.g. capacity,noise
+#   bash bench/gpu_check.sh all                  # the tests, then training,inference,capacity,noise
+#   bash bench/gpu_check.sh training,inference   # no tests
+#   SMOKE=1 bash bench/gpu_check.sh all          # on a CPU: the script itself, with tiny sizes
 set -u
 cd "$(dirname "$0")/.."
-part=${1:-all}
+started=$(date +%s)
+budget=${BUDGET:-380}
+what=${1:-all}
 if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
@@ -18,19 +22,22 @@ fi
 export PYTHONUNBUFFERED=1
 export MLESTIMATE_CACHE_DIR=$(mktemp -d)
 logs=${OUT:-$(mktemp -d)}
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
-if [ "$part" = tests ] || [ "$part" = all ]; then
-  python3 -m pytest -q -p no:cacheprovider -p pytest_mlestimate.plugin -m gpu tests/engine -rs 2>&1 | tee "$logs/gpu-tests.log"
-  python3 -m pytest -q -p no:cacheprovider -p pytest_mlestimate.plugin tests/engine/test_devices.py 2>&1 | tail -3
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit --format=csv
+  python3 -c "import sys, torch, torchvision; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__)"
+  nproc
+} 2>&1 | tee "$logs/environment.txt"
+# the plugin is registered by its entry point where the package is installed; else name it
+plugin="-p pytest_mlestimate.plugin"
+python3 -c "import sys; from importlib.metadata import entry_points; sys.exit(not entry_points(group='pytest11', name='mlestimate'))" && plugin=
+if [ "$what" = all ] || [ "$what" = tests ]; then
+  timeout 200 python3 -m pytest -q -p no:cacheprovider $plugin -m gpu tests/engine -rs --durations=0 \
+    2>&1 | tee "$logs/gpu-tests.log"
+  [ "$what" = tests ] && exit 0
 fi
-if [ "$part" = accuracy ] || [ "$part" = all ]; then
-  python3 bench/accuracy.py --device cuda 2>&1 | tee "$logs/accuracy.log"
-fi
-if [ "$part" = power ] || [ "$part" = all ]; then
-  python3 bench/regression_power.py --device cuda --tries "${POWER_TRIES:-10}" --sizes 0,5 2>&1 | tee "$logs/power.log"
-fi
-if [ "$part" = capacity ] || [ "$part" = all ]; then
-  python3 bench/capacity_accuracy.py --device cuda:0 2>&1 | tee "$logs/capacity.log"
-  python3 -m pytest_mlestimate.cli capacity scenarios/gpu.yaml --scenario fasterrcnn-r50-b4-512 --predict 32 --json 2>&1 | tee "$logs/capacity-table.json" | tail -40
-fi
+parts=$what
+[ "$what" = all ] && parts=training,inference,capacity,noise
+left=$((budget - ($(date +%s) - started)))
+python3 bench/gpu_proof.py --out "$logs" --parts "$parts" --deadline "$left" ${ONLY:+--only "$ONLY"} ${SMOKE:+--device cpu --smoke} 2>&1 | tee "$logs/gpu_proof.log"
+echo "gpu_check: $(($(date +%s) - started)) s"

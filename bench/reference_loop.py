@@ -1,8 +1,9 @@
 """A plain PyTorch training loop, written without the estimator, to check its figures against.
 
 Usage: python bench/reference_loop.py SCENARIO_JSON STEPS
-Prints one JSON line: wall time of all steps, peak RSS of the process, and on CUDA the peak GPU memory
-the process held (NVML, sampled every 20 ms) and PyTorch's reserved peak.
+Prints one JSON line: wall time of all steps and of each, peak RSS of the process, and on CUDA the peak GPU
+memory the process held (NVML, sampled every 20 ms), PyTorch's allocated and reserved peaks, and the energy
+NVML's counter saw beside the mean of its power readings.
 
 Usage: python bench/reference_loop.py SCENARIO_JSON --inference REPEATS
 A plain inference loop at the scenario's detection_load, its knobs set here by hand: prints one JSON line
@@ -11,7 +12,9 @@ with the mean time of one 1-image call and of one batch call, and the detections
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import resource
 import sys
 import threading
@@ -25,34 +28,65 @@ from pytest_mlestimate.scenario import Scenario
 from pytest_mlestimate.synthetic import make_batch, make_images
 
 
-def nvml_sampler(device_index: int, stop: threading.Event, peak: list[int]) -> None:
-    """Peak of NVML's per-process figure (the device's used memory where per-process is hidden).
+class NvmlSampler:
+    """Peaks of NVML's per-process memory figure (the device's used memory where per-process is hidden) and the
+    board power, polled every 20 ms from a thread, with the energy counter read at start and stop.
 
-    PyTorch's caching allocator keeps what it reserves, so the figure only grows during a run: a 20 ms
+    PyTorch's caching allocator keeps what it reserves, so the memory figure only grows during a run: a 20 ms
     poll plus a last read after the loop sees its peak without competing with the loop for the GIL.
     """
-    import os
 
-    import pynvml
+    def __init__(self, device_index: int) -> None:
+        import pynvml
 
-    pynvml.nvmlInit()
-    uuid = str(torch.cuda.get_device_properties(device_index).uuid)
-    try:
-        handle = pynvml.nvmlDeviceGetHandleByUUID((uuid if uuid.startswith("GPU-") else f"GPU-{uuid}").encode())
-    except Exception:
-        handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self.nvml = pynvml
+        pynvml.nvmlInit()
+        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+        uuid = uuid if uuid.startswith("GPU-") else f"GPU-{uuid}"
+        try:
+            self.handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
+        except Exception:
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device_index)
+        self.peak = 0
+        self.power: list[float] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.energy_start = self._energy()
 
-    def used() -> int:
-        for proc in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+    def _energy(self) -> float | None:
+        try:
+            return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)) / 1000  # mJ -> J
+        except Exception:
+            return None
+
+    def _used(self) -> int:
+        for proc in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle):
             if proc.pid == os.getpid() and proc.usedGpuMemory:
                 return int(proc.usedGpuMemory)
-        return int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        return int(self.nvml.nvmlDeviceGetMemoryInfo(self.handle).used)
 
-    while True:
-        peak[0] = max(peak[0], used())
-        if stop.wait(0.02):
-            peak[0] = max(peak[0], used())
-            return
+    def _poll(self) -> None:
+        while True:
+            self.peak = max(self.peak, self._used())
+            with contextlib.suppress(Exception):
+                self.power.append(self.nvml.nvmlDeviceGetPowerUsage(self.handle) / 1000)  # mW -> W
+            if self.stop_event.wait(0.02):
+                self.peak = max(self.peak, self._used())
+                return
+
+    def start(self) -> None:
+        self.energy_start = self._energy()
+        self.thread.start()
+
+    def stop(self) -> dict[str, float | None]:
+        end = self._energy()
+        self.stop_event.set()
+        self.thread.join()
+        return {
+            "energy_joules": end - self.energy_start if end is not None and self.energy_start is not None else None,
+            "mean_power_watts": sum(self.power) / len(self.power) if self.power else None,
+            "power_samples": len(self.power),
+        }
 
 
 def open_post_processing(model: torch.nn.Module, load: str | int) -> int:
@@ -125,14 +159,14 @@ def main() -> None:
         else None
     )
 
-    stop, peak = threading.Event(), [0]
-    sampler = None
-    if device.type == "cuda":
-        sampler = threading.Thread(target=nvml_sampler, args=(0, stop, peak), daemon=True)
-        sampler.start()
+    sampler = NvmlSampler(0) if device.type == "cuda" else None
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+        torch.cuda.reset_peak_memory_stats()
+    if sampler is not None:
+        sampler.start()
+    steps_seconds: list[float] = []
+    start = last = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         loss = sum(model(images, targets).values())
@@ -140,18 +174,23 @@ def main() -> None:
         optimizer.step()
         if warmup is not None:
             warmup.step()
-        loss.item()
+        loss.item()  # waits for the step, as a training loop that logs its loss does
+        now = time.perf_counter()
+        steps_seconds.append(now - last)
+        last = now
     if device.type == "cuda":
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - start
-    stop.set()
-    if sampler is not None:
-        sampler.join()
+    power = sampler.stop() if sampler is not None else {}
     result = {
         "seconds": elapsed,
+        "steps": steps,
+        "step_seconds": steps_seconds,
         "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        "peak_gpu_process": peak[0] or None,
+        "peak_gpu_process": (sampler.peak or None) if sampler is not None else None,
+        "peak_gpu_allocated": int(torch.cuda.max_memory_allocated()) if device.type == "cuda" else None,
         "peak_gpu_reserved": int(torch.cuda.max_memory_reserved()) if device.type == "cuda" else None,
+        **power,
     }
     print(json.dumps(result))
 

@@ -103,9 +103,11 @@ class _StepMarks:
 class _PartHooks:
     """Forward and backward moments of each part, for one step at a time."""
 
-    def __init__(self, parts: list[tuple[str, nn.Module]], clock: _Clock, gpu_peaks: bool = False) -> None:
+    def __init__(self, parts: list[tuple[str, nn.Module]], clock: _Clock, peaks_of: torch.device | None = None) -> None:
+        """``peaks_of``: a CUDA device whose allocator peak each part's forward is read from, whatever clock
+        times the step (the memory step keeps host time, so that its hooks add no events)."""
         self.clock = clock
-        self.gpu_peaks = gpu_peaks and clock.on_gpu
+        self.peaks_of = peaks_of if peaks_of is not None and peaks_of.type == "cuda" else None
         self.marks = _StepMarks()
         self.current: list[str] = []
         self._open: dict[str, list[tuple[Any, int]]] = {}
@@ -120,9 +122,9 @@ class _PartHooks:
     def _pre(self, name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _args: Any) -> None:
             allocated = 0
-            if self.gpu_peaks:
-                allocated = torch.cuda.memory_allocated(self.clock.device)
-                torch.cuda.reset_peak_memory_stats(self.clock.device)
+            if self.peaks_of is not None:
+                allocated = torch.cuda.memory_allocated(self.peaks_of)
+                torch.cuda.reset_peak_memory_stats(self.peaks_of)
             self._open.setdefault(name, []).append((self.clock.now(), allocated))
             self.current.append(name)
 
@@ -134,8 +136,8 @@ class _PartHooks:
             start, allocated = self._open[name].pop()
             self.current.pop()
             self.marks.forward.setdefault(name, []).append((start, end))
-            if self.gpu_peaks:
-                peak = torch.cuda.max_memory_allocated(self.clock.device) - allocated
+            if self.peaks_of is not None:
+                peak = torch.cuda.max_memory_allocated(self.peaks_of) - allocated
                 self.marks.peaks[name] = max(self.marks.peaks.get(name, 0), peak)
             if torch.is_grad_enabled():
                 for tensor in _tensors(output):
@@ -405,7 +407,7 @@ def _memory_step(
     """Two more steps: one counts what each part saves for backward and what the peak holds (saved-tensor
     hooks slow a backward pass several times over), the other samples memory at every module for the timeline."""
     parameters = calls.parameters()
-    counting = _PartHooks(parts, _Clock(torch.device("cpu")), gpu_peaks=device.type == "cuda")
+    counting = _PartHooks(parts, _Clock(torch.device("cpu")), peaks_of=device)
     saved = _SavedTensors(counting, parameters)
     try:
         with torch.autograd.graph.saved_tensors_hooks(saved.pack, saved.unpack):

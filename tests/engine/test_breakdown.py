@@ -193,3 +193,55 @@ def test_a_breakdown_that_fails_costs_the_breakdown_and_says_so_not_the_profile(
     assert figures["details"]["timeline"] is None
     assert all(part["inference_s"] > 0 for part in breakdown["parts"])  # inference is still broken down
     assert any(w.startswith("no per-module breakdown: ") for w in result.warnings())
+
+
+class _FakeAllocator:
+    """A CUDA caching allocator's counters, and events in host time: the GPU paths of the breakdown on a CPU."""
+
+    MIB = 2**20
+
+    def __init__(self) -> None:
+        self.allocated = self.peak = 0
+
+    def take(self, nbytes: int) -> None:
+        self.allocated += nbytes
+        self.peak = max(self.peak, self.allocated)
+
+    def reset_peak(self, *_: Any) -> None:
+        self.peak = self.allocated
+
+
+class _HostEvent:
+    def __init__(self, **_: Any) -> None:
+        self.at = 0.0
+
+    def record(self, *_: Any) -> None:
+        import time
+
+        self.at = time.perf_counter()
+
+    def elapsed_time(self, end: _HostEvent) -> float:
+        return (end.at - self.at) * 1000.0
+
+
+def test_on_a_gpu_each_part_gets_the_allocator_peak_of_its_forward(lopsided: Any, monkeypatch: Any) -> None:
+    model, optimizer, x = lopsided
+    fake = _FakeAllocator()
+    monkeypatch.setattr(torch.cuda, "Event", _HostEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *_: None)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda *_: fake.allocated)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda *_: fake.allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *_: fake.peak)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", fake.reset_peak)
+
+    def workspace(*_: Any) -> None:  # the heavy part's middle layer takes 3 MiB and keeps 1 MiB of it
+        fake.take(3 * fake.MIB)
+        fake.take(-2 * fake.MIB)
+
+    model.heavy[2].register_forward_hook(workspace)
+    model.light.register_forward_pre_hook(lambda *_: fake.take(fake.MIB // 2))  # held before light's own hook
+    breakdown, timeline = measure_training(model, torch.device("cuda"), _calls(model, optimizer, x), steps=1)
+    parts = {part.module: part for part in breakdown.parts}
+    assert parts["heavy"].forward_peak_bytes == 3 * fake.MIB
+    assert parts["light"].forward_peak_bytes == 0  # what was held before its forward began is not its own
+    assert set(timeline.series) == {"allocated", "reserved"}
