@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.scenarios.scenario import Scenario
 
 HERE = Path(__file__).parent
 SMALL = {"min_size": 128, "max_size": 128}

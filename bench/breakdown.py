@@ -21,7 +21,7 @@ import statistics
 from typing import Any
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.samples import robust_mean
+from pytest_mlestimate.core.samples import robust_mean
 
 COST_SCENARIO: dict[str, Any] = {
     "task_type": "detection",

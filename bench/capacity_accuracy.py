@@ -21,10 +21,10 @@ import time
 from typing import Any
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.capacity import Profiler, fit_sizes
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario, parse_scenario
-from pytest_mlestimate.size_fit import FIGURE
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.size_fit import FIGURE
+from pytest_mlestimate.planning.sweep import SizeSweep, fit_sizes
+from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario
 
 FITTED = (2, 4, 6)
 HELD_OUT = 12
@@ -72,7 +72,7 @@ def main() -> int:
     bars = BARS[kind]
     print(f"load before: {os.getloadavg()}")
     started = time.perf_counter()
-    profilers = {arch: Profiler(scenario(arch, image, kwargs, args.device), _fresh) for arch, image, kwargs in chosen}
+    profilers = {arch: SizeSweep(scenario(arch, image, kwargs, args.device), _fresh) for arch, image, kwargs in chosen}
     for batch in (*FITTED, args.held_out):  # interleaved: every architecture at one size, then the next size
         for arch, profiler in profilers.items():
             found = profiler.at(batch)
@@ -105,7 +105,7 @@ def _fresh(sized: Scenario) -> Estimate:
 
 
 def _shown(value: float, name: str) -> str:
-    from pytest_mlestimate.units import format_quantity
+    from pytest_mlestimate.core.units import format_quantity
 
     return format_quantity(value, FIGURE[name].unit)
 

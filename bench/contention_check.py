@@ -25,9 +25,9 @@ import sys
 import time
 from typing import Any
 
-from pytest_mlestimate.contention import Window
-from pytest_mlestimate.profiler import profile_scenario
-from pytest_mlestimate.scenario import parse_scenario
+from pytest_mlestimate.profiling.contention import Window
+from pytest_mlestimate.profiling.profiler import profile_scenario
+from pytest_mlestimate.scenarios.scenario import parse_scenario
 
 MODELS: dict[str, dict[str, Any]] = {
     "tiny": {"architecture": "pytest_mlestimate.tiny:tiny_detector", "batch_size": 2, "image_size": [128, 128]},

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from pytest_mlestimate.models import apply_detection_load, build_model
-from pytest_mlestimate.scenario import Scenario
-from pytest_mlestimate.synthetic import make_images
+from pytest_mlestimate.profiling.models import apply_detection_load, build_model
+from pytest_mlestimate.profiling.synthetic import make_images
+from pytest_mlestimate.scenarios.scenario import Scenario
 
 SMALL = {"min_size": 128, "max_size": 128}
 FAMILIES: list[tuple[str, dict[str, Any]]] = [

@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from pytest_mlestimate.api import estimate  # noqa: E402
-from pytest_mlestimate.capacity import Profiler, fit_sizes, max_batch_size  # noqa: E402
-from pytest_mlestimate.samples import robust_mean  # noqa: E402
-from pytest_mlestimate.scenario import Scenario, parse_scenario  # noqa: E402
-from pytest_mlestimate.size_fit import FIGURE  # noqa: E402
+from pytest_mlestimate.core.samples import robust_mean  # noqa: E402
+from pytest_mlestimate.planning.search import max_batch_size  # noqa: E402
+from pytest_mlestimate.planning.size_fit import FIGURE  # noqa: E402
+from pytest_mlestimate.planning.sweep import SizeSweep, fit_sizes  # noqa: E402
+from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario  # noqa: E402
 
 AT_512 = {"min_size": 512, "max_size": 512}
 # (name, architecture, task, batch, image, model_kwargs): scenarios/gpu.yaml's sizes
@@ -203,7 +204,7 @@ def capacity(run: Run, models: list, limit: str) -> None:
     base = run.scenario(model, "training", warmup_iterations=5, measure_iterations=30, breakdown_depth=0)
     started = time.monotonic()
     fitted_sizes = [2, 4, 8] if not run.smoke else [1, 2, 3]
-    profiler = Profiler(base, lambda s: estimate(s))  # cache on: the search recalls the fitted sizes
+    profiler = SizeSweep(base, lambda s: estimate(s))  # cache on: the search recalls the fitted sizes
     fit = fit_sizes(base, fitted_sizes, profiler=profiler)
     search = max_batch_size(base, limit, batch_sizes=fitted_sizes, headroom=0)
     largest, failing = search.largest, search.first_failing

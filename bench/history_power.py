@@ -46,8 +46,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pytest_mlestimate.metrics import METRIC  # noqa: E402
-from pytest_mlestimate.regression import Run  # noqa: E402
+from pytest_mlestimate.core.metrics import METRIC  # noqa: E402
+from pytest_mlestimate.verdicts.regression import Run  # noqa: E402
 
 FIGURES = {
     "forward_pass": 0.050,
@@ -163,7 +163,7 @@ def sessions(
 def record_history(path: Path, drawn: Sequence[tuple[str, list[Run]]], noise: Noise, day: int = 1) -> None:
     """Record each session in the history at ``path``, an hour apart from the ``day`` of November 2026 on, as the
     plugin records a run."""
-    from pytest_mlestimate.history import record_report
+    from pytest_mlestimate.verdicts.history_store import record_report
 
     env = environment(noise)
     start = datetime(2026, 11, day, tzinfo=timezone.utc)
@@ -175,7 +175,7 @@ def record_history(path: Path, drawn: Sequence[tuple[str, list[Run]]], noise: No
 
 
 def step_rates(noise: Noise, seeds: int, step_at: int = 23, min_step: float | None = None) -> dict[str, float]:
-    from pytest_mlestimate.steps import find_steps, step_floor
+    from pytest_mlestimate.verdicts.change_points import find_steps, step_floor
 
     kind = "cuda" if noise.device.startswith("cuda") else "cpu"
     floor = step_floor(METRIC["total_training_time"], kind) if min_step is None else min_step
@@ -204,8 +204,8 @@ def _judged(compare: Any, new: list[Run], again: Any) -> bool:
 
 def verdicts(seed: int, noise: Noise, slowdown: float, window_size: int = 30) -> tuple[bool, bool]:
     """(failed against one saved baseline, failed against the window) of one new session, on the same draws."""
-    from pytest_mlestimate.history import Window, compare_window, device_kind
-    from pytest_mlestimate.plugin.baseline import Measured, compare_measured
+    from pytest_mlestimate.verdicts.baseline import Measured, compare_measured, device_kind
+    from pytest_mlestimate.verdicts.history import Window, compare_window
 
     rng = random.Random(seed)
     env = environment(noise)

@@ -20,9 +20,9 @@ import time
 from typing import Any
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.capacity import max_batch_size, power_then_binary_trials
-from pytest_mlestimate.scenario import parse_scenario
-from pytest_mlestimate.units import format_quantity
+from pytest_mlestimate.core.units import format_quantity
+from pytest_mlestimate.planning.search import max_batch_size, power_then_binary_trials
+from pytest_mlestimate.scenarios.scenario import parse_scenario
 
 ARCHITECTURES = [
     ("pytest_mlestimate.tiny:tiny_detector", (512, 512), {}, 1, 24),

@@ -17,13 +17,14 @@ import argparse
 import statistics
 import sys
 
-from pytest_mlestimate.models import build_model
-from pytest_mlestimate.monitor import ResourceMonitor
-from pytest_mlestimate.profiler import _Session, resolve_device
-from pytest_mlestimate.scenario import DEFAULT_SAMPLE_INTERVAL_MS, Scenario
+from pytest_mlestimate.core.devices import resolve_device
+from pytest_mlestimate.profiling.models import build_model
+from pytest_mlestimate.profiling.monitor import ResourceMonitor
+from pytest_mlestimate.profiling.session import Session
+from pytest_mlestimate.scenarios.scenario import DEFAULT_SAMPLE_INTERVAL_MS, Scenario
 
 
-def block(session: _Session, steps: int) -> float:
+def block(session: Session, steps: int) -> float:
     return statistics.fmean(session.train_step(phased=False)[0] for _ in range(steps))
 
 
@@ -50,7 +51,7 @@ def main() -> int:
     )
     device = resolve_device(scenario.device)
     threaded = ResourceMonitor(device, args.interval_ms / 1000, threaded=True)
-    session = _Session(scenario, build_model(scenario).to(device).train(), device, threaded)
+    session = Session(scenario, build_model(scenario).to(device).train(), device, threaded)
     session.optimizer = session.make_optimizer()
     block(session, 5)  # warm-up
 

@@ -31,6 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.slow_model import SLOW  # noqa: E402
 
+PROFILING_ENTRIES = ("pytest_mlestimate.profiling.worker", "pytest_mlestimate.profiling.warm_parent")
+"""A fresh worker's module, and the warm parent's, whose command line its forked children share."""
+
 
 def caller_command(kind: str, work: Path) -> list[str]:
     if kind == "python":
@@ -42,7 +45,7 @@ def caller_command(kind: str, work: Path) -> list[str]:
 
 def is_worker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.NoSuchProcess):
-        return "pytest_mlestimate.worker" in " ".join(process.cmdline())
+        return any(entry in " ".join(process.cmdline()) for entry in PROFILING_ENTRIES)
     return False
 
 

@@ -23,9 +23,9 @@ import time
 import torch
 from torchvision.models import detection
 
-from pytest_mlestimate.models import num_classes, target_kind
-from pytest_mlestimate.scenario import Scenario
-from pytest_mlestimate.synthetic import make_batch, make_images
+from pytest_mlestimate.profiling.models import num_classes, target_kind
+from pytest_mlestimate.profiling.synthetic import make_batch, make_images
+from pytest_mlestimate.scenarios.scenario import Scenario
 
 
 class NvmlSampler:

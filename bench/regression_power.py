@@ -57,7 +57,7 @@ def calibrate(model: str, device: str, sizes: list[float]) -> dict[float, int]:
     import torch
 
     from bench.power_models import ExtraCompute, blocks_detector, ssdlite
-    from pytest_mlestimate.synthetic import make_batch
+    from pytest_mlestimate.profiling.synthetic import make_batch
 
     spec = MODELS[model]
     net = (blocks_detector() if model == "tiny" else ssdlite()).to(device).train()

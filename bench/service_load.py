@@ -51,7 +51,16 @@ def free_port() -> int:
 def server(cache_dir: Path, extra: list[str]) -> Iterator[int]:
     port = free_port()
     env = os.environ | {"MLESTIMATE_CACHE_DIR": str(cache_dir)}
-    command = [sys.executable, "-m", "pytest_mlestimate.cli", "serve", "--port", str(port), "--no-access-log", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest_mlestimate.commands.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--no-access-log",
+        *extra,
+    ]
     # The server gets every CPU, whichever this client keeps to; it keeps its own serving off --profile-cpus.
     cache_dir.mkdir(parents=True, exist_ok=True)
     log = (cache_dir / "server.log").open("w")

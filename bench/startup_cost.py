@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from pytest_mlestimate import isolation, warm_start
-from pytest_mlestimate.scenario import parse_scenario
+from pytest_mlestimate.profiling import isolation, warm_start
+from pytest_mlestimate.scenarios.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = [

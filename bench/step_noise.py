@@ -14,7 +14,7 @@ import os
 import statistics
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.samples import robust_mean
+from pytest_mlestimate.core.samples import robust_mean
 
 MODELS = [
     ("ssdlite320_mobilenet_v3_large", [320, 320], {"score_thresh": 0.3}),

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pytest_mlestimate.api import estimate, estimate_model
-    from pytest_mlestimate.capacity import capacity, fit_sizes, max_batch_size
-    from pytest_mlestimate.errors import EstimateError
-    from pytest_mlestimate.html_report import render_html
-    from pytest_mlestimate.result import Estimate
-    from pytest_mlestimate.scenario import Scenario, ScenarioError
+    from pytest_mlestimate.core.errors import EstimateError
+    from pytest_mlestimate.estimates.estimate import Estimate
+    from pytest_mlestimate.planning.capacity import capacity
+    from pytest_mlestimate.planning.search import max_batch_size
+    from pytest_mlestimate.planning.sweep import fit_sizes
+    from pytest_mlestimate.reports.html import render_html
+    from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError
 
 __all__ = [
     "Estimate",
@@ -32,14 +34,14 @@ __all__ = [
 _HOMES = {
     "estimate": "pytest_mlestimate.api",
     "estimate_model": "pytest_mlestimate.api",
-    "capacity": "pytest_mlestimate.capacity",
-    "fit_sizes": "pytest_mlestimate.capacity",
-    "max_batch_size": "pytest_mlestimate.capacity",
-    "render_html": "pytest_mlestimate.html_report",
-    "Estimate": "pytest_mlestimate.result",
-    "EstimateError": "pytest_mlestimate.errors",
-    "Scenario": "pytest_mlestimate.scenario",
-    "ScenarioError": "pytest_mlestimate.scenario",
+    "capacity": "pytest_mlestimate.planning.capacity",
+    "fit_sizes": "pytest_mlestimate.planning.sweep",
+    "max_batch_size": "pytest_mlestimate.planning.search",
+    "render_html": "pytest_mlestimate.reports.html",
+    "Estimate": "pytest_mlestimate.estimates.estimate",
+    "EstimateError": "pytest_mlestimate.core.errors",
+    "Scenario": "pytest_mlestimate.scenarios.scenario",
+    "ScenarioError": "pytest_mlestimate.scenarios.scenario",
 }
 
 

@@ -6,13 +6,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.cache import ProfileCache, profile_key
-from pytest_mlestimate.devices import device_lock
-from pytest_mlestimate.pricing import Price
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.progress import Listener, heard_safely
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario, parse_scenario
+from pytest_mlestimate.core.devices import device_lock
+from pytest_mlestimate.core.pricing import Price
+from pytest_mlestimate.core.progress import Listener, heard_safely
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario
+from pytest_mlestimate.stores.profile_cache import ProfileCache, profile_key
 
 
 def estimate(
@@ -75,7 +75,7 @@ def estimate_model(
     if ":" in data["architecture"] and not data["architecture"].partition(":")[2].isidentifier():
         data["architecture"] = "python:model"
     parsed = parse_scenario(data)
-    from pytest_mlestimate.profiler import profile_scenario
+    from pytest_mlestimate.profiling.profiler import profile_scenario
 
     with device_lock(parsed.device):
         profile = profile_scenario(parsed, model_factory=lambda _scenario: model_factory())
@@ -84,9 +84,9 @@ def estimate_model(
 
 def _measure(scenario: Scenario, isolate: bool, timeout: float | None, progress: Listener | None) -> Profile:
     if isolate:
-        from pytest_mlestimate.isolation import profile_in_child
+        from pytest_mlestimate.profiling.isolation import profile_in_child
 
         return profile_in_child(scenario, timeout, progress)
-    from pytest_mlestimate.profiler import profile_scenario
+    from pytest_mlestimate.profiling.profiler import profile_scenario
 
     return profile_scenario(scenario, progress=progress) if progress else profile_scenario(scenario)

@@ -124,9 +124,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from pytest_mlestimate.plugin.items import SETTINGS
     from pytest_mlestimate.plugin.session import MlestimateRun
-    from pytest_mlestimate.plugin.settings import Settings
+    from pytest_mlestimate.plugin.settings import settings_from_config
 
-    config.stash[SETTINGS] = Settings.from_config(config)
+    config.stash[SETTINGS] = settings_from_config(config)
     config.pluginmanager.register(MlestimateRun(config), "mlestimate-run")
 
 
@@ -157,7 +157,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
     if file_path.suffix != ".csv" or not parent.config.option.mlestimate:
         return None
     from pytest_mlestimate.plugin.items import ScenarioFile
-    from pytest_mlestimate.plugin.scenario_table import looks_like_table
+    from pytest_mlestimate.scenarios.table import looks_like_table
 
     try:
         with file_path.open(encoding="utf-8", errors="replace") as handle:
@@ -169,7 +169,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def _scenario_files(config: pytest.Config, exitstatus: int) -> Iterator[str]:
     """Scenario files pytest was given (or, when nothing ran, that a folder it was given holds)."""
-    from pytest_mlestimate.plugin.scenario_file import looks_like_scenarios
+    from pytest_mlestimate.scenarios.files import looks_like_scenarios
 
     for arg in config.args:
         path = Path(config.invocation_params.dir, arg.split("::")[0])
@@ -199,7 +199,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_report_header(config: pytest.Config) -> Any:
     if config.option.mlestimate:
-        from pytest_mlestimate.cache import default_cache_path
+        from pytest_mlestimate.stores.profile_cache import default_cache_path
 
         cache = "off" if config.option.mlestimate_no_cache else str(default_cache_path())
         return f"mlestimate: profile cache {cache}"

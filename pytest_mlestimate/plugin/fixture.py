@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.api import estimate_model
-from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError, brief
-from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
-from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.core.errors import DeviceUnavailableError, EstimateError, brief
+from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.plugin.items import SETTINGS, relative_file
-from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
-from pytest_mlestimate.plugin.settings import Settings
-from pytest_mlestimate.plugin.verdict import judge
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import ScenarioError
+from pytest_mlestimate.plugin.settings import settings_from_config
+from pytest_mlestimate.reports.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.scenarios.scenario import ScenarioError
+from pytest_mlestimate.verdicts.baseline import anchored, parse_tolerances
+from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.verdicts.verdict import judge
 
 MARKER = "mlestimate"
 MARKER_EXAMPLE = '@pytest.mark.mlestimate(peak_gpu_memory="14 GiB", forward_pass="200 ms")'
@@ -58,7 +58,7 @@ class ModelEstimator:
         self.item = item
         config = item.config
         if SETTINGS not in config.stash:
-            config.stash[SETTINGS] = Settings.from_config(config)
+            config.stash[SETTINGS] = settings_from_config(config)
         self.settings = config.stash[SETTINGS]
         self.marked = marker_budgets(item)
 

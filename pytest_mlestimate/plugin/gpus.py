@@ -18,7 +18,7 @@ def caller_gpus(environ: MutableMapping[str, str]) -> list[str]:
     spec = environ.get("CUDA_VISIBLE_DEVICES")
     if spec is not None:
         return [token.strip() for token in spec.split(",") if token.strip()]
-    from pytest_mlestimate.environment import gpu_inventory
+    from pytest_mlestimate.core.environment import gpu_inventory
 
     names, _, _ = gpu_inventory()
     return [str(index) for index in range(len(names))]
@@ -40,10 +40,11 @@ def missing_gpu_reason(device: str) -> str | None:
     """Why a ``cuda`` scenario cannot run here, answered without starting a process (and without importing
     torch where NVML answers). None means a GPU may be there; the engine then has the last word.
     """
-    if not device.startswith("cuda"):
+    from pytest_mlestimate.core.devices import is_gpu, resolve_device
+
+    if not is_gpu(device):
         return None
-    from pytest_mlestimate.devices import resolve_device
-    from pytest_mlestimate.errors import DeviceUnavailableError
+    from pytest_mlestimate.core.errors import DeviceUnavailableError
 
     try:
         resolve_device(device)

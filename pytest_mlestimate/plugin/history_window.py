@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.errors import brief
+from pytest_mlestimate.core.errors import brief
 
 MAX_WINDOW = 1000
 
@@ -63,12 +63,13 @@ class HistoryOptions:
         self._judge(item, None)
 
     def _judge(self, item: pytest.Item, failed: Any) -> None:
-        from pytest_mlestimate.history import HistoryError, judge_window
-        from pytest_mlestimate.plugin.budgets import Check
         from pytest_mlestimate.plugin.items import OverBudget, ScenarioItem
-        from pytest_mlestimate.plugin.record import RECORDS
-        from pytest_mlestimate.plugin.verdict import Verdict, run_of
-        from pytest_mlestimate.regression import Run
+        from pytest_mlestimate.reports.record import RECORDS
+        from pytest_mlestimate.verdicts.budgets import Check
+        from pytest_mlestimate.verdicts.history import judge_window
+        from pytest_mlestimate.verdicts.history_store import HistoryError
+        from pytest_mlestimate.verdicts.regression import Run
+        from pytest_mlestimate.verdicts.verdict import Verdict, run_of
 
         estimate = getattr(item, "estimate", None)
         if self.window is None or self.path is None or not isinstance(item, ScenarioItem) or estimate is None:
@@ -127,8 +128,9 @@ class HistoryOptions:
         reports are written before and are not touched)."""
         if self.path is None:
             return []
-        from pytest_mlestimate.history import HistoryError, record_report, source_control
-        from pytest_mlestimate.plugin.reports.json_report import build_document
+        from pytest_mlestimate.core.git import source_control
+        from pytest_mlestimate.reports.json_report import build_document
+        from pytest_mlestimate.verdicts.history_store import HistoryError, record_report
 
         commit, branch = source_control(rootdir)
         try:

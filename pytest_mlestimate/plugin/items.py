@@ -13,27 +13,27 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.capacity import CapacityError, CapacityReport, CapacityRequest, read_request
-from pytest_mlestimate.errors import DeviceUnavailableError, EstimateError
-from pytest_mlestimate.metrics import METRIC
-from pytest_mlestimate.plugin.baseline import anchored, parse_tolerances
-from pytest_mlestimate.plugin.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.core.errors import DeviceUnavailableError, EstimateError, clip, printable
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.capacity import CapacityReport
+from pytest_mlestimate.planning.checks import CapacityError
+from pytest_mlestimate.planning.request import CapacityRequest, read_request
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
 from pytest_mlestimate.plugin.progress_display import progress_for
-from pytest_mlestimate.plugin.record import RECORDS, fill_record, metric_properties, new_record
-from pytest_mlestimate.plugin.scenario_file import (
+from pytest_mlestimate.reports.record import RECORDS, fill_record, metric_properties, new_record
+from pytest_mlestimate.scenarios.files import (
     PLUGIN_KEYS,
     ScenarioEntry,
     ScenarioFileError,
-    clip,
-    printable,
     read_scenario_file,
 )
-from pytest_mlestimate.plugin.scenario_table import read_scenario_table
-from pytest_mlestimate.plugin.settings import Settings
-from pytest_mlestimate.plugin.verdict import Verdict, judge
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenarios.table import read_scenario_table
+from pytest_mlestimate.verdicts.baseline import anchored, parse_tolerances
+from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.verdicts.settings import Settings
+from pytest_mlestimate.verdicts.verdict import Verdict, judge
 
 T = TypeVar("T")
 SETTINGS = pytest.StashKey[Settings]()

@@ -30,7 +30,7 @@ from typing import IO
 
 import pytest
 
-from pytest_mlestimate.progress import Listener, Progress
+from pytest_mlestimate.core.progress import Listener, Progress
 
 LIVE_EVERY = 0.1
 LOG_EVERY = 30.0

@@ -23,16 +23,16 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.baseline import SavedBaselines
 from pytest_mlestimate.plugin.history_window import HistoryOptions
 from pytest_mlestimate.plugin.items import SETTINGS, ScenarioFile, relative_file, safe_message
 from pytest_mlestimate.plugin.progress_display import DISPLAY, display_for
-from pytest_mlestimate.plugin.record import RECORDS, mark_provenance, new_record, outcome_after
-from pytest_mlestimate.plugin.reports import github, terminal
-from pytest_mlestimate.plugin.reports.json_report import write_json
-from pytest_mlestimate.plugin.reports.junit_report import write_junit
-from pytest_mlestimate.plugin.scenario_file import looks_like_scenarios
-from pytest_mlestimate.plugin.verdict import PLUGIN_WARNINGS
+from pytest_mlestimate.reports import github, terminal
+from pytest_mlestimate.reports.json_report import write_json
+from pytest_mlestimate.reports.junit_report import write_junit
+from pytest_mlestimate.reports.record import RECORDS, mark_provenance, new_record, outcome_after
+from pytest_mlestimate.scenarios.files import looks_like_scenarios
+from pytest_mlestimate.verdicts.baseline import SavedBaselines
+from pytest_mlestimate.verdicts.verdict import PLUGIN_WARNINGS
 
 ALWAYS_SHOWN = (*PLUGIN_WARNINGS, "cache ")
 """Warnings the terminal shows without -v: the plugin's own, and a cache that could not be used (it concerns
@@ -146,7 +146,7 @@ class MlestimateRun:
         self.html_path = _path_option(config, config.option.mlestimate_html)
         self.html_problem: str | None = None
         if self.html_path and not self.is_worker:
-            from pytest_mlestimate.html_report.charts import INSTALL_HINT, matplotlib_missing
+            from pytest_mlestimate.reports.html.charts import INSTALL_HINT, matplotlib_missing
 
             if matplotlib_missing():
                 raise pytest.UsageError(
@@ -248,7 +248,7 @@ class MlestimateRun:
         if self.junit_path:
             write_junit(self.junit_path, records)
         if self.markdown_path:
-            from pytest_mlestimate.plugin.reports.markdown import code, write_markdown
+            from pytest_mlestimate.reports.markdown import code, write_markdown
 
             json_option = self.config.option.mlestimate_json
             write_markdown(self.markdown_path, records, f"the JSON report {code(json_option)}" if json_option else None)
@@ -259,8 +259,8 @@ class MlestimateRun:
         if not self.html_path:
             return
         try:
-            from pytest_mlestimate.html_report import write_html
-            from pytest_mlestimate.plugin.reports.json_report import build_document
+            from pytest_mlestimate.reports.html import write_html
+            from pytest_mlestimate.reports.json_report import build_document
 
             write_html(build_document(self.ordered()), self.html_path)
         except Exception as exc:

@@ -7,21 +7,22 @@ import threading
 import uuid
 from typing import Any
 
-from pytest_mlestimate.errors import (
+from pytest_mlestimate.core.errors import (
     DeviceUnavailableError,
     ModelBuildError,
     ModelRunError,
     ProfileCrashError,
     ProfileStoppedError,
     ProfileTimeoutError,
+    clip,
 )
-from pytest_mlestimate.pricing import Price
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.pricing import Price
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
 from pytest_mlestimate.service.profile_queue import Measured
 from pytest_mlestimate.service.store import Recent
-from pytest_mlestimate.service.validation import InvalidRequest, cut, problem
+from pytest_mlestimate.service.validation import MAX_MESSAGE, InvalidRequest, problem
 
 log = logging.getLogger("pytest_mlestimate.service")
 
@@ -68,13 +69,13 @@ def failure(exc: BaseException) -> Answer:
     if isinstance(exc, (ModelBuildError, ModelRunError)):
         return 422, {"detail": InvalidRequest([problem("", str(exc))]).problems}
     if isinstance(exc, ProfileTimeoutError):
-        return 504, {"detail": cut(str(exc))}
+        return 504, {"detail": clip(str(exc), MAX_MESSAGE)}
     if isinstance(exc, ProfileStoppedError):
-        return 503, {"detail": cut(f"this service is shutting down: {exc}")}
+        return 503, {"detail": clip(f"this service is shutting down: {exc}", MAX_MESSAGE)}
     error_id = uuid.uuid4().hex[:12]
     if isinstance(exc, ProfileCrashError):
         log.error("error %s: %s", error_id, exc)
-        summary = cut(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        summary = clip(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, MAX_MESSAGE)
         return 500, {"detail": f"{summary} (error id {error_id})", "error_id": error_id}
     log.error("error %s: internal error", error_id, exc_info=exc)
     return 500, {"detail": f"internal error (error id {error_id}, also in the server log)", "error_id": error_id}

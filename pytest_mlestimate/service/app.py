@@ -14,8 +14,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from pytest_mlestimate.errors import brief
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.errors import brief
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.body_limit import BodyLimit
 from pytest_mlestimate.service.profile_queue import Measure
 from pytest_mlestimate.service.routes import api, public

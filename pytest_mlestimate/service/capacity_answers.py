@@ -7,11 +7,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_mlestimate.capacity import CapacityError, CapacityReport, CapacityRequest, read_request
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.errors import clip
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.capacity import CapacityReport
+from pytest_mlestimate.planning.checks import CapacityError
+from pytest_mlestimate.planning.request import CapacityRequest, read_request
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import InvalidRequest, cut, problem, scenario_from_body
+from pytest_mlestimate.service.validation import InvalidRequest, problem, scenario_from_body
 
 BODY_FIELDS = ("scenario", "capacity")
 
@@ -48,8 +51,8 @@ def read_body(content: bytes, service: EstimationService) -> tuple[Scenario, Cap
         raise InvalidRequest([problem("", f"expected an object with {' and '.join(BODY_FIELDS)}", "dict_type")])
     unknown = [key for key in data if key not in BODY_FIELDS]
     if unknown:
-        message = f"unknown field {cut(repr(unknown[0]), 100)}; allowed: {', '.join(BODY_FIELDS)}"
-        raise InvalidRequest([problem("", message, "extra_forbidden", loc=[cut(str(unknown[0]), 100)])])
+        message = f"unknown field {clip(repr(unknown[0]), 100)}; allowed: {', '.join(BODY_FIELDS)}"
+        raise InvalidRequest([problem("", message, "extra_forbidden", loc=[clip(str(unknown[0]), 100)])])
     if "scenario" not in data:
         raise InvalidRequest([problem("scenario", "required field is missing", "missing")])
     try:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from pytest_mlestimate.devices import physical_id, resolve_device
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.devices import physical_id, resolve_device
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.store import ProfileStore
 
 Measured = tuple[Profile, dict[str, Any]]

@@ -12,11 +12,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from pytest_mlestimate.architectures import TORCHVISION
-from pytest_mlestimate.capacity import CapacityError
-from pytest_mlestimate.environment import gpu_inventory, host_fingerprint
-from pytest_mlestimate.errors import DeviceUnavailableError
-from pytest_mlestimate.scenario import MAX_DATASET_SIZE
+from pytest_mlestimate.core.environment import gpu_inventory, host_fingerprint
+from pytest_mlestimate.core.errors import DeviceUnavailableError, clip
+from pytest_mlestimate.planning.checks import CapacityError
+from pytest_mlestimate.scenarios.architectures import TORCHVISION
+from pytest_mlestimate.scenarios.scenario import MAX_DATASET_SIZE
 from pytest_mlestimate.service import capacity_answers
 from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
 from pytest_mlestimate.service.auth import require_api_key
@@ -35,7 +35,7 @@ from pytest_mlestimate.service.schemas import (
 )
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import cut, problem, scenario_from_body, unavailable_device
+from pytest_mlestimate.service.validation import problem, scenario_from_body, unavailable_device
 
 EXAMPLE = {
     "task_type": "detection",
@@ -95,7 +95,7 @@ def _not_json(request: Request) -> JSONResponse | None:
     given = request.headers.get("content-type")
     if given is not None and given.partition(";")[0].strip().lower() == "application/json":
         return None
-    got = f"got {cut(given, 100)!r}" if given is not None else "no Content-Type was sent"
+    got = f"got {clip(given, 100)!r}" if given is not None else "no Content-Type was sent"
     detail = f"send the scenario as JSON with 'Content-Type: application/json' ({got})"
     return JSONResponse({"detail": detail}, status_code=415)
 
@@ -239,7 +239,9 @@ def _settle(future: Future[Any], work: Callable[..., Any], *args: Any) -> None:
 async def job(request: Request, job_id: str) -> JSONResponse:
     found = _service(request).jobs.get(job_id)
     if found is None:
-        raise HTTPException(404, f"no job {cut(job_id, 100)!r} here (jobs live in memory and are forgotten on restart)")
+        raise HTTPException(
+            404, f"no job {clip(job_id, 100)!r} here (jobs live in memory and are forgotten on restart)"
+        )
     return JSONResponse(found.describe())  # documented as Job; the figure keys are not pydantic fields
 
 

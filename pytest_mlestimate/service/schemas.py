@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pytest_mlestimate.breakdown import Breakdown, Timeline
+from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline
 
 Figure = float | None
 """A measured figure; null where it does not apply (no GPU, a model that did not fit, ...)."""

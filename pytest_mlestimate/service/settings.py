@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.architectures import is_custom_factory
-from pytest_mlestimate.pricing import Price, PriceError, price_from
-from pytest_mlestimate.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
+from pytest_mlestimate.core.pricing import Price, PriceError, price_from
+from pytest_mlestimate.scenarios.architectures import is_custom_factory
+from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _API_KEY = re.compile(r"^[!-~]+$")

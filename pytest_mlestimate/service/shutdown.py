@@ -12,7 +12,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from pytest_mlestimate import isolation
+from pytest_mlestimate.profiling import isolation
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

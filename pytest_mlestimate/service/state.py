@@ -9,16 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.cache import ProfileCache
-from pytest_mlestimate.devices import resolve_device
-from pytest_mlestimate.errors import DeviceUnavailableError
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.devices import resolve_device
+from pytest_mlestimate.core.errors import DeviceUnavailableError
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.answers import RecentAnswers
 from pytest_mlestimate.service.jobs import JobBoard
 from pytest_mlestimate.service.profile_queue import Measure, Measured, ProfileQueue
 from pytest_mlestimate.service.settings import ServiceSettings
 from pytest_mlestimate.service.store import ProfileStore
+from pytest_mlestimate.stores.profile_cache import ProfileCache
 
 
 def engine_measure(cache_path: Path, timeout: float) -> Measure:

@@ -14,10 +14,10 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TypeVar
 
-from pytest_mlestimate.architectures import TORCHVISION
-from pytest_mlestimate.cache import ProfileCache, profile_key
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.scenarios.architectures import TORCHVISION
+from pytest_mlestimate.scenarios.scenario import Scenario
+from pytest_mlestimate.stores.profile_cache import ProfileCache, profile_key
 
 _V = TypeVar("_V")
 

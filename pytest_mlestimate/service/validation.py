@@ -13,11 +13,11 @@ from typing import Any
 from annotated_types import Le
 from pydantic import ValidationError
 
-from pytest_mlestimate import devices
-from pytest_mlestimate.architectures import TORCHVISION
-from pytest_mlestimate.errors import ECHO_LIMIT, DeviceUnavailableError, brief
-from pytest_mlestimate.input_size import SIZE_KWARGS, InputSizeError, model_resize, resized
-from pytest_mlestimate.scenario import Scenario, describe_errors
+from pytest_mlestimate.core import devices
+from pytest_mlestimate.core.errors import ECHO_LIMIT, DeviceUnavailableError, brief, clip
+from pytest_mlestimate.scenarios.architectures import TORCHVISION
+from pytest_mlestimate.scenarios.input_size import SIZE_KWARGS, InputSizeError, model_resize, resized
+from pytest_mlestimate.scenarios.scenario import Scenario, describe_errors
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT, ServiceSettings
 
 Problem = dict[str, Any]
@@ -34,13 +34,9 @@ class InvalidRequest(Exception):
         super().__init__("; ".join(p["msg"] for p in self.problems))
 
 
-def cut(text: str, limit: int = MAX_MESSAGE) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def _short(found: Problem) -> Problem:
-    loc = [part if isinstance(part, int) else cut(str(part), ECHO_LIMIT) for part in found["loc"]]
-    return {**found, "loc": loc, "msg": cut(found["msg"])}
+    loc = [part if isinstance(part, int) else clip(str(part), ECHO_LIMIT) for part in found["loc"]]
+    return {**found, "loc": loc, "msg": clip(found["msg"], MAX_MESSAGE)}
 
 
 def problem(field: str, message: str, kind: str = "value_error", loc: list[str | int] | None = None) -> Problem:
@@ -80,7 +76,7 @@ def _shorter_loc(loc: tuple[int | str, ...], line: str) -> str:
     full = ".".join(str(part) for part in loc)
     if len(full) <= ECHO_LIMIT or not line.startswith(full):
         return line
-    return cut(full, ECHO_LIMIT) + line[len(full) :]
+    return clip(full, ECHO_LIMIT) + line[len(full) :]
 
 
 def allowed_devices(settings: ServiceSettings) -> str:
@@ -210,7 +206,7 @@ def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[
             shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
             found.append(
                 problem(
-                    f"model_kwargs.{cut(name, ECHO_LIMIT)}",
+                    f"model_kwargs.{clip(name, ECHO_LIMIT)}",
                     f"{brief(over)} is over this service's limit of {shown}; allowed: numbers from -{shown} to {shown}",
                     "less_than_equal",
                     loc=["model_kwargs", name],

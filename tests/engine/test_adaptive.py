@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_mlestimate import contention, estimate_model
-from pytest_mlestimate.scenario import ScenarioError, parse_scenario
+from pytest_mlestimate import estimate_model
+from pytest_mlestimate.profiling import contention
+from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
 from pytest_mlestimate.tiny import TinyDetector
 
 SCENARIO: dict[str, Any] = {

@@ -10,7 +10,8 @@ import torchvision
 from torch import nn
 
 from pytest_mlestimate import estimate, estimate_model
-from pytest_mlestimate.module_hooks import TrainingCalls, measure_inference, measure_training, parts_of
+from pytest_mlestimate.profiling.module_hooks import measure_inference, measure_training
+from pytest_mlestimate.profiling.part_hooks import TrainingCalls, parts_of
 from pytest_mlestimate.tiny import TinyDetector
 from tests.tiny_scenario import TINY
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.cache import ProfileCache, default_cache_path, profile_key
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
+from pytest_mlestimate.stores.profile_cache import ProfileCache, default_cache_path, profile_key
 
 BASE: dict[str, Any] = {
     "task_type": "detection",
@@ -89,8 +89,8 @@ def test_a_foreign_entry_is_ignored(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from pytest_mlestimate.cache import ProfileCache
-from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.stores.profile_cache import ProfileCache
+from pytest_mlestimate.profiling.profile import Profile
 cache = ProfileCache(__import__("pathlib").Path(sys.argv[1]))
 me = int(sys.argv[2])
 for i in range(60):
@@ -144,8 +144,8 @@ def test_a_locked_database_is_bypassed_and_left_in_place(tmp_path: Path) -> None
 FILL_PAST_LIMIT = """
 import resource, signal, sys
 from pathlib import Path
-from pytest_mlestimate.cache import ProfileCache
-from pytest_mlestimate.profile import Profile
+from pytest_mlestimate.stores.profile_cache import ProfileCache
+from pytest_mlestimate.profiling.profile import Profile
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
 path = Path(sys.argv[1])
 size = sum(p.stat().st_size for p in path.parent.iterdir())

@@ -13,18 +13,15 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.capacity import (
-    CapacityError,
-    capacity,
-    card_table,
-    fit_sizes,
-    max_batch_size,
-    power_then_binary_trials,
-)
-from pytest_mlestimate.errors import ProfileCrashError
-from pytest_mlestimate.profile import PhasePeaks, Profile
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.errors import ProfileCrashError
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.capacity import capacity
+from pytest_mlestimate.planning.cards import card_table
+from pytest_mlestimate.planning.checks import CapacityError
+from pytest_mlestimate.planning.search import max_batch_size, power_then_binary_trials
+from pytest_mlestimate.planning.sweep import fit_sizes
+from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
 from tests.tiny_scenario import TINY
 
 MIB = 2**20

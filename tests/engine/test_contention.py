@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate import contention, estimate, profiler
-from pytest_mlestimate.contention import Contention, Window, judge
-from pytest_mlestimate.profile import Profile
+from pytest_mlestimate import estimate
+from pytest_mlestimate.profiling import contention, profiler
+from pytest_mlestimate.profiling.contention import Contention, Window, judge
+from pytest_mlestimate.profiling.measurement import Measurement
+from pytest_mlestimate.profiling.profile import Profile
 from tests.tiny_scenario import TINY as TINY_BASE
 
 TINY: dict[str, Any] = {
@@ -92,7 +94,7 @@ def test_a_contended_measurement_is_taken_again_and_a_clean_one_kept(monkeypatch
     def fast_first(*args: Any) -> Any:
         result = original(*args)
         if measured:  # the clean measurement a second slower a step: kept all the same
-            slowed = profiler._Measurement(contention=result.contention)
+            slowed = Measurement(contention=result.contention)
             for step in result.steps:
                 slowed.add(step + 1.0)
             result = slowed
@@ -115,7 +117,7 @@ def test_contended_twice_keeps_the_faster_measurement_and_flags_it(monkeypatch: 
     def slow_first(*args: Any) -> Any:
         result = original(*args)
         if not measured:  # the first measurement a second slower a step
-            slowed = profiler._Measurement(contention=result.contention)
+            slowed = Measurement(contention=result.contention)
             for step in result.steps:
                 slowed.add(step + 1.0)
             result = slowed

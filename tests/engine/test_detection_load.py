@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from pytest_mlestimate import estimate, estimate_model
-from pytest_mlestimate.models import apply_detection_load, build_model
-from pytest_mlestimate.profile import Profile
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
-from pytest_mlestimate.synthetic import make_images
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.profiling.models import apply_detection_load, build_model
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.profiling.synthetic import make_images
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.tiny import tiny_detector
 
 TINY: dict[str, Any] = {

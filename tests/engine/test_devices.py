@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
-from pytest_mlestimate import environment
-from pytest_mlestimate.devices import device_lock, physical_id, resolve_device
-from pytest_mlestimate.errors import DeviceUnavailableError
-from pytest_mlestimate.monitor import Nvml, ResourceMonitor
+from pytest_mlestimate.core import environment
+from pytest_mlestimate.core.devices import device_lock, physical_id, resolve_device
+from pytest_mlestimate.core.errors import DeviceUnavailableError
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason, pin_worker
+from pytest_mlestimate.profiling.monitor import Nvml, ResourceMonitor
 from pytest_mlestimate.service.profile_queue import lane_for
 
 MiB = 2**20
@@ -378,7 +378,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def test_a_process_waits_for_the_device_another_process_holds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLESTIMATE_LOCK_DIR", str(tmp_path / "locks"))
-    take = "from pytest_mlestimate.devices import device_lock\nwith device_lock('cpu'):\n    print('held')\n"
+    take = "from pytest_mlestimate.core.devices import device_lock\nwith device_lock('cpu'):\n    print('held')\n"
     with device_lock("cpu"):
         other = subprocess.Popen([sys.executable, "-c", take], env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
         time.sleep(1.5)

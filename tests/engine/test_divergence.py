@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_mlestimate import contention, estimate, estimate_model
-from pytest_mlestimate.errors import ModelRunError
-from pytest_mlestimate.scenario import Optimizer
+from pytest_mlestimate import estimate, estimate_model
+from pytest_mlestimate.core.errors import ModelRunError
+from pytest_mlestimate.profiling import contention
+from pytest_mlestimate.scenarios.scenario import Optimizer
 from pytest_mlestimate.tiny import TinyDetector
 from tests.tiny_scenario import TINY as TINY_BASE
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.energy import GpuEnergy, RaplEnergy, StepEnergy, integrate
-from pytest_mlestimate.monitor import ResourceMonitor
-from pytest_mlestimate.profile import EnergyReading
-from pytest_mlestimate.result import Estimate
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.profiling.energy import GpuEnergy, RaplEnergy, StepEnergy, integrate
+from pytest_mlestimate.profiling.monitor import ResourceMonitor
+from pytest_mlestimate.profiling.profile import EnergyReading
 from tests.engine.test_result import profile, scenario
 
 

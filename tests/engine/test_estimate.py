@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate import EstimateError, estimate, estimate_model
-from pytest_mlestimate.errors import DeviceUnavailableError, ModelBuildError, ModelRunError
-from pytest_mlestimate.samples import robust_mean
+from pytest_mlestimate.core.errors import DeviceUnavailableError, ModelBuildError, ModelRunError
+from pytest_mlestimate.core.samples import robust_mean
 from pytest_mlestimate.tiny import tiny_detector
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY as TINY_BASE

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.breakdown import Breakdown, split_memory
-from pytest_mlestimate.explain import Explanation, ModuleFigures, explain, reading
-from pytest_mlestimate.regression import Run
+from pytest_mlestimate.profiling.breakdown import Breakdown, split_memory
+from pytest_mlestimate.verdicts.explain import Explanation, ModuleFigures, explain, reading
+from pytest_mlestimate.verdicts.regression import Run
 
 MiB = 2**20
 

@@ -8,7 +8,9 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,18 +25,12 @@ from bench.history_power import (
     sessions,
     verdicts,
 )
-from pytest_mlestimate.cli import main
-from pytest_mlestimate.history import (
-    WINDOW_MIN_SESSIONS,
-    HistoryError,
-    judge_window,
-    record_report,
-    scenarios,
-    series,
-    source_control,
-    window,
-)
-from pytest_mlestimate.regression import DRIFT_FLOOR, Run
+from pytest_mlestimate.commands.cli import main
+from pytest_mlestimate.core.git import source_control
+from pytest_mlestimate.verdicts import history_store
+from pytest_mlestimate.verdicts.history import WINDOW_MIN_SESSIONS, judge_window, series, window
+from pytest_mlestimate.verdicts.history_store import HistoryError, record_report, scenarios
+from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run
 
 GPU, CPU = REGIMES["gpu"], REGIMES["cpu"]
 REPO = Path(__file__).resolve().parents[2]
@@ -83,6 +79,43 @@ def test_a_report_that_measured_nothing_adds_nothing(tmp_path: Path) -> None:
     assert recorded.run_id is None and not path.exists()
 
 
+class _CreatedMidCheck:
+    """A connection through which another process's creation of the history lands right after the header is read."""
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None, timeout=5)
+        self.path = path
+        self.creator: threading.Thread | None = None
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.connection.in_transaction
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        found = self.connection.execute(sql, *args)
+        if sql == "PRAGMA application_id" and self.creator is None:
+            self.creator = threading.Thread(
+                target=lambda: history_store._create(history_store._connect(self.path, True), self.path)
+            )
+            self.creator.start()
+            self.creator.join(0.5)  # it lands now, unless this check's read transaction holds it off
+        return found
+
+
+def test_a_history_created_while_another_process_checks_it_is_not_taken_for_a_foreign_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    sqlite3.connect(path).close()  # the empty file a first writer leaves before its schema
+    checking = _CreatedMidCheck(path)
+    assert history_store._check_schema(checking, path) is False  # empty, as it was when the check began
+    assert checking.creator is not None
+    checking.creator.join(10)
+    checking.connection.close()
+    env = environment(REGIMES["cpu"])
+    commit, runs = sessions(1, REGIMES["cpu"], count=1)[0]
+    recorded = record_report(path, report_of([record_of(runs, **env)], env), commit, "b")
+    assert recorded.run_id is not None  # and the history it created is read as one
+
+
 def test_two_processes_recording_at_once_both_land(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
     go = tmp_path / "go"
@@ -92,7 +125,7 @@ def test_two_processes_recording_at_once_both_land(tmp_path: Path) -> None:
         from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
         from bench.history_power import REGIMES, environment, record_of, report_of, sessions
-        from pytest_mlestimate.history import record_report
+        from pytest_mlestimate.verdicts.history_store import record_report
         noise = REGIMES["cpu"]
         env = environment(noise)
         while not Path({str(go)!r}).exists():

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pytest_mlestimate import estimate
-from pytest_mlestimate.errors import ECHO_LIMIT, ModelBuildError, brief
-from pytest_mlestimate.models import load_weights
-from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.core.errors import ECHO_LIMIT, ModelBuildError, brief
+from pytest_mlestimate.profiling.models import load_weights
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.tiny import tiny_detector
 from tests.tiny_scenario import TINY
 

@@ -14,9 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_mlestimate.worker import EXIT_PAST_DEADLINE
+from pytest_mlestimate.profiling.worker import EXIT_PAST_DEADLINE
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
+
+PROFILING_ENTRIES = ("pytest_mlestimate.profiling.worker", "pytest_mlestimate.profiling.warm_parent")
+"""A fresh worker's module, and the warm parent's, whose command line its forked children share."""
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +37,7 @@ def is_profiling_child(process: psutil.Process) -> bool:
     """A fresh worker, or a child forked from the warm parent (whose command line it shares); not the warm
     parent itself."""
     command = process.cmdline()
-    if "pytest_mlestimate.worker" not in " ".join(command):
+    if not any(entry in " ".join(command) for entry in PROFILING_ENTRIES):
         return False
     return "--warm" not in command or "--warm" in process.parent().cmdline()
 
@@ -123,7 +126,7 @@ def test_the_child_stops_itself_at_its_deadline(slow_model: Path) -> None:
     """Even with its parent alive and not watching the clock (a stuck caller)."""
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_mlestimate.worker", "--parent", str(os.getpid()), "--deadline", "4"],
+        [sys.executable, "-m", "pytest_mlestimate.profiling.worker", "--parent", str(os.getpid()), "--deadline", "4"],
         input=json.dumps(SLOW),
         capture_output=True,
         text=True,
@@ -137,7 +140,7 @@ def test_the_child_stops_itself_at_its_deadline(slow_model: Path) -> None:
 
 def test_a_child_whose_parent_is_already_gone_does_not_start(slow_model: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_mlestimate.worker", "--parent", "1"],
+        [sys.executable, "-m", "pytest_mlestimate.profiling.worker", "--parent", "1"],
         input=json.dumps(SLOW),
         capture_output=True,
         text=True,
@@ -148,9 +151,9 @@ def test_a_child_whose_parent_is_already_gone_does_not_start(slow_model: Path) -
 
 STOPPER = """
 import threading, time
-from pytest_mlestimate import isolation
-from pytest_mlestimate.errors import ProfileStoppedError
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.profiling import isolation
+from pytest_mlestimate.core.errors import ProfileStoppedError
+from pytest_mlestimate.scenarios.scenario import Scenario
 scenario = Scenario.model_validate({scenario!r})
 threading.Timer(8, isolation.stop_all).start()
 started = time.monotonic()
@@ -194,13 +197,14 @@ def test_the_models_prints_do_not_disturb_the_result(tmp_path: Path, monkeypatch
 
 ORPHAN = """
 import os, sys, time
-from pytest_mlestimate.worker import watch
+from pytest_mlestimate.profiling.worker import watch
 watch(int(sys.argv[1]), None)  # the watchdog alone: no parent-death signal, as on macOS
 print(os.getpid(), flush=True)
 time.sleep(60)
 """
 PARENT = """
 import subprocess, sys, time
+
 child = subprocess.Popen([sys.executable, "-c", sys.argv[1], str(__import__("os").getpid())], stdout=sys.stdout)
 time.sleep(60)
 """

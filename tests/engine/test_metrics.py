@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pytest_mlestimate.metrics import METRIC, METRICS
+from pytest_mlestimate.core.metrics import METRIC, METRICS
 from tests.documented_keys import RESOURCE_KEYS
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())

@@ -7,17 +7,17 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.cache import profile_key
-from pytest_mlestimate.cli import build_parser, settings_from_args
-from pytest_mlestimate.plugin.budgets import BudgetError, check_budgets, parse_budgets
-from pytest_mlestimate.plugin.settings import Settings
-from pytest_mlestimate.plugin.verdict import judge
-from pytest_mlestimate.pricing import Price, PriceError, currency_mismatch, price_from
-from pytest_mlestimate.profile import EnergyReading
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import ScenarioError, parse_scenario
+from pytest_mlestimate.commands.cli import build_parser, settings_from_args
+from pytest_mlestimate.core.pricing import Price, PriceError, currency_mismatch, price_from
+from pytest_mlestimate.core.units import format_quantity, parse_quantity
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.profiling.profile import EnergyReading
+from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
 from pytest_mlestimate.service.settings import ServiceSettings, SettingsError
-from pytest_mlestimate.units import format_quantity, parse_quantity
+from pytest_mlestimate.stores.profile_cache import profile_key
+from pytest_mlestimate.verdicts.budgets import BudgetError, check_budgets, parse_budgets
+from pytest_mlestimate.verdicts.settings import Settings
+from pytest_mlestimate.verdicts.verdict import judge
 from tests.engine.test_result import profile, scenario
 
 USD = Price(device_hour="2.50 USD", kwh="0.30 USD")

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate import estimate
-from pytest_mlestimate.progress import PHASES, Progress
+from pytest_mlestimate.core.progress import PHASES, Progress
 from tests.tiny_scenario import TINY
 
 FIXED = {**TINY, "device": "cpu", "warmup_iterations": 2, "measure_iterations": 4}

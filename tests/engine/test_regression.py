@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import random
 
-from pytest_mlestimate.metrics import METRIC
-from pytest_mlestimate.regression import DRIFT_FLOOR, FAMILY_ALPHA, Run, compare_runs, compare_timing
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, FAMILY_ALPHA, Run, compare_runs, compare_timing
 
 TOTAL = METRIC["total_training_time"]
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.metrics import ESTIMATE_METRICS
-from pytest_mlestimate.profile import PhasePeaks, Profile
-from pytest_mlestimate.result import Estimate
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.core.metrics import ESTIMATE_METRICS
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
 from tests.documented_keys import COST_KEYS, ENERGY_KEYS, RESOURCE_KEYS
 
 GIB = 2**30

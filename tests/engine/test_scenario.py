@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 
 BASE: dict[str, Any] = {
     "task_type": "detection",

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from pytest_mlestimate.models import build_model, num_classes, target_kind
-from pytest_mlestimate.scenario import Scenario
-from pytest_mlestimate.synthetic import make_batch, make_target
+from pytest_mlestimate.profiling.models import build_model, num_classes, target_kind
+from pytest_mlestimate.profiling.synthetic import make_batch, make_target
+from pytest_mlestimate.scenarios.scenario import Scenario
 
 SMALL = {"min_size": 128, "max_size": 128}
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mlestimate.units import UnitError, format_quantity, parse_fraction, parse_quantity
+from pytest_mlestimate.core.units import UnitError, format_quantity, parse_fraction, parse_quantity
 
 
 @pytest.mark.parametrize(

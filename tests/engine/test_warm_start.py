@@ -14,11 +14,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pytest_mlestimate import warm_start
 from pytest_mlestimate.api import estimate
-from pytest_mlestimate.errors import ProfileCrashError, ProfileTimeoutError
-from pytest_mlestimate.isolation import profile_in_child
-from pytest_mlestimate.scenario import parse_scenario
+from pytest_mlestimate.core.errors import ProfileCrashError, ProfileTimeoutError
+from pytest_mlestimate.profiling import warm_start
+from pytest_mlestimate.profiling.isolation import profile_in_child
+from pytest_mlestimate.scenarios.scenario import parse_scenario
 from tests.tiny_scenario import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,8 +148,8 @@ sys.meta_path.insert(0, TorchImports())
 CALLER = """
 from pathlib import Path
 import os, threading, time
-from pytest_mlestimate.isolation import profile_in_child
-from pytest_mlestimate.scenario import parse_scenario
+from pytest_mlestimate.profiling.isolation import profile_in_child
+from pytest_mlestimate.scenarios.scenario import parse_scenario
 def profile():
     profile_in_child(parse_scenario({scenario!r}))
     print(Path(os.environ["PROBE_FILE"]).read_text(), flush=True)

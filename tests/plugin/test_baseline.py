@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.baseline import (
+from pytest_mlestimate.verdicts.baseline import (
     SavedBaselines,
     anchored,
     baseline_path,
@@ -15,8 +15,8 @@ from pytest_mlestimate.plugin.baseline import (
     parse_tolerances,
     save_baseline,
 )
-from pytest_mlestimate.plugin.budgets import BudgetError
-from pytest_mlestimate.regression import Run
+from pytest_mlestimate.verdicts.budgets import BudgetError
+from pytest_mlestimate.verdicts.regression import Run
 from tests.plugin.conftest import RunResult, scenario_file
 
 ENV = {

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mlestimate.plugin.budgets import BudgetError, merge_budgets, parse_assignments, parse_budgets
+from pytest_mlestimate.verdicts.budgets import BudgetError, merge_budgets, parse_assignments, parse_budgets
 
 
 def test_plain_limit_is_an_upper_one_and_ge_is_a_floor() -> None:

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.cli import main
-from pytest_mlestimate.metrics import METRIC
-from pytest_mlestimate.plugin.baseline import compare, save_baseline
-from pytest_mlestimate.plugin.verdict import Verdict
-from pytest_mlestimate.regression import FAMILY_ALPHA, Run, compare_timing
+from pytest_mlestimate.commands.cli import main
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.verdicts.baseline import compare, save_baseline
+from pytest_mlestimate.verdicts.regression import FAMILY_ALPHA, Run, compare_timing
+from pytest_mlestimate.verdicts.verdict import Verdict
 from tests.plugin.conftest import RunResult, by_name, scenario_file
 from tests.plugin.test_baseline import ENV, SCENARIO, run
 
@@ -243,8 +243,10 @@ def test_a_bad_tolerance_exits_2_with_the_plugins_message(baseline: Path, capsys
 def test_comparing_loads_neither_torch_nor_the_engine(baseline: Path, tmp_path: Path) -> None:
     report = write(tmp_path / "new.json", report_of(record("frcnn b4", "scenarios/gpu.yaml", run(1.3))))
     code = (
-        "import sys; from pytest_mlestimate.cli import main; code = main(['compare', sys.argv[1], sys.argv[2]]); "
-        "heavy = ('torch', 'torchvision', 'pydantic', 'pytest_mlestimate.profiler', 'pytest_mlestimate.api'); "
+        "import sys; from pytest_mlestimate.commands.cli import main; "
+        "code = main(['compare', sys.argv[1], sys.argv[2]]); "
+        "heavy = ('torch', 'torchvision', 'pydantic', 'pytest_mlestimate.profiling.profiler', "
+        "'pytest_mlestimate.api'); "
         "print('loaded', code, sorted(m for m in heavy if m in sys.modules))"
     )
     found = subprocess.run(

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.compare import compare_paths
-from pytest_mlestimate.plugin.baseline import BASELINE_FORMAT, compare, read_baseline, save_baseline
-from pytest_mlestimate.plugin.budgets import Check
-from pytest_mlestimate.plugin.record import new_record
-from pytest_mlestimate.plugin.reports import github, terminal
-from pytest_mlestimate.plugin.reports.junit_report import write_junit
-from pytest_mlestimate.plugin.verdict import Verdict
-from pytest_mlestimate.regression import Run
+from pytest_mlestimate.commands.compare import compare_paths
+from pytest_mlestimate.reports import github, terminal
+from pytest_mlestimate.reports.junit_report import write_junit
+from pytest_mlestimate.reports.record import new_record
+from pytest_mlestimate.verdicts.baseline import BASELINE_FORMAT, compare, read_baseline, save_baseline
+from pytest_mlestimate.verdicts.budgets import Check
+from pytest_mlestimate.verdicts.regression import Run
+from pytest_mlestimate.verdicts.verdict import Verdict
 from tests.engine.test_explain import MiB, figures
 from tests.plugin.test_baseline import ENV, SCENARIO
 

@@ -11,8 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_mlestimate.errors import DeviceUnavailableError
-from pytest_mlestimate.plugin.scenario_file import read_scenario_file
+from pytest_mlestimate.core.errors import DeviceUnavailableError
+from pytest_mlestimate.scenarios.files import read_scenario_file
 from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_mlestimate.plugin.scenario_file import MAX_NAME, ScenarioFileError, read_scenario_file
+from pytest_mlestimate.scenarios.files import MAX_NAME, ScenarioFileError, read_scenario_file
 from tests.plugin.test_scenario_file import alias_bomb
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())

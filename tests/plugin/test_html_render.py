@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.cli import main
-from pytest_mlestimate.html_report import MissingExtraError, render_html
-from pytest_mlestimate.html_report.mermaid import MOST_BARS, breakdown_chart
-from pytest_mlestimate.html_report.read import MAX_POINTS, downsample
-from pytest_mlestimate.plugin.reports.github import step_summary
+from pytest_mlestimate.commands.cli import main
+from pytest_mlestimate.reports.github import step_summary
+from pytest_mlestimate.reports.html import MissingExtraError, render_html
+from pytest_mlestimate.reports.html.mermaid import MOST_BARS, breakdown_chart
+from pytest_mlestimate.reports.html.read import MAX_POINTS, downsample
 
 MiB = 2**20
 CHARTS = ("budgets", "step times", "memory timeline", "breakdown", "memory split")
@@ -327,7 +327,7 @@ def test_not_a_report_is_refused() -> None:
 
 def test_render_html_is_exported_lazily_and_loads_no_matplotlib_until_used() -> None:
     probe = (
-        "import sys, pytest_mlestimate, pytest_mlestimate.html_report, pytest_mlestimate.plugin.reports.github\n"
+        "import sys, pytest_mlestimate, pytest_mlestimate.reports.html, pytest_mlestimate.reports.github\n"
         "assert callable(pytest_mlestimate.render_html)\n"
         "print(sorted(m for m in ('matplotlib', 'torch', 'pydantic') if m in sys.modules))"
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.reports.json_report import build_document
+from pytest_mlestimate.reports.json_report import build_document
 from tests.plugin.conftest import RunResult, scenario_file
 from tests.plugin.test_html_render import CHARTS, charts_in, document, external_references, full_record
 
@@ -55,7 +55,7 @@ def test_a_page_that_cannot_be_drawn_costs_no_other_report(
     def broken(report: Any) -> str:
         raise RuntimeError("no chart today")
 
-    monkeypatch.setattr("pytest_mlestimate.html_report.render_html", broken)
+    monkeypatch.setattr("pytest_mlestimate.reports.html.render_html", broken)
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "train"}))
     junit = pytester.path / "report.xml"
     result, report = run_scenarios("--mlestimate-html", "report.html", "--mlestimate-junitxml", str(junit))
@@ -72,7 +72,7 @@ def test_a_page_that_cannot_be_drawn_costs_no_other_report(
 def test_without_matplotlib_the_run_stops_before_measuring(
     pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pytest_mlestimate.html_report.charts.matplotlib_missing", lambda: True)
+    monkeypatch.setattr("pytest_mlestimate.reports.html.charts.matplotlib_missing", lambda: True)
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "train"}))
     result, _ = run_scenarios("--mlestimate-html", "report.html")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

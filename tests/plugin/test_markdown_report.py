@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.plugin.budgets import Check
-from pytest_mlestimate.plugin.reports.markdown import GITHUB_LIMIT, MARKER, code, render_markdown
+from pytest_mlestimate.reports.markdown import GITHUB_LIMIT, MARKER, code, render_markdown
+from pytest_mlestimate.verdicts.budgets import Check
 from tests.plugin.conftest import RunResult, scenario_file
 
 cmarkgfm = pytest.importorskip("cmarkgfm", reason="the dev extra brings cmarkgfm: pip install -e '.[dev]'")

@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from pytest_mlestimate.cli import main
+from pytest_mlestimate.commands.cli import main
 from tests.plugin.conftest import scenario_file
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
@@ -164,7 +164,7 @@ def test_merge_imports_no_torch(tmp_path: Path) -> None:
     shard = shard_report(tmp_path / "1.json", entry("a", outcome="failed"))
     script = (
         "import sys; sys.modules['torch'] = None; sys.modules['pydantic'] = None\n"
-        "from pytest_mlestimate.cli import main\n"
+        "from pytest_mlestimate.commands.cli import main\n"
         f"sys.exit(main(['merge', {str(shard)!r}, '--json', {str(tmp_path / 'm.json')!r}, "
         f"'--junitxml', {str(tmp_path / 'm.xml')!r}, '--markdown', {str(tmp_path / 'm.md')!r}]))"
     )

@@ -17,8 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 
+from pytest_mlestimate.core.progress import Progress
 from pytest_mlestimate.plugin.progress_display import LOG_EVERY, ProgressDisplay, StatusLine
-from pytest_mlestimate.progress import Progress
 from tests.plugin.conftest import RunResult, by_name, scenario_file
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
@@ -294,7 +294,7 @@ ENGINE_CONFTEST = """
 import threading
 
 import pytest_mlestimate.plugin.items as items
-from pytest_mlestimate.progress import Progress
+from pytest_mlestimate.core.progress import Progress
 
 real = items.estimate
 PHASES = [Progress("building"), Progress("measuring", 0, 2), Progress("measuring", 1, 2), Progress("inference")]

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_mlestimate.plugin.scenario_file import ScenarioFileError, looks_like_scenarios, read_scenario_file
+from pytest_mlestimate.scenarios.files import ScenarioFileError, looks_like_scenarios, read_scenario_file
 
 FILE = """\
 defaults:

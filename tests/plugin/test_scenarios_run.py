@@ -133,8 +133,8 @@ def test_other_yaml_files_are_ignored_and_no_flag_means_no_scenarios(
 def test_cuda_scenario_skips_with_its_reason_here(
     pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
 ) -> None:
-    pytest.importorskip("pytest_mlestimate.environment")
-    from pytest_mlestimate.environment import gpu_inventory
+    pytest.importorskip("pytest_mlestimate.core.environment")
+    from pytest_mlestimate.core.environment import gpu_inventory
 
     if gpu_inventory()[0]:
         pytest.skip("this machine has a GPU")

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_mlestimate.architectures import TORCHVISION
-from pytest_mlestimate.plugin.baseline import parse_tolerances
-from pytest_mlestimate.plugin.budgets import parse_budgets
-from pytest_mlestimate.plugin.scenario_file import read_scenario_file
-from pytest_mlestimate.scenario import parse_scenario
+from pytest_mlestimate.scenarios.architectures import TORCHVISION
+from pytest_mlestimate.scenarios.files import read_scenario_file
+from pytest_mlestimate.scenarios.scenario import parse_scenario
+from pytest_mlestimate.verdicts.baseline import parse_tolerances
+from pytest_mlestimate.verdicts.budgets import parse_budgets
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 

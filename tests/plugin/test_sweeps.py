@@ -9,21 +9,20 @@ import io
 import time
 import unicodedata
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_mlestimate.plugin.scenario_file import (
+from pytest_mlestimate.scenarios.files import (
     MAX_NAME,
     Names,
     ScenarioFileError,
     entries_of,
     read_scenario_file,
 )
-from pytest_mlestimate.plugin.scenario_table import looks_like_table, read_cell, read_scenario_table
+from pytest_mlestimate.scenarios.table import looks_like_table, read_cell, read_scenario_table
 from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
 
 SWEEP = """\
@@ -487,15 +486,3 @@ def test_a_csv_table_runs_a_test_per_row_and_bad_rows_are_errors(
         "file": ("error", "other.csv", 1),
     }
     assert entries["fits"]["scenario"]["amp"] == "off" and entries["fits"]["scenario"]["image_size"] == [64, 64]
-
-
-def test_the_readme_sweep_examples_read_as_documented() -> None:
-    readme = (Path(__file__).parents[2] / "README.md").read_text()
-    section = readme.partition("### Sweeps")[2].partition("\n### ")[0]
-    yaml_example = section.partition("```yaml\n")[2].partition("```")[0]
-    csv_example = section.partition("```csv\n")[2].partition("```")[0]
-    swept = read_scenario_file(yaml_example)
-    assert len(swept) == 12 and swept[0].name == "tiny[batch_size=2,amp=off,image_size=128x128]"
-    assert not any(entry.problems for entry in swept)
-    rows = read_scenario_table(csv_example, "sweep.csv")
-    assert rows and not any(entry.problems for entry in rows)

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pytest_mlestimate import devices
+from pytest_mlestimate.core import devices
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings
 from tests.service.fakes import TINY, FakeMeasure, client_for

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 
-from pytest_mlestimate.profile import PhasePeaks, Profile
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.profile_queue import Measured
 
 TINY = "pytest_mlestimate.tiny:tiny_detector"

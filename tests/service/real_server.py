@@ -53,7 +53,7 @@ def serving(workdir: Path, *options: str) -> Iterator[Server]:
         "MLESTIMATE_CACHE_DIR": str(workdir / "cache"),
         "MLESTIMATE_LOCK_DIR": str(workdir / "locks"),
     }
-    command = [sys.executable, "-m", "pytest_mlestimate.cli", "serve", "--port", str(port), *options]
+    command = [sys.executable, "-m", "pytest_mlestimate.commands.cli", "serve", "--port", str(port), *options]
     process = subprocess.Popen(
         command, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

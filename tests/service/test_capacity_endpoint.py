@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.cache import ProfileCache
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.profile_queue import Measured
 from pytest_mlestimate.service.settings import ServiceSettings
 from pytest_mlestimate.service.state import engine_measure
+from pytest_mlestimate.stores.profile_cache import ProfileCache
 from tests.service.fakes import TINY, FakeMeasure, client_for
 
 pytestmark = pytest.mark.anyio

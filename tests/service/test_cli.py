@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pytest_mlestimate.cli import build_parser, main, settings_from_args
+from pytest_mlestimate.commands.cli import build_parser, main, settings_from_args
 from pytest_mlestimate.service.settings import ServiceSettings, SettingsError
 from tests.service.fakes import EXAMPLE, TINY
 from tests.service.real_server import free_port, wait_until_up
@@ -78,7 +78,7 @@ def test_serve_refuses_bad_settings_before_listening(capsys):
 
 def test_importing_the_cli_and_the_engine_loads_no_web_stack():
     code = (
-        "import sys, pytest_mlestimate.cli, pytest_mlestimate.api, pytest_mlestimate.service, "
+        "import sys, pytest_mlestimate.commands.cli, pytest_mlestimate.api, pytest_mlestimate.service, "
         "pytest_mlestimate.service.settings; print(sorted(m for m in ('fastapi', 'uvicorn') if m in sys.modules))"
     )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from pytest_mlestimate.cli import build_parser
+from pytest_mlestimate.commands.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 

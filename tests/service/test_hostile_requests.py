@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from pytest_mlestimate import devices
+from pytest_mlestimate.core import devices
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings
 from pytest_mlestimate.service.state import auto_device

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from pytest_mlestimate.input_size import InputSizeError, effective_image_size
-from pytest_mlestimate.scenario import Scenario
+from pytest_mlestimate.scenarios.input_size import InputSizeError, effective_image_size
+from pytest_mlestimate.scenarios.scenario import Scenario
 from tests.service.fakes import TINY
 
 

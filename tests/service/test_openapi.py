@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from pytest_mlestimate.cli import build_parser, main, settings_from_args
+from pytest_mlestimate.commands.cli import build_parser, main, settings_from_args
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings, SettingsError
 from tests.documented_keys import RESOURCE_KEYS

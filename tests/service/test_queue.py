@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pytest_mlestimate.errors import (
+from pytest_mlestimate.core.errors import (
     DeviceUnavailableError,
     ModelBuildError,
     ModelRunError,
@@ -241,7 +241,7 @@ def test_fake_measure_counts_overlap():
     measure = FakeMeasure()
     meeting = threading.Barrier(2, timeout=20)
     measure.before = lambda _scenario: meeting.wait()
-    from pytest_mlestimate.scenario import Scenario
+    from pytest_mlestimate.scenarios.scenario import Scenario
 
     scenario = Scenario.model_validate(EXAMPLE)
     threads = [threading.Thread(target=measure, args=(scenario,)) for _ in range(2)]

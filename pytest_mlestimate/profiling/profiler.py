@@ -1,0 +1,408 @@
+"""Runs a scenario's model for a few steps and records raw measurements (a ``Profile``).
+
+Timing rules, from measurements of these models: the first steps of a fresh process are far slower
+(CUDA lazy loading, kernel selection), so warm-up steps are timed and kept apart; the whole step is
+timed back to back as a training loop runs it (phase timings with a synchronisation between phases
+explain a step but do not add up to it); every GPU timer is read after a synchronisation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import resource
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+
+from pytest_mlestimate.core.devices import is_gpu, resolve_device
+from pytest_mlestimate.core.environment import torch_fingerprint
+from pytest_mlestimate.core.errors import EstimateError, ModelRunError
+from pytest_mlestimate.core.progress import Listener, Progress
+from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
+from pytest_mlestimate.profiling.contention import Window
+from pytest_mlestimate.profiling.measurement import Measurement
+from pytest_mlestimate.profiling.models import (
+    apply_detection_load,
+    build_model,
+    effective_input_size,
+    parameter_count,
+)
+from pytest_mlestimate.profiling.module_hooks import measure_inference, measure_training
+from pytest_mlestimate.profiling.monitor import ResourceMonitor
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.profiling.session import (
+    Diverged,
+    Iterations,
+    Session,
+    Snapshot,
+    unheard,
+)
+from pytest_mlestimate.scenarios.scenario import Scenario
+
+CONTENTION_PAUSE_S = 2.0
+"""Pause before a contended measurement is taken again: long enough for a burst (a neighbour's import, a
+test's start-up) to pass, short beside a profile."""
+
+CONTENTION_LOOK_S = 1.0
+"""While the mean is not yet sharp, how often the measured steps are checked for contention."""
+
+INFERENCE_SECONDS = 2.0
+INFERENCE_MAX_CALLS = 200
+"""Each inference timing (one image, one batch) is measured for at least its minimum count and then, unless
+the scenario fixes ``measure_iterations``, until ``INFERENCE_SECONDS`` have passed: on a CPU, 3-4 calls of a
+40-100 ms inference left the estimate 10-19 % off a plain loop of the same calls."""
+
+MODEL_SEED = 0
+"""Random weights drawn alike in every process. Their values change a CPU step's cost (denormal floats:
+six seeds of one model stepped in 36-49 ms), which would otherwise count as noise between processes."""
+
+
+def _peak_rss_of_process() -> int:
+    """The peak RSS of this process's own memory (Linux: VmHWM). Not ``ru_maxrss`` where it can be helped: after
+    an exec it keeps the peak of the memory the process replaced, so a fresh interpreter started by a caller
+    holding 1.8 GiB reported a 1.8 GiB peak for a model that needs 0.8."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage if sys.platform == "darwin" else usage * 1024
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    """PyTorch's allocator raises OutOfMemoryError; cuDNN and cuBLAS report theirs as RuntimeError."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "ALLOC_FAILED" in text)
+
+
+def profile_scenario(
+    scenario: Scenario,
+    model_factory: Callable[[Scenario], nn.Module] = build_model,
+    isolated: bool = False,
+    progress: Listener = unheard,
+) -> Profile:
+    """Measure ``scenario``. ``isolated`` says this process exists only for this profile, so its lifetime
+    peak RSS is the training run's peak (a sampler can miss a short spike). ``progress`` hears each phase
+    and step."""
+    device = resolve_device(scenario.device)
+    iterations = Iterations.for_scenario(scenario, device)
+    monitor = ResourceMonitor(device, scenario.sample_interval_ms / 1000, scenario.threading)
+    profile = Profile(
+        device=device,
+        device_name=torch.cuda.get_device_name(torch.device(device)) if is_gpu(device) else "cpu",
+        gpu_unavailable=monitor.gpu_unavailable,
+        environment=torch_fingerprint(device),
+    )
+    started = time.perf_counter()
+    session: Session | None = None
+    try:
+        progress(Progress("building"))
+        build_start = time.perf_counter()
+        torch.manual_seed(MODEL_SEED)
+        model = model_factory(scenario).to(device)
+        profile.build_seconds = time.perf_counter() - build_start
+        profile.parameter_count = parameter_count(model)
+        session = Session(scenario, model, device, monitor, progress)
+        profile.effective_input_size = effective_input_size(model, session.images[0])
+        if scenario.application_type == "training":
+            _profile_training(session, iterations, profile, isolated)
+        _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
+        profile.warnings.extend(monitor.warnings)
+    except EstimateError:
+        raise
+    except Exception as exc:
+        if not (is_gpu(device) and _is_out_of_memory(exc)):
+            message = (
+                f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
+                f"{scenario.image_size[1]} failed while profiling {scenario.application_type}: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            traceback.clear_frames(exc.__traceback__)  # its frames hold the model and its activations
+            raise ModelRunError(message) from None
+        total = torch.cuda.get_device_properties(torch.device(device)).total_memory
+        profile.failure = (
+            f"does not fit: batch {scenario.batch_size} at {scenario.image_size[0]}x{scenario.image_size[1]} "
+            f"on {profile.device_name} needs more than {total / 2**30:.1f} GiB"
+        )
+    finally:
+        monitor.stop()
+        del session
+        with contextlib.suppress(NameError):
+            del model
+        gc.collect()
+        if is_gpu(device):
+            torch.cuda.empty_cache()
+    profile.measure_seconds = time.perf_counter() - started
+    return profile
+
+
+def _profile_training(session: Session, iterations: Iterations, profile: Profile, isolated: bool) -> None:
+    """Warm-up and measured steps from one starting state. A diverged loss (non-finite or exploding) feeds no
+    figure: the starting state is restored and everything measured again, once; a second divergence is an
+    error."""
+    monitor = session.monitor
+    session.model.train()
+    session.sync()
+    profile.ram_before = monitor.tree.rss()
+    profile.vram_before = monitor.gpu_memory_now()
+    session.make_optimizer()
+    profile.optimizer_recipe = session.scenario.optimizer.describe()
+    profile.precision_target = iterations.precision
+    snapshot = Snapshot(session)
+    monitor.start_phase()
+    try:
+        with _quiet_warnings():
+            try:
+                _train(session, iterations, profile)
+            except Diverged as first:
+                snapshot.restore(session)
+                _forget_training(profile)
+                try:
+                    _train(session, iterations, profile)
+                except Diverged as again:
+                    raise ModelRunError(_divergence_message(session, first, again)) from None
+                profile.divergence_restarts = 1
+                profile.warnings.append(
+                    f"the loss {first.what} at training step {first.step} (learning rate {first.lr:.3g}); "
+                    "the starting state was restored and every step measured again with finite losses. Training "
+                    "with these settings may diverge: lower optimizer.lr or lengthen optimizer.warmup_steps"
+                )
+    finally:
+        snapshot.close()
+        session.scheduler = None  # it holds the optimizer, whose state must not count in inference's peaks
+    profile.training = monitor.end_phase()
+    if isolated:
+        profile.training.peak_rss = max(profile.training.peak_rss, _peak_rss_of_process())
+    if session.scenario.breakdown_depth:
+        profile.breakdown, profile.timeline = _training_breakdown(session, profile)
+
+
+def _train(session: Session, iterations: Iterations, profile: Profile) -> None:
+    for done in range(iterations.warmup):
+        session.progress(Progress("warm-up", done, iterations.warmup))
+        profile.warmup_step_times.append(session.train_step(phased=False)[0])
+    first_lr = float(session.optimizer.param_groups[0]["lr"]) if session.optimizer else 0.0
+    kept = _measure(session, iterations)
+    assert kept.contention is not None
+    if kept.contention.contended:
+        time.sleep(CONTENTION_PAUSE_S)
+        again = _measure(session, iterations)
+        profile.contention_remeasured = True
+        assert again.contention is not None
+        # a clean measurement is kept; of two contended ones the faster, as contention only slows steps down
+        kept = min(kept, again, key=lambda m: m.mean) if again.contention.contended else again
+        assert kept.contention is not None
+        if kept.contention.contended:
+            profile.contended = True
+            profile.warnings.append(
+                f"other processes competed for the CPUs while the steps were measured, also when measured again "
+                f"after a {CONTENTION_PAUSE_S:g} s pause ({kept.contention.describe()}): the step times (the "
+                "faster of the two measurements) describe the machine's load, not the model; measure again on "
+                "a quiet machine"
+            )
+    profile.step_times = kept.steps
+    profile.forward_times, profile.backward_times, profile.optimizer_times = kept.forward, kept.backward, kept.optimizer
+    profile.precision = kept.precision
+    profile.precision_met = kept.precision is not None and kept.precision <= iterations.precision
+    profile.contention = kept.contention
+    if kept.energy is not None:
+        profile.gpu_energy, profile.cpu_energy = kept.energy
+    for _ in range(iterations.phased):
+        _, forward, backward, optimizer = session.train_step(phased=True)
+        profile.forward_times.append(forward)
+        profile.backward_times.append(backward)
+        profile.optimizer_times.append(optimizer)
+    profile.lr_range = (first_lr, session.lr)
+
+
+def _measure(session: Session, iterations: Iterations) -> Measurement:
+    """Back-to-back steps: a fixed count, or until the mean is as sharp as asked or a cap is hit. The energy
+    counters are read right before the first and right after the last, each after a synchronisation."""
+    on_cpu = not session.on_gpu
+    sample_utilization = None if on_cpu else session.monitor.sample_utilization
+    measured = Measurement()
+    threads = torch.get_num_threads()
+    window = Window(session.monitor.tree)
+    window.start()
+    energy = session.energy
+    session.sync()
+    energy.begin()
+    started = time.perf_counter()
+    looked_at = 0.0
+    most = iterations.measure or iterations.max_measure
+    while True:
+        session.progress(Progress("measuring", len(measured.steps), most))
+        step, forward, backward, optimizer = session.train_step(phased=on_cpu)
+        measured.add(step)
+        if on_cpu:  # a CPU runs each phase synchronously: the same steps give the phase split
+            measured.forward.append(forward)
+            measured.backward.append(backward)
+            measured.optimizer.append(optimizer)
+        elif sample_utilization is not None:
+            sample_utilization()
+        count = len(measured.steps)
+        if iterations.measure is not None:
+            if count >= iterations.measure:
+                break
+            continue
+        elapsed = time.perf_counter() - started
+        if elapsed >= iterations.max_seconds and count >= 3:
+            break
+        if elapsed < iterations.min_seconds or count < iterations.min_measure:
+            continue
+        if count >= iterations.max_measure:
+            break
+        precision = measured.precision
+        if precision is not None and precision <= iterations.precision:
+            break
+        if elapsed >= looked_at + CONTENTION_LOOK_S:  # a contended mean is re-measured, not sharpened
+            looked_at = elapsed
+            if window.finish(measured.steps, threads, on_gpu=not on_cpu).contended:
+                break
+    session.sync()
+    measured.energy = energy.end(len(measured.steps))
+    measured.contention = window.finish(measured.steps, threads, on_gpu=not on_cpu)
+    return measured
+
+
+def _forget_training(profile: Profile) -> None:
+    """Nothing measured before a divergence is kept."""
+    for times in (profile.warmup_step_times, profile.forward_times, profile.backward_times, profile.optimizer_times):
+        times.clear()
+    profile.step_times = []
+    profile.precision = profile.precision_met = profile.contention = None
+    profile.gpu_energy = profile.cpu_energy = None
+    profile.contended = profile.contention_remeasured = False
+    profile.warnings = [w for w in profile.warnings if not w.startswith("other processes competed")]
+
+
+def _divergence_message(session: Session, first: Diverged, again: Diverged) -> str:
+    scenario = session.scenario
+    spec = scenario.optimizer
+    warmup = (
+        f"a warm-up over {spec.warmup_steps} steps from {spec.warmup_factor:g} x lr"
+        if spec.warmup_steps and spec.warmup_factor < 1
+        else "no learning-rate warm-up"
+    )
+    return (
+        f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
+        f"{scenario.image_size[1]} diverged while profiling training: the loss {again.what} at training step "
+        f"{again.step} (learning rate {again.lr:.3g}), and {first.what} at step {first.step} before the "
+        f"starting state was restored. Step times of a diverged model are not its training cost (an R-CNN with "
+        f"no valid proposals steps 4x faster). It trained with optimizer.lr {spec.lr:g} and {warmup}; lower "
+        f"optimizer.lr or lengthen optimizer.warmup_steps (torchvision's recipe: warmup_factor 0.001 over 1000 "
+        f"steps)"
+    )
+
+
+def _profile_inference(session: Session, iterations: Iterations, profile: Profile, isolated: bool) -> None:
+    monitor = session.monitor
+    session.model.eval()
+    session.optimizer = None
+    load = apply_detection_load(session.model, session.scenario)
+    profile.inference_load, profile.inference_load_per_image = str(load), load.per_image
+    if session.scenario.application_type == "inference":
+        profile.ram_before = monitor.tree.rss()
+        profile.vram_before = monitor.gpu_memory_now()
+    monitor.start_phase()
+    detections: list[float] = []
+    try:
+        with torch.inference_mode(), _quiet_warnings():
+            session.progress(Progress("inference"))
+            calls = 0
+            one = session.images[:1]
+            for _ in range(iterations.inference_warmup):
+                session.infer(one)
+            session.infer(session.images)
+            for images, times, minimum in (
+                (one, profile.inference_one_times, iterations.inference_one),
+                (session.images, profile.inference_batch_times, iterations.inference_batch),
+            ):
+                started = time.perf_counter()
+                seconds = INFERENCE_SECONDS if iterations.measure is None else 0.0  # a fixed count stays fixed
+                while len(times) < minimum or (
+                    time.perf_counter() - started < seconds and len(times) < INFERENCE_MAX_CALLS
+                ):
+                    session.progress(Progress("inference", calls))
+                    calls += 1
+                    elapsed, found = session.infer(images)
+                    times.append(elapsed)
+                    if images is session.images:
+                        detections.append(found)
+                    monitor.mark()
+    finally:
+        load.restore()
+    profile.inference_detections = sum(detections) / len(detections) if detections else None
+    profile.inference = monitor.end_phase()
+    if isolated:
+        profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
+    if session.scenario.breakdown_depth:
+        profile.breakdown = _inference_breakdown(session, profile)
+
+
+def _training_breakdown(session: Session, profile: Profile) -> tuple[Breakdown, Timeline | None]:
+    """Per-part times and memory in extra steps, after the phase's figures are read: the hooks never touch them.
+    A step that fails here costs the breakdown, not the profile."""
+    depth = session.scenario.breakdown_depth
+    snapshot = Snapshot(session)  # inference is measured on the weights the measured steps left, not these steps'
+    try:
+        with _quiet_warnings():
+            found, timeline = measure_training(session.model, session.device, session.training_calls(), depth)
+    except Exception as exc:  # any failure of the extra steps only loses the breakdown
+        failed = f"the instrumented training steps failed: {type(exc).__name__}: {exc}"
+        profile.warnings.append(f"no per-module breakdown: {failed}; the headline figures are not affected")
+        return Breakdown(depth=depth, unavailable=failed), None
+    finally:
+        snapshot.restore(session)
+        snapshot.close()
+    peaks = profile.training
+    if peaks is not None:
+        if session.on_gpu:
+            split_memory(found, "peak allocated GPU memory", peaks.peak_gpu_allocated, on_gpu=True)
+        else:
+            split_memory(found, "Peak RAM Memory", peaks.peak_rss, on_gpu=False)
+    return found, timeline
+
+
+def _inference_breakdown(session: Session, profile: Profile) -> Breakdown:
+    depth = session.scenario.breakdown_depth
+    found = profile.breakdown or Breakdown(depth=depth)
+    images = session.images
+
+    def call() -> None:
+        with session.autocast():
+            session.model(images)
+
+    try:
+        with torch.inference_mode(), _quiet_warnings():
+            load = apply_detection_load(session.model, session.scenario)
+            try:
+                times, found.inference = measure_inference(session.model, session.device, call, depth)
+            finally:
+                load.restore()
+    except Exception as exc:
+        found.unavailable = f"the instrumented inference calls failed: {type(exc).__name__}: {exc}"
+        profile.warnings.append(f"no per-module inference times: {found.unavailable}")
+        return found
+    for name, seconds in times.items():
+        found.part(name).inference_s = seconds
+    return found
+
+
+@contextlib.contextmanager
+def _quiet_warnings() -> Iterator[None]:
+    """torchvision warns once per process about some defaults; repeating that in every step is noise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield

@@ -1,0 +1,306 @@
+"""One profile's model, batch, optimizer and monitor, and its steps as a training loop runs them."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pytest_mlestimate.core.devices import is_gpu
+from pytest_mlestimate.core.progress import Listener, Progress
+from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
+from pytest_mlestimate.profiling.models import num_classes, target_kind
+from pytest_mlestimate.profiling.monitor import ResourceMonitor
+from pytest_mlestimate.profiling.part_hooks import TrainingCalls
+from pytest_mlestimate.profiling.synthetic import make_batch, make_images
+from pytest_mlestimate.scenarios.scenario import Scenario
+
+DIVERGED_LOSS_FACTOR = 100.0
+"""A loss this many times the first step's (or 1, if larger) counts as diverged, as a non-finite one does. A
+random-weight Mask R-CNN at lr 0.02 without warm-up went from 7.8 to 600, 4e9 and 1e32 before NaN, and its
+steps were already 4x faster (collapsed proposals) at the finite 1e5-1e32 ones."""
+
+
+@dataclass(frozen=True)
+class Iterations:
+    """How many steps to run.
+
+    Warm-up: GPU 10 steps, past the first steps' lazy loading; CPU 3, past the first allocations.
+    Measured steps, unless the scenario fixes a count: until the 95 % confidence interval of the mean step time
+    is within ``precision`` of the mean, between a floor and two caps. GPU: at least 30 steps, as 30-step runs
+    still differed by -7 % to +15 % and Mask R-CNN's random-weight slow-down needs steps 10-60 to extrapolate
+    within 1 %; at most 300 steps or 60 s (300 steps of a 200 ms step). CPU: at least 8 steps (quiet step
+    IQRs of 2-3 % meet 3 % by then); at most 60 steps or 60 s, as a 1 s step makes a minute what one profile
+    in a test run can cost. Both measure for at least ``min_seconds``, so that per-CPU counters (10 ms ticks)
+    can show a neighbour; the step cap yields to that floor, the time cap only after 3 steps.
+    """
+
+    warmup: int
+    measure: int | None
+    """A fixed count of measured steps; None measures until ``precision`` or a cap."""
+    min_measure: int
+    max_measure: int
+    min_seconds: float
+    max_seconds: float
+    precision: float
+    phased: int
+    inference_warmup: int
+    inference_one: int
+    inference_batch: int
+
+    @classmethod
+    def for_scenario(cls, scenario: Scenario, device: str) -> Iterations:
+        on_gpu = is_gpu(device)
+        warmup = scenario.warmup_iterations if scenario.warmup_iterations is not None else (10 if on_gpu else 3)
+        counted = scenario.measure_iterations or (50 if on_gpu else 12)
+        return cls(
+            warmup=warmup,
+            measure=scenario.measure_iterations,
+            min_measure=30 if on_gpu else 8,
+            max_measure=300 if on_gpu else 60,
+            min_seconds=1.0,
+            max_seconds=60.0,
+            precision=scenario.precision or (0.01 if on_gpu else 0.03),
+            phased=min(counted, 20) if on_gpu else 0,
+            inference_warmup=5 if on_gpu else 2,
+            inference_one=max(counted // 2, 3) if on_gpu else 4,
+            inference_batch=max(counted // 5, 3) if on_gpu else 3,
+        )
+
+
+def unheard(_progress: Progress) -> None:
+    pass
+
+
+class Session:
+    """One model on one device with its optimizer, synthetic batch and timers."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        model: nn.Module,
+        device: str,
+        monitor: ResourceMonitor,
+        progress: Listener = unheard,
+    ) -> None:
+        self.scenario = scenario
+        self.progress = progress
+        self.model = model
+        self.device = torch.device(device)
+        self.monitor = monitor
+        self.on_gpu = is_gpu(self.device)
+        training = scenario.application_type == "training"
+        if training:
+            images, targets = make_batch(
+                scenario.batch_size,
+                scenario.image_size,
+                scenario.objects_per_image,
+                num_classes(scenario),
+                target_kind(scenario),
+                num_keypoints=int(scenario.model_kwargs.get("num_keypoints", 17) or 17),
+            )
+        else:  # inference never reads targets: they would only inflate its memory figures
+            generator = torch.Generator().manual_seed(0)
+            images, targets = make_images(scenario.batch_size, *scenario.image_size, generator), []
+        self.images = [image.to(self.device) for image in images]
+        self.targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[scenario.amp]
+        self.amp_dtype = amp
+        self.scaler = torch.amp.GradScaler(self.device.type) if scenario.amp == "fp16" else None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.steps = 0
+        """Training steps since the starting state (warm-up included)."""
+        self.lr = 0.0
+        """Learning rate of the latest training step."""
+        self.first_loss = math.nan
+        self.energy = StepEnergy(
+            monitor.gpu_energy,
+            RaplEnergy(),
+            no_gpu=f"no GPU: {monitor.gpu_unavailable or 'profiled on the CPU'}",
+        )
+
+    def sync(self) -> None:
+        if self.on_gpu:
+            torch.cuda.synchronize(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The scenario's optimizer, and its learning-rate warm-up as ``self.scheduler``."""
+        spec = self.scenario.optimizer
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer: torch.optim.Optimizer
+        if spec.name == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+        self.optimizer = optimizer
+        self.scheduler = None
+        if spec.warmup_steps and spec.warmup_factor < 1:
+            self.scheduler = torch.optim.lr_scheduler.LinearLR(
+                optimizer, start_factor=spec.warmup_factor, total_iters=spec.warmup_steps
+            )
+        return optimizer
+
+    def training_state(self) -> dict[str, Any]:
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict() if self.optimizer else {}}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.scaler is not None:
+            state["scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.steps = 0
+        self.first_loss = math.nan
+
+    def train_step(self, phased: bool) -> tuple[float, float, float, float]:
+        """One training step as a loop runs it: (step, forward, backward, optimizer) seconds.
+
+        ``phased`` synchronises between phases and samples the monitor at the fixed points; the
+        samples' own cost is left out of the step time. Raises ``Diverged`` on a non-finite or exploding loss.
+        """
+        assert self.optimizer is not None
+        mark = self.monitor.mark if phased else None
+        sync = self.sync if phased else _nothing
+        spent_marking = 0.0
+        lr = float(self.optimizer.param_groups[0]["lr"])
+        start = time.perf_counter()
+        loss = self.forward_loss()
+        sync()
+        forward_end = time.perf_counter()
+        if mark:
+            mark()
+            spent_marking += time.perf_counter() - forward_end
+        backward_start = time.perf_counter()
+        self.backward(loss)
+        sync()
+        backward_end = time.perf_counter()
+        if mark:
+            mark()
+            spent_marking += time.perf_counter() - backward_end
+        optimizer_start = time.perf_counter()
+        value = self.optimizer_step(loss)
+        end = time.perf_counter()
+        if mark:
+            mark()
+        self.steps += 1
+        self.lr = lr
+        if self.steps == 1:
+            self.first_loss = value
+        if not math.isfinite(value) or abs(value) > DIVERGED_LOSS_FACTOR * max(abs(self.first_loss), 1.0):
+            raise Diverged(self.steps, lr, value, self.first_loss)
+        return (
+            end - start - spent_marking,
+            forward_end - start,
+            backward_end - backward_start,
+            end - optimizer_start,
+        )
+
+    def forward_loss(self) -> torch.Tensor:
+        assert self.optimizer is not None
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            losses = self.model(self.images, self.targets)
+            return sum(losses.values())  # type: ignore[return-value]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def optimizer_step(self, loss: torch.Tensor) -> float:
+        """The optimizer's and the warm-up's step, then the loss as a training loop reads it to log it (which
+        also synchronises)."""
+        assert self.optimizer is not None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(loss.item())
+
+    def training_calls(self) -> TrainingCalls:
+        optimizer = self.optimizer
+        assert optimizer is not None
+        return TrainingCalls(
+            forward=self.forward_loss,
+            backward=self.backward,
+            optimizer_step=self.optimizer_step,
+            parameters=lambda: [p for p in self.model.parameters() if p.requires_grad],
+            optimizer_state=lambda: sum(
+                t.numel() * t.element_size()
+                for state in optimizer.state.values()
+                for t in state.values()
+                if isinstance(t, torch.Tensor)
+            ),
+        )
+
+    def infer(self, images: list[torch.Tensor]) -> tuple[float, float]:
+        """(seconds, mean detections per image) of one synchronised inference call."""
+        self.sync()
+        start = time.perf_counter()
+        with self.autocast():
+            outputs = self.model(images)
+        self.sync()
+        elapsed = time.perf_counter() - start
+        detections = [len(o["boxes"]) for o in outputs if isinstance(o, dict) and "boxes" in o]
+        return elapsed, (sum(detections) / len(detections) if detections else 0.0)
+
+
+def _nothing() -> None:
+    return None
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, lr: float, loss: float, first_loss: float) -> None:
+        super().__init__(f"loss {loss} at step {step}")
+        self.step = step
+        self.lr = lr
+        self.loss = loss
+        self.first_loss = first_loss
+
+    @property
+    def what(self) -> str:
+        if not math.isfinite(self.loss):
+            return f"became {self.loss}"
+        return f"reached {self.loss:.3g}, over {DIVERGED_LOSS_FACTOR:g}x the first step's {self.first_loss:.3g},"
+
+
+class Snapshot:
+    """The model's, optimizer's and warm-up's starting state, kept in a temporary file.
+
+    A copy in memory would stay allocated through the measured steps and count in Peak GPU Memory and Peak
+    RAM Memory: Faster R-CNN R50's weights alone are 167 MB, beside a 2 % accuracy bar for the GPU peak.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self._file = tempfile.TemporaryFile(prefix="mlestimate-")  # noqa: SIM115 - open until close()
+        torch.save(session.training_state(), self._file)
+
+    def restore(self, session: Session) -> None:
+        self._file.seek(0)
+        session.load_training_state(torch.load(self._file, map_location=session.device, weights_only=True))
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,84 @@
+"""The run history's latest figures in github-action-benchmark's custom format (``mlestimate history
+--export-benchmark-action``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.verdicts.history_store import opened, resolve_scenario, scenarios
+from pytest_mlestimate.verdicts.regression import Run
+from pytest_mlestimate.verdicts.run_environment import machine_of
+
+
+def bigger_is_better(metric: Metric) -> bool:
+    """Throughput-like figures (GPU utilisation, the largest batch) are better bigger: ``Metric.lower_is_worse``."""
+    return metric.lower_is_worse
+
+
+def benchmark_action(
+    path: Path, bigger: bool = False, names: Sequence[str] = (), metrics: Sequence[Metric] = ()
+) -> list[dict[str, Any]]:
+    """Each scenario's figures of its latest session in github-action-benchmark's custom format (``name``,
+    ``unit``, ``value``, ``range``, ``extra``): with ``bigger`` the metrics better bigger (its tool
+    ``customBiggerIsBetter``), else the others (``customSmallerIsBetter``)."""
+    chosen = [m for m in (metrics or METRIC.values()) if bigger_is_better(m) == bigger]
+    wanted = [resolve_scenario(path, name) for name in names] if names else scenarios(path)
+    found: list[dict[str, Any]] = []
+    with opened(path) as connection:
+        for summary in wanted:
+            row = connection.execute(
+                "SELECT s.id, r.commit_sha, r.branch, r.recorded_at, s.environment, s.scenario FROM scenarios s "
+                "JOIN runs r ON r.id = s.run_id WHERE s.file = ? AND s.name = ? "
+                "ORDER BY r.recorded_at DESC, r.id DESC LIMIT 1",
+                (summary.file, summary.name),
+            ).fetchone()
+            scenario_id, commit, branch, recorded_at, environment, fields = row
+            batch = json.loads(fields).get("batch_size")
+            values = dict(connection.execute("SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)))
+            runs = [
+                Run.from_dict(json.loads(text))
+                for (text,) in connection.execute(
+                    "SELECT run FROM measurements WHERE scenario_id = ? ORDER BY position", (scenario_id,)
+                )
+            ]
+            device = machine_of(json.loads(environment))
+            for metric in chosen:
+                value = values.get(metric.name)
+                if value is None:
+                    continue
+                entry: dict[str, Any] = {
+                    "name": f"{summary.file}::{summary.name} - {_label(metric, batch)}",
+                    "unit": metric.unit,
+                    "value": value,
+                }
+                spread = _spread(metric, runs)
+                if spread is not None:
+                    entry["range"] = f"± {spread:.4g}"
+                entry["extra"] = (
+                    f"commit {commit or '-'} on {branch or '-'}, {recorded_at}\n{len(runs)} run(s) on {device}"
+                )
+                found.append(entry)
+    return found
+
+
+def _label(metric: Metric, batch: object) -> str:
+    """The documented key, under its section where it has one: ``Batch Time.forward_pass``, ``Batch of 4 Inference
+    Time``."""
+    path = metric.path_for(batch) if isinstance(batch, int) else metric.path
+    return ".".join(path[1:])
+
+
+def _spread(metric: Metric, runs: Sequence[Run]) -> float | None:
+    """The figure's standard error, in its unit: from the spread of the runs where there are several, else from the
+    one run's own samples (timings); None for a single run of a peak."""
+    values = [v for run in runs if (v := run.metrics.get(metric.name)) is not None]
+    if len(values) > 1:
+        return statistics.stdev(values) / math.sqrt(len(values))
+    errors = [e * values[0] for run in runs if values and (e := run.relative_error(metric.name)) is not None]
+    return errors[0] if errors else None

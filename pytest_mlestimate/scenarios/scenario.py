@@ -1,0 +1,301 @@
+"""The one scenario schema, shared by YAML scenario files, HTTP requests and the Python API."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from pytest_mlestimate.core.errors import ECHO_LIMIT, brief
+from pytest_mlestimate.core.pricing import Price
+from pytest_mlestimate.scenarios.architectures import (
+    TORCHVISION,
+    is_custom_factory,
+    unknown_architecture_message,
+)
+
+MAX_IMAGE_SIDE = 8192
+MAX_BATCH_SIZE = 4096
+MAX_DATASET_SIZE = 10**9
+MAX_EPOCHS = 100_000
+
+MAX_DETECTIONS_PER_IMAGE = 10_000
+MAX_PARAMETERS = 10**13
+MAX_MODEL_KWARGS = 64
+MAX_TEXT = 4096
+"""Longest architecture name, weights path or model_kwargs string: a path, not a payload."""
+DEFAULT_SAMPLE_INTERVAL_MS = 100
+"""NVML averages GPU utilisation over 1/6 s or more and CPU use is computed over 100 ms windows, so faster
+sampling adds little. On a 2-core machine a 20 ms thread cost 1.5-2.6 % of a 17 ms step, a 100 ms one
+0.4-1.3 % (bench/monitor_overhead.py)."""
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d{1,6})$")
+
+Side = Annotated[int, Field(ge=1, le=MAX_IMAGE_SIDE)]
+Scalar = str | int | float | bool | None
+
+
+class Optimizer(BaseModel):
+    """Defaults follow torchvision's detection reference recipe: SGD, lr 0.01 per 8 images, momentum 0.9, and
+    a linear learning-rate warm-up from 0.001 x lr over the first 1000 steps. Without the warm-up a
+    random-weight Mask R-CNN reached a non-finite loss within 17 steps and then stepped 4x faster on empty
+    proposals, so a profile would time a model that no longer computes anything."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    name: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_factor: float = Field(0.001, gt=0, le=1)
+    """The learning rate of the first step, as a fraction of ``lr``; it rises linearly to ``lr``."""
+    warmup_steps: int = Field(1000, ge=0, le=1_000_000)
+    """Steps the learning-rate warm-up lasts (torch.optim.lr_scheduler.LinearLR); 0 turns it off."""
+
+    def describe(self) -> str:
+        settings = f"lr {self.lr:g}, weight decay {self.weight_decay:g}"
+        name = f"SGD (momentum {self.momentum:g}, {settings})" if self.name == "sgd" else f"AdamW ({settings})"
+        if not self.warmup_steps or self.warmup_factor == 1:
+            return f"{name}, no learning-rate warm-up"
+        return (
+            f"{name}, linear learning-rate warm-up from {self.warmup_factor:g} x lr over the first "
+            f"{self.warmup_steps} steps, stepped every training step"
+        )
+
+
+class Scenario(BaseModel):
+    """What to estimate. Fields that change a profile are listed in ``profile_fields``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    task_type: Literal["detection", "instance"]
+    architecture: str = Field(max_length=MAX_TEXT)
+    parameters: int | None = Field(None, ge=1, le=MAX_PARAMETERS)
+    dataset_size: int = Field(ge=1, le=MAX_DATASET_SIZE)
+    batch_size: int = Field(ge=1, le=MAX_BATCH_SIZE)
+    image_size: tuple[Side, Side]
+    application_type: Literal["training", "inference"] = "training"
+    threading: bool = False
+    epochs: int = Field(1, ge=1, le=MAX_EPOCHS)
+    device: str = "auto"
+    num_classes: int | None = Field(None, ge=2, le=100_000)
+    objects_per_image: int = Field(5, ge=1, le=1000)
+    model_kwargs: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    amp: Literal["off", "bf16", "fp16"] = "off"
+    warmup_iterations: int | None = Field(None, ge=0, le=1000)
+    measure_iterations: int | None = Field(None, ge=2, le=10_000)
+    """A fixed count of measured steps; unset, steps are measured until ``precision`` is reached or a cap."""
+    precision: float | None = Field(None, gt=0, lt=1)
+    """Target half-width of the 95 % confidence interval of the mean step time, as a fraction of the mean;
+    unset: 0.01 on a GPU, 0.03 on a CPU."""
+    sample_interval_ms: int = Field(DEFAULT_SAMPLE_INTERVAL_MS, ge=1, le=10_000)
+    weights_path: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    detection_load: Literal["max", "weights"] | int = "max"
+    """Detections per image that inference post-processing is measured at: ``max`` (the model's
+    ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
+    images). Random weights set the count arbitrarily, so a stated load is the default even with weights."""
+    breakdown_depth: int = Field(1, ge=0, le=8)
+    """How deep the per-module breakdown looks: 1, the model's direct children (a torchvision backbone with
+    an FPN as its body and its FPN); N, the modules N levels down; 0 measures no breakdown."""
+    price: Price | None = None
+    """Prices for Cost per Training (``{device_hour: "2.50 USD", kwh: "0.30 USD"}``); unset, the plugin's or the
+    service's default applies. It changes no measurement."""
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("not a device; allowed: auto, cpu, cuda, cuda:N")
+        kind, _, index = value.partition(":")
+        return f"{kind}:{int(index)}" if index else value  # cuda:00 is cuda:0
+
+    @field_validator("model_kwargs", mode="before")
+    @classmethod
+    def _model_kwargs(cls, value: Any) -> Any:
+        """One plain message per bad keyword, where the union of allowed types would give five."""
+        if not isinstance(value, Mapping):
+            return value
+        if len(value) > MAX_MODEL_KWARGS:
+            raise ValueError(f"{len(value)} keywords; at most {MAX_MODEL_KWARGS} are allowed")
+        allowed = "allowed: a finite number, a string, true/false, null or a list of those"
+        for key, item in value.items():
+            for scalar in item if isinstance(item, list) else [item]:
+                if isinstance(scalar, float) and not math.isfinite(scalar):
+                    raise ValueError(f"{brief(key)} is {scalar}, not a finite number; {allowed}")
+                if isinstance(scalar, str) and len(scalar) > MAX_TEXT:
+                    raise ValueError(f"{brief(key)} is a string of {len(scalar)} characters; at most {MAX_TEXT}")
+                if not isinstance(scalar, str | int | float | bool | None):
+                    raise ValueError(f"{brief(key)} is {brief(scalar)}; {allowed}")
+        return value
+
+    @field_validator("weights_path")
+    @classmethod
+    def _weights_path(cls, value: str | None) -> str | None:
+        if value is not None and "\x00" in value:
+            raise ValueError("a path cannot contain a NUL byte (\\x00); allowed: a file path")
+        return value
+
+    @field_validator("detection_load", mode="before")
+    @classmethod
+    def _detection_load(cls, value: Any, info: ValidationInfo) -> str | int:
+        allowed = (
+            f"allowed: 'max', a number of detections per image (1-{MAX_DETECTIONS_PER_IMAGE}), "
+            "or 'weights' with a weights_path"
+        )
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if value == "weights" and info.data.get("weights_path") is None:
+            raise ValueError(
+                "'weights' measures what the weights detect, but no weights_path is given (random weights "
+                f"detect an arbitrary number); {allowed}"
+            )
+        if value in ("max", "weights"):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_DETECTIONS_PER_IMAGE:
+            return value
+        raise ValueError(f"not a detection load; {allowed}")
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture(cls, value: str, info: ValidationInfo) -> str:
+        if value in TORCHVISION:
+            return value
+        context = info.context or {}
+        if is_custom_factory(value):
+            allowed = context.get("allowed_factories")
+            if allowed is None or value in allowed:
+                return value
+            raise ValueError(
+                f"custom factory '{value}' is not allowed here; allowed: "
+                f"{', '.join(TORCHVISION)}{', ' if allowed else ''}{', '.join(sorted(allowed))}"
+            )
+        raise ValueError(unknown_architecture_message(value))
+
+    @model_validator(mode="after")
+    def _task_matches_architecture(self) -> Scenario:
+        known = TORCHVISION.get(self.architecture)
+        if known is not None and known.task_type != self.task_type:
+            kind = "instance segmentation" if known.task_type == "instance" else "detection"
+            raise ValueError(
+                f"task_type '{self.task_type}' does not suit architecture '{self.architecture}': "
+                f"it is a {kind} model, so task_type must be '{known.task_type}'"
+            )
+        return self
+
+    @property
+    def num_batches(self) -> int:
+        return -(-self.dataset_size // self.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        return self.num_batches * self.epochs
+
+    def profile_fields(self) -> dict[str, Any]:
+        """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
+        prices them."""
+        return self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
+
+
+_PLAIN: dict[str, str] = {
+    "int_type": "expected a whole number",
+    "int_parsing": "expected a whole number",
+    "int_from_float": "expected a whole number",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected text",
+    "list_type": "expected a list",
+    "tuple_type": "expected a list",
+    "dict_type": "expected a mapping of names to values",
+    "model_type": "expected a mapping of settings",
+    "model_attributes_type": "expected a mapping of settings",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "string_too_long": "at most {max_length} characters are allowed",
+    "string_too_short": "must not be empty",
+    "literal_error": "allowed: {expected}",
+    "finite_number": "not a finite number; allowed: a finite number",
+    "missing": "required field is missing",
+}
+"""pydantic's error types in the words of a scenario file: YAML and JSON have no tuples or models."""
+
+_SHAPES: dict[str, str] = {"image_size": "expected [height, width], two whole numbers of pixels"}
+"""Fields whose every shape error is best answered by the shape they take."""
+
+
+def _wrong_shape(item: Any) -> str | None:
+    """The field whose shape is wrong (a tuple of the wrong length or type), if its shape has words."""
+    loc = item["loc"]
+    if not loc or loc[0] not in _SHAPES:
+        return None
+    if (len(loc) == 1 and item["type"] != "missing") or (item["type"] == "missing" and len(loc) == 2):
+        return str(loc[0])
+    return None
+
+
+def _plain(item: Any) -> str:
+    kind = item["type"]
+    shape = _wrong_shape(item)
+    if shape is not None:
+        return _SHAPES[shape]
+    template = _PLAIN.get(kind)
+    if template is None:
+        return item["msg"].removeprefix("Value error, ")
+    try:
+        return template.format(**item.get("ctx", {}))
+    except (KeyError, IndexError):
+        return item["msg"]
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """One line per problem: the field path, the bad value and what is allowed, in the user's terms."""
+    lines = []
+    for item in error.errors(include_url=False):
+        loc = _wrong_shape(item) or ".".join(str(part) for part in item["loc"]) or "scenario"
+        if len(loc) > ECHO_LIMIT:  # an unknown field's name is the user's, of any length
+            loc = loc[:ECHO_LIMIT] + "..."
+        message = _plain(item)
+        if item["type"] == "extra_forbidden":
+            allowed = ", ".join(Scenario.model_fields)
+            lines.append(f"{loc}: unknown field; allowed fields: {allowed}")
+        elif item["type"] == "missing":
+            lines.append(f"{loc}: {message}" + (f" (got {brief(item['input'])})" if _wrong_shape(item) else ""))
+        elif "input" in item and not isinstance(item["input"], dict):
+            lines.append(f"{loc}: {message} (got {brief(item['input'])})")
+        else:
+            lines.append(f"{loc}: {message}")
+    return lines
+
+
+class ScenarioError(ValueError):
+    """Invalid scenario input, already phrased for a person."""
+
+    def __init__(self, problems: list[str], where: str = "") -> None:
+        self.problems = problems
+        self.where = where
+        prefix = f"{where}: " if where else ""
+        super().__init__(prefix + "invalid scenario\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def parse_scenario(data: Any, where: str = "", context: dict[str, Any] | None = None) -> Scenario:
+    if isinstance(data, Scenario):
+        return data
+    try:
+        return Scenario.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise ScenarioError(describe_errors(exc), where) from None

@@ -1,0 +1,226 @@
+"""The run history read back (``history_store.py`` keeps it): a scenario's series and the window it is judged against.
+
+- a scenario's **series** of one metric on one environment, ordered as recorded, for ``mlestimate history``
+  and its search for steps (``steps.py``);
+- a **window** of the last N past runs on the same environment and scenario, which is a baseline as
+  ``--mlestimate-compare`` uses one (``regression.compare_runs`` judges), measured over many sessions instead
+  of one: its own spread shows the drift between sessions that a baseline's back-to-back runs cannot, so with
+  enough sessions no drift floor is assumed (``WINDOW_MIN_SESSIONS``).
+
+Importing this module loads neither torch nor the engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytest_mlestimate.core.errors import brief
+from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.verdicts.baseline import Comparison, comparable, device_kind
+from pytest_mlestimate.verdicts.history_store import HistoryError, canonical, opened, resolve_scenario
+from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run, compare_runs
+from pytest_mlestimate.verdicts.run_environment import fingerprint
+
+WINDOW_MIN_SESSIONS = 10
+"""Past sessions a window needs before its own spread is trusted for the noise between sessions. With fewer,
+timings are judged as against a saved baseline, never below ``regression.DRIFT_FLOOR``: a handful of sessions
+may all have met the machine in one mood."""
+
+
+# -- the series --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Point:
+    """One session's figure of a scenario's metric."""
+
+    run_id: int
+    commit: str | None
+    branch: str | None
+    recorded_at: str
+    value: float
+    measured: str | None
+    """``this run``, ``cache`` or ``shared with ...``, as the report said."""
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7] if self.commit else "-"
+
+
+@dataclass(frozen=True)
+class Series:
+    file: str
+    name: str
+    metric: Metric
+    environment: Mapping[str, Any]
+    points: tuple[Point, ...]
+    elsewhere: int = 0
+    """Sessions of the scenario on other environments, left out."""
+
+
+def metric_named(text: str) -> Metric:
+    """A metric by its snake-case name (``total_training_time``) or documented key (``Total Training Time``)."""
+    for metric in METRIC.values():
+        if text in (metric.name, metric.key) or text.lower() == metric.key.lower():
+            return metric
+    raise HistoryError(f"metric {brief(text)} is unknown; the metrics are: {', '.join(METRIC)}")
+
+
+def series(
+    path: Path, name: str, metric: str | Metric, file: str | None = None, environment: Mapping[str, Any] | None = None
+) -> Series:
+    """A scenario's figures of ``metric`` on one environment (by default the environment it was last recorded
+    on), ordered as recorded. ``name`` may be ``FILE::NAME``."""
+    chosen = metric if isinstance(metric, Metric) else metric_named(metric)
+    scenario = resolve_scenario(path, f"{file}::{name}" if file else name)
+    with opened(path) as connection:
+        rows = connection.execute(
+            "SELECT r.id, r.commit_sha, r.branch, r.recorded_at, s.fingerprint, s.environment, s.measured, f.value "
+            "FROM scenarios s JOIN runs r ON r.id = s.run_id "
+            "LEFT JOIN figures f ON f.scenario_id = s.id AND f.metric = ? "
+            "WHERE s.file = ? AND s.name = ? ORDER BY r.recorded_at, r.id",
+            (chosen.name, scenario.file, scenario.name),
+        ).fetchall()
+    wanted = fingerprint(environment) if environment is not None else rows[-1][4]
+    kept = [row for row in rows if row[4] == wanted]
+    points = tuple(
+        Point(run_id, commit, branch, recorded_at, value, measured)
+        for run_id, commit, branch, recorded_at, _, _, measured, value in kept
+        if value is not None
+    )
+    shown_environment = json.loads(kept[-1][5]) if kept else dict(environment or {})
+    return Series(scenario.file, scenario.name, chosen, shown_environment, points, len(rows) - len(kept))
+
+
+# -- the window --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """The past runs a new measurement is judged against."""
+
+    runs: tuple[Run, ...]
+    sessions: int
+    commits: tuple[str | None, ...] = ()
+    """The sessions' commits, oldest first."""
+    left_out: dict[str, int] = field(default_factory=dict)
+    """Sessions not used, by reason: another scenario definition, contended, the same measurement again."""
+
+
+def _figures_key(run: Run) -> tuple[tuple[str, float | None], ...]:
+    return tuple(sorted(run.metrics.items()))
+
+
+def _compared(scenario: Mapping[str, Any]) -> str:
+    return canonical(comparable(scenario))
+
+
+def window(
+    path: Path,
+    file: str,
+    name: str,
+    scenario: Mapping[str, Any],
+    environment: Mapping[str, Any],
+    size: int,
+    exclude: Sequence[Run] = (),
+) -> Window:
+    """The runs of the last ``size`` sessions of the scenario on ``environment`` whose scenario fields equal
+    ``scenario``. A run whose figures equal an earlier session's, or one of ``exclude`` (the new runs), is the same
+    measurement recalled from the cache: it is taken once, in the session that measured it, or not at all.
+    Contended runs are left out. A history not yet written is an empty window."""
+    if not path.exists():
+        return Window((), 0)
+    with opened(path) as connection:
+        rows = connection.execute(
+            "SELECT r.id, r.commit_sha, s.scenario, m.run FROM scenarios s JOIN runs r ON r.id = s.run_id "
+            "JOIN measurements m ON m.scenario_id = s.id "
+            "WHERE s.file = ? AND s.name = ? AND s.fingerprint = ? ORDER BY r.recorded_at DESC, r.id DESC, m.position",
+            (file, name, fingerprint(environment)),
+        ).fetchall()
+    wanted = _compared(dict(scenario))
+    new = {_figures_key(run) for run in exclude}
+    parsed = [
+        (run_id, commit, _compared(json.loads(fields)), Run.from_dict(json.loads(text)))
+        for run_id, commit, fields, text in rows
+    ]
+    oldest = {_figures_key(run): position for position, (*_, run) in enumerate(parsed)}  # rows run newest first
+    taken: dict[int, list[Run]] = {}
+    commits: dict[int, str | None] = {}
+    left_out: dict[str, int] = {}
+    for position, (run_id, commit, fields, run) in enumerate(parsed):
+        if run_id not in taken and len(taken) >= size:
+            break
+        key = _figures_key(run)
+        if fields != wanted:
+            reason: str | None = "the scenario was defined differently"
+        elif run.contended:
+            reason = "contended"
+        elif key in new or oldest[key] != position:
+            reason = "the same measurement again (cache)"
+        else:
+            reason = None
+        if reason:
+            left_out[reason] = left_out.get(reason, 0) + 1
+            continue
+        taken.setdefault(run_id, []).append(run)
+        commits[run_id] = commit
+    order = sorted(taken)
+    return Window(
+        tuple(run for run_id in order for run in taken[run_id]), len(order), tuple(commits[i] for i in order), left_out
+    )
+
+
+def window_floor(sessions: int, device_kind: str) -> float:
+    """The least spread between runs assumed for timings against a window of ``sessions`` past sessions: none
+    once the window is wide enough to show the drift between sessions itself, else ``DRIFT_FLOOR``."""
+    return 0.0 if sessions >= WINDOW_MIN_SESSIONS else DRIFT_FLOOR[device_kind]
+
+
+def compare_window(
+    past: Window, runs: Sequence[Run], tolerances: Mapping[str, float], kind: str, path: Path
+) -> Comparison:
+    """The regression checks of ``runs`` against the window's runs: ``regression.compare_runs``, the window's runs
+    as the baseline's."""
+    result = Comparison(path)
+    if not past.runs:
+        result.missing = True
+        result.warnings.append(f"baseline not compared: history {path} holds no earlier run of this scenario here")
+        return result
+    floor = window_floor(past.sessions, kind)
+    result.changes = compare_runs(past.runs, runs, tolerances, floor=floor)
+    result.baseline_runs = past.runs
+    if floor:
+        result.warnings.append(
+            f"baseline window of history {path} holds {past.sessions} session(s), fewer than {WINDOW_MIN_SESSIONS}: "
+            f"timings are judged with the assumed {floor:.0%} drift between runs, as against a saved baseline"
+        )
+    if runs and all(run.contended for run in runs):
+        result.warnings.append("baseline timings not judged: every measurement of this run was contended")
+    return result
+
+
+def judge_window(
+    path: Path,
+    file: str,
+    name: str,
+    scenario: Mapping[str, Any],
+    environment: Mapping[str, Any],
+    runs: list[Run],
+    tolerances: Mapping[str, float],
+    size: int,
+    measure_again: Callable[[], Run] | None = None,
+) -> tuple[Comparison, Window]:
+    """Judge a scenario's new ``runs`` against the last ``size`` sessions of the history, as the plugin judges
+    against a saved baseline: a suspected timing regression judged on one run is measured once more
+    (``measure_again``, appended to ``runs``) before the verdict."""
+    past = window(path, file, name, scenario, environment, size, exclude=runs)
+    kind = device_kind(environment)
+    comparison = compare_window(past, runs, tolerances, kind, path)
+    if measure_again is not None and len(runs) < 2 and comparison.wants_another_run(runs):
+        runs.append(measure_again())
+        comparison = compare_window(past, runs, tolerances, kind, path)
+    return comparison, past
