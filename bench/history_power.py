@@ -204,8 +204,9 @@ def _judged(compare: Any, new: list[Run], again: Any) -> bool:
 
 def verdicts(seed: int, noise: Noise, slowdown: float, window_size: int = 30) -> tuple[bool, bool]:
     """(failed against one saved baseline, failed against the window) of one new session, on the same draws."""
-    from pytest_mlestimate.verdicts.baseline import Measured, compare_measured, device_kind
+    from pytest_mlestimate.verdicts.baseline import Measured, compare_measured
     from pytest_mlestimate.verdicts.history import Window, compare_window
+    from pytest_mlestimate.verdicts.run_environment import device_kind
 
     rng = random.Random(seed)
     env = environment(noise)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from pytest_mlestimate.commands.capacity import add_parser as add_capacity_parser
 from pytest_mlestimate.commands.history import add_parser as add_history_parser
 from pytest_mlestimate.commands.merge import add_parser as add_merge_parser
+from pytest_mlestimate.core.errors import clip
 
 if TYPE_CHECKING:
     from pytest_mlestimate.service.settings import ServiceSettings
@@ -206,19 +207,28 @@ def compare_command(args: argparse.Namespace) -> int:
 
 
 def html_command(args: argparse.Namespace) -> int:
-    import json
-
+    from pytest_mlestimate.core.files import same_file
     from pytest_mlestimate.reports.html import MissingExtraError, write_html
+    from pytest_mlestimate.reports.json_report import ReportError
 
     output = args.output or args.report.with_suffix(".html")
+    if same_file(output, args.report):
+        print(f"mlestimate html: {output} is the report it reads: give another -o path", file=sys.stderr)
+        return 2
     try:
-        document = json.loads(args.report.read_text(encoding="utf-8"))
-        write_html(document, output)
-    except MissingExtraError as exc:
+        write_html(args.report, output)
+    except (MissingExtraError, ReportError) as exc:
         print(f"mlestimate html: {exc}", file=sys.stderr)
         return 2
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # json.JSONDecodeError is a ValueError
-        print(f"mlestimate html: {args.report}: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"mlestimate html: {output} cannot be written ({exc.strerror or exc})", file=sys.stderr)
+        return 2
+    except (TypeError, KeyError, AttributeError, ValueError) as exc:  # a record of the wrong shape
+        print(
+            f"mlestimate html: {args.report} is not a report this version can draw "
+            f"({type(exc).__name__}: {clip(str(exc), 200)})",
+            file=sys.stderr,
+        )
         return 2
     print(f"report written: {output}")
     return 0

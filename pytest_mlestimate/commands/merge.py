@@ -86,7 +86,8 @@ def write_merged_json(path: Path, shards: Sequence[tuple[Path, dict[str, Any]]],
     """The JSON report, by the plugin's writer: its environment is the first measured scenario's, as in one run.
     When no shard measured anything, the environment is the first shard's, not this machine's (merging runs on
     another machine than the shards)."""
-    from pytest_mlestimate.reports.json_report import build_document, write_atomically, write_json
+    from pytest_mlestimate.core.files import write_atomically
+    from pytest_mlestimate.reports.json_report import build_document, write_json
 
     if any((record.get("details") or {}).get("environment") for record in records):
         write_json(path, records)
@@ -97,16 +98,14 @@ def write_merged_json(path: Path, shards: Sequence[tuple[Path, dict[str, Any]]],
 
 def environments_differ(shards: Sequence[tuple[Path, dict[str, Any]]]) -> list[str]:
     """Lines naming the fingerprint keys on which the shards' machines differ."""
-    from pytest_mlestimate.verdicts.baseline import FINGERPRINT_KEYS
+    from pytest_mlestimate.verdicts.run_environment import differences
 
     first_path, first = shards[0]
-    found = []
-    for path, document in shards[1:]:
-        for key in FINGERPRINT_KEYS:
-            one, other = (first.get("environment") or {}).get(key), (document.get("environment") or {}).get(key)
-            if one != other:
-                found.append(f"{key}: {brief(one)} ({first_path}) but {brief(other)} ({path})")
-    return found
+    return [
+        f"{key}: {brief(one)} ({first_path}) but {brief(other)} ({path})"
+        for path, document in shards[1:]
+        for key, one, other in differences(first.get("environment") or {}, document.get("environment") or {})
+    ]
 
 
 def tally(records: Sequence[dict[str, Any]]) -> str:
@@ -128,6 +127,12 @@ def merge_command(args: argparse.Namespace) -> int:
 
     if not (args.json or args.junitxml or args.markdown or args.github_summary):
         return refuse("nothing to write: give --json, --junitxml, --markdown or --github-summary")
+    from pytest_mlestimate.core.files import same_file
+
+    for output in (args.json, args.junitxml, args.markdown):
+        reads = next((shard for shard in args.shards if output and same_file(output, shard)), None)
+        if reads is not None:
+            return refuse(f"{output} is a shard report it reads: give another output path")
     if args.expect is not None and len(args.shards) != args.expect:
         given = ", ".join(map(str, args.shards))
         return refuse(f"{len(args.shards)} shard reports given ({given}), {args.expect} expected: a shard wrote none")

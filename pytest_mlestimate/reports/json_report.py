@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from pytest_mlestimate.core.files import InputFileError, read_text_bounded, write_atomically
 
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "report.schema.json"
@@ -22,10 +23,10 @@ def read_report(path: Path, wanted: str) -> dict[str, Any]:
     from pytest_mlestimate.core.errors import brief
 
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ReportError(f"{path} cannot be read ({exc.strerror or exc}): give {wanted}") from None
-    except ValueError as exc:  # not JSON, or not UTF-8
+        document = json.loads(read_text_bounded(path))
+    except InputFileError as exc:
+        raise ReportError(f"{exc}: give {wanted}") from None
+    except ValueError as exc:  # not JSON
         raise ReportError(f"{path} is not JSON ({exc}): give {wanted}") from None
     if isinstance(document, dict) and "format" in document and "runs" in document:
         raise ReportError(
@@ -55,14 +56,6 @@ def environment_of(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def build_document(records: list[dict[str, Any]]) -> dict[str, Any]:
     return {"schema_version": SCHEMA_VERSION, "environment": environment_of(records), "scenarios": records}
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a reader (or an interrupted run) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def write_json(path: Path, records: list[dict[str, Any]]) -> None:

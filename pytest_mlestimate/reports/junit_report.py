@@ -9,7 +9,8 @@ from typing import Any
 
 from junit_xml import TestCase, TestSuite, to_xml_report_string
 
-from pytest_mlestimate.reports.json_report import environment_of, write_atomically
+from pytest_mlestimate.core.files import write_atomically
+from pytest_mlestimate.reports.json_report import environment_of
 from pytest_mlestimate.verdicts.budgets import Check
 from pytest_mlestimate.verdicts.explain import Explanation
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pytest_mlestimate.core.files import write_atomically
 from pytest_mlestimate.core.units import format_quantity
-from pytest_mlestimate.reports.json_report import write_atomically
 from pytest_mlestimate.verdicts.budgets import Check, lower_is_worse
 from pytest_mlestimate.verdicts.explain import Explanation
 

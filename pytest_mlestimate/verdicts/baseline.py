@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.errors import brief
+from pytest_mlestimate.core.files import write_atomically
 from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.verdicts.budgets import Check
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Change, Run, compare_runs
+from pytest_mlestimate.verdicts.run_environment import described_differences, device_kind
 
 BASELINE_FORMAT = 2
 """Format 2 files saved before runs kept their figures per module read as they did: their runs have no
 ``breakdown``, so a failure against them names the largest modules instead of those that grew."""
-FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
 NOT_COMPARED = frozenset({"breakdown_depth"})
 """Scenario fields that change no documented figure (how deep the breakdown looks): two measurements that differ
 only in them compare, and a baseline saved before such a field existed still does."""
@@ -70,9 +70,7 @@ def save_baseline(
         "environment": dict(environment),
         "runs": [run.to_dict() for run in runs],
     }
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -223,18 +221,13 @@ class Comparison:
         return [c for c in self.changes if c.suspect and METRIC[c.metric].noise == "timing"]
 
 
-def device_kind(environment: Mapping[str, Any]) -> str:
-    """``cuda`` or ``cpu``: which drift floor an environment's timings are judged with."""
-    return "cuda" if is_gpu(environment.get("device") or "") else "cpu"
-
-
 def comparable(scenario: Mapping[str, Any]) -> dict[str, Any]:
     """The scenario fields that decide whether two measurements compare."""
     return {key: value for key, value in scenario.items() if key not in NOT_COMPARED}
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any], keys: tuple[str, ...] | None = None) -> list[str]:
-    names = keys or tuple(sorted(set(old) | set(new)))
+def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    names = sorted(set(old) | set(new))
     return [f"{k} {brief(old.get(k))} -> {brief(new.get(k))}" for k in names if old.get(k) != new.get(k)]
 
 
@@ -262,7 +255,7 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     """The one comparison of two sets of runs, for the plugin and ``mlestimate compare`` alike: only on the
     same environment and scenario, then ``regression.compare_runs``."""
     result = Comparison(path)
-    changed_env = _differences(old.environment, new.environment, FINGERPRINT_KEYS)
+    changed_env = described_differences(old.environment, new.environment)
     if changed_env:
         result.warnings.append(f"baseline not compared: the environment differs ({'; '.join(changed_env)})")
         return result

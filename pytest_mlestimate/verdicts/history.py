@@ -20,10 +20,10 @@ from typing import Any
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.verdicts.baseline import Comparison, comparable, device_kind
+from pytest_mlestimate.verdicts.baseline import Comparison, comparable
 from pytest_mlestimate.verdicts.history_store import HistoryError, canonical, opened, resolve_scenario
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run, compare_runs
-from pytest_mlestimate.verdicts.run_environment import fingerprint
+from pytest_mlestimate.verdicts.run_environment import device_kind, fingerprint
 
 WINDOW_MIN_SESSIONS = 10
 """Past sessions a window needs before its own spread is trusted for the noise between sessions. With fewer,

@@ -1,5 +1,5 @@
-"""The environment a run was measured on: the fingerprint that tells comparable environments apart, and the
-machine as shown."""
+"""Which environments' measurements compare: the fingerprint that tells them apart (for baselines, the run
+history and merged shards alike), the drift floor's device kind, and the machine as shown."""
 
 from __future__ import annotations
 
@@ -7,12 +7,30 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pytest_mlestimate.verdicts.baseline import FINGERPRINT_KEYS, device_kind
+from pytest_mlestimate.core.devices import is_gpu
+from pytest_mlestimate.core.errors import brief
+
+FINGERPRINT_KEYS = ("gpu", "driver", "cuda", "torch", "torchvision", "cpu", "cpus", "threads")
+"""What an environment must share with another for their timings to compare."""
 
 
 def fingerprint(environment: Mapping[str, Any]) -> str:
-    """What makes two environments comparable (``baseline.FINGERPRINT_KEYS``), as one canonical string."""
+    """The fingerprint as one canonical string: equal strings, comparable environments."""
     return json.dumps({key: environment.get(key) for key in FINGERPRINT_KEYS}, sort_keys=True)
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for each fingerprint key on which two environments differ."""
+    return [(key, old.get(key), new.get(key)) for key in FINGERPRINT_KEYS if old.get(key) != new.get(key)]
+
+
+def described_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    return [f"{key} {brief(before)} -> {brief(after)}" for key, before, after in differences(old, new)]
+
+
+def device_kind(environment: Mapping[str, Any]) -> str:
+    """``cuda`` or ``cpu``: which drift floor an environment's timings are judged with."""
+    return "cuda" if is_gpu(environment.get("device") or "") else "cpu"
 
 
 def machine_of(environment: Mapping[str, Any]) -> str:

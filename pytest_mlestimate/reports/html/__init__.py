@@ -6,7 +6,6 @@ API are thin ways in. ``mermaid`` draws the GitHub job summary's charts, which n
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ __all__ = ["INSTALL_HINT", "MissingExtraError", "render_html", "require_matplotl
 
 def write_html(report: Mapping[str, Any] | Path, path: Path) -> None:
     """Render ``report`` (a document, or the path of a JSON report) and write it atomically to ``path``."""
-    from pytest_mlestimate.reports.json_report import write_atomically
+    from pytest_mlestimate.core.files import write_atomically
+    from pytest_mlestimate.reports.json_report import read_report
 
-    document = json.loads(Path(report).read_text(encoding="utf-8")) if isinstance(report, Path) else report
+    document = read_report(report, "a JSON report written by --mlestimate-json") if isinstance(report, Path) else report
     write_atomically(path, render_html(document))

@@ -1,0 +1,74 @@
+"""Reading and writing the files a user names: reports, baselines, scenario tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+MAX_INPUT_BYTES = 256 * 2**20
+"""The most a report, baseline or table file is read: a 2,000-scenario JSON report is about 30 MB."""
+
+
+class InputFileError(ValueError):
+    """A file that cannot be read as input; the message names the path and why."""
+
+
+def read_text_bounded(path: Path, limit: int | None = None) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes. A device, a pipe or a folder is refused before
+    it is read: ``/dev/zero`` would otherwise grow a reader by gigabytes a second."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    try:
+        with path.open("rb") as handle:
+            found = os.fstat(handle.fileno())
+            if not stat.S_ISREG(found.st_mode):
+                raise InputFileError(f"{path} is not a regular file")
+            if found.st_size > limit:
+                raise InputFileError(f"{path} is {found.st_size:,} bytes; at most {limit:,} are read")
+            data = handle.read(limit + 1)
+    except IsADirectoryError:
+        raise InputFileError(f"{path} is a folder, not a file") from None
+    except OSError as exc:
+        raise InputFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise InputFileError(f"{path} grew past {limit:,} bytes while it was read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file (through links too), so that an output would overwrite its input."""
+    try:
+        return one.resolve() == other.resolve() or (one.exists() and other.exists() and one.samefile(other))
+    except OSError:
+        return False
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (Linux); the common 022 elsewhere."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    return 0o022
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write beside the target and rename, so a reader (or an interrupted run) never sees half a file. The
+    temporary file is created exclusively under a name nobody can predict: a link planted beside the target is
+    never written through."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(descriptor, 0o666 & ~_umask())  # what an ordinary write would have made, not mkstemp's 0600
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
