@@ -7,8 +7,10 @@ The result, budgets, baselines, reports, the JSON Schema test and the terminal t
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Unit = Literal["bytes", "seconds", "percent", "count", "joules", "money"]
 Noise = Literal["timing", "peak"]
@@ -39,6 +41,32 @@ class Metric:
 
     def path_for(self, batch_size: int) -> tuple[str, ...]:
         return tuple(part.format(batch_size=batch_size) for part in self.path)
+
+    def read(self, record: Mapping[str, Any]) -> float | None:
+        """The figure a report record (or ``Estimate.to_dict()``) shows for this metric: a finite number, else
+        None (a report may hold null, a string or NaN where a figure was not read). A key that names the batch
+        size is found from the record's scenario, or, where that is unknown, whichever batch the record holds."""
+        scenario = record.get("scenario")
+        batch = scenario.get("batch_size") if isinstance(scenario, Mapping) else None
+        known = isinstance(batch, int) and not isinstance(batch, bool)
+        found: Any = record
+        for part in self.path_for(batch) if known else self.path:
+            found = found.get(part) if isinstance(found, Mapping) else None
+        if found is None and not known and "{batch_size}" in self.path[-1]:
+            section = _at(record, self.path[:-1])
+            prefix = self.path[-1].partition("{batch_size}")[0]
+            if isinstance(section, Mapping):
+                found = next((v for k, v in section.items() if isinstance(k, str) and k.startswith(prefix)), None)
+        if isinstance(found, bool) or not isinstance(found, int | float) or not math.isfinite(found):
+            return None
+        return float(found)
+
+
+def _at(record: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    found: Any = record
+    for part in path:
+        found = found.get(part) if isinstance(found, Mapping) else None
+    return found
 
 
 TIME_TOLERANCE = 0.02

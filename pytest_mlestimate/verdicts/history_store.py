@@ -14,7 +14,6 @@ torch nor the engine.
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.core.errors import brief
-from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.run_environment import fingerprint
 
@@ -87,20 +86,6 @@ class HistoryError(ValueError):
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
-
-
-def figure_of(record: Mapping[str, Any], metric: Metric) -> float | None:
-    """The documented figure a report record shows for ``metric``; None where it has none."""
-    scenario = record.get("scenario") or {}
-    batch = scenario.get("batch_size") if isinstance(scenario, Mapping) else None
-    found: Any = record
-    for part in metric.path_for(batch) if isinstance(batch, int) else metric.path:
-        if not isinstance(found, Mapping):
-            return None
-        found = found.get(part)
-    if isinstance(found, bool) or not isinstance(found, int | float) or not math.isfinite(found):
-        return None
-    return float(found)
 
 
 # -- the file ----------------------------------------------------------------------------------------------
@@ -315,9 +300,7 @@ def _insert_scenario(
         ),
     ).lastrowid
     figures = [
-        (scenario_id, name, value)
-        for name, metric in METRIC.items()
-        if (value := figure_of(record, metric)) is not None
+        (scenario_id, name, value) for name, metric in METRIC.items() if (value := metric.read(record)) is not None
     ]
     connection.executemany("INSERT INTO figures VALUES (?, ?, ?)", figures)
     runs = [Run.from_dict(run).to_dict() for run in record["runs"]]

@@ -72,15 +72,7 @@ def outcome(record: dict[str, Any]) -> str:
 
 
 def metric_value(record: dict[str, Any], name: str) -> float | None:
-    metric = METRIC[name]
-    batch = dig(record, "scenario", "batch_size")
-    path = metric.path_for(batch) if isinstance(batch, int) else metric.path
-    value = number(dig(record, *path))
-    if value is None and name == "inference_batch":  # the key names the batch size: take whichever is there
-        section = record.get("inference_time")
-        if isinstance(section, dict):
-            value = next((number(v) for k, v in section.items() if k.startswith("Batch of ")), None)
-    return value
+    return METRIC[name].read(record)
 
 
 def shown(record: dict[str, Any], name: str) -> str:
