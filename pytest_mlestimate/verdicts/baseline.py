@@ -11,6 +11,7 @@ warning that says what differs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.files import write_atomically
@@ -32,6 +34,8 @@ BASELINE_FORMAT = 2
 NOT_COMPARED = frozenset({"breakdown_depth"})
 """Scenario fields that change no documented figure (how deep the breakdown looks): two measurements that differ
 only in them compare, and a baseline saved before such a field existed still does."""
+MAX_FILE_NAME = 200
+"""Characters of a baseline file's name before ``.json``: file systems allow 255 bytes."""
 PROJECT_MARKERS = (".git", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", "setup.py")
 
 
@@ -46,10 +50,29 @@ def anchored(scenario_file: Path) -> str:
 
 
 def baseline_path(root: Path, file: str, name: str) -> Path:
-    """``scenarios/gpu.yaml`` + ``frcnn-b4`` -> ``ROOT/scenarios/gpu/frcnn-b4.json``."""
-    stem = Path(file).with_suffix("")
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    return root / stem / f"{safe}.json"
+    """``scenarios/gpu.yaml`` + ``frcnn-b4`` -> ``ROOT/scenarios/gpu/frcnn-b4.json``. Other characters than
+    ``[A-Za-z0-9._~-]`` are percent-encoded (``frcnn b4`` -> ``frcnn%20b4.json``), so that two names never share
+    a file; a name that encodes past ``MAX_FILE_NAME`` keeps its start and a hash of the whole."""
+    encoded = quote(name, safe="", errors="surrogatepass")
+    if len(encoded) > MAX_FILE_NAME:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        head = encoded[: MAX_FILE_NAME - 17]
+        partial = head.rfind("%", len(head) - 2)  # not half an escape
+        encoded = f"{head[:partial] if partial != -1 else head}-{digest}"
+    return root / Path(file).with_suffix("") / f"{encoded}.json"
+
+
+def _saved_path(root: Path, file: str, name: str) -> Path:
+    """Where this scenario's baseline is: its own file, or one saved before names were encoded (other characters
+    were ``_``), if that file holds this very name."""
+    path = baseline_path(root, file, name)
+    legacy = root / Path(file).with_suffix("") / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".json")
+    if path.exists() or legacy == path or not legacy.exists():
+        return path
+    try:
+        return legacy if read_baseline(legacy).name == name else path
+    except BaselineError:
+        return path
 
 
 def baseline_key(file: str, name: str) -> str:
@@ -241,7 +264,7 @@ def compare(
     tolerances: Mapping[str, float],
 ) -> Comparison:
     """Regression checks of the new ``runs`` against the scenario's baseline under ``root``."""
-    path = baseline_path(root, file, name)
+    path = _saved_path(root, file, name)
     try:
         saved = read_baseline(path)
     except FileNotFoundError:

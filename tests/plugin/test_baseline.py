@@ -58,7 +58,7 @@ def outcome(comparison: Any) -> dict[str, bool | None]:
 
 def test_baseline_is_one_readable_file_per_scenario_with_every_run(root: Path) -> None:
     path = baseline_path(root, "scenarios/gpu.yaml", "frcnn b4")
-    assert path == root / "scenarios" / "gpu" / "frcnn_b4.json"
+    assert path == root / "scenarios" / "gpu" / "frcnn%20b4.json"
     stored = json.loads(path.read_text())
     assert len(stored["runs"]) == 5 and len(stored["runs"][0]["samples"]["forward_pass"]) == 6
 
@@ -214,3 +214,20 @@ def test_a_baseline_saved_before_the_breakdown_existed_still_compares(
     assert compared.ret in (0, 1), compared.stdout.str()
     assert not [w for w in record["warnings"] if w.startswith("baseline not compared")], record["warnings"]
     assert any(check["kind"] == "regression" for check in record["budgets"])
+
+
+def test_names_that_differ_only_in_other_characters_keep_a_baseline_each(tmp_path: Path) -> None:
+    spaced = save_baseline(tmp_path, "s.yaml", "x y", SCENARIO, ENV, BASE)
+    joined = save_baseline(tmp_path, "s.yaml", "x_y", SCENARIO, ENV, [run(2.0)])
+    assert spaced != joined and {spaced.name, joined.name} == {"x%20y.json", "x_y.json"}
+    assert outcome(compare(tmp_path, "s.yaml", "x y", SCENARIO, ENV, [run()], {}))["forward_pass"]
+    assert not compare(tmp_path, "s.yaml", "x_y", SCENARIO, ENV, [run()], {}).missing
+    long = baseline_path(tmp_path, "s.yaml", "é" * 150)
+    assert len(long.name) <= 205 and long != baseline_path(tmp_path, "s.yaml", "é" * 151)
+
+
+def test_a_baseline_saved_before_names_were_encoded_is_still_found(tmp_path: Path) -> None:
+    saved = save_baseline(tmp_path, "s.yaml", "frcnn b4", SCENARIO, ENV, BASE)
+    saved.rename(saved.with_name("frcnn_b4.json"))  # where earlier versions saved it
+    assert not compare(tmp_path, "s.yaml", "frcnn b4", SCENARIO, ENV, [run()], {}).missing
+    assert compare(tmp_path, "s.yaml", "frcnn?b4", SCENARIO, ENV, [run()], {}).missing  # not another name's
