@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pytest_mlestimate.commands.arguments import timeout_argument
+
 
 def add_parser(commands: Any) -> None:
     capacity = commands.add_parser(
@@ -28,7 +30,7 @@ def add_parser(commands: Any) -> None:
     capacity.add_argument("--no-search", action="store_true", help="fit and predict only; no largest-batch search")
     capacity.add_argument("--json", action="store_true", help="print JSON instead of the table")
     capacity.add_argument("--no-cache", action="store_true", help="measure every profile again and keep nothing")
-    capacity.add_argument("--timeout", type=float, help="seconds before one profile is stopped")
+    capacity.add_argument("--timeout", type=timeout_argument, help="seconds before one profile is stopped")
     capacity.set_defaults(run=capacity_command)
 
 

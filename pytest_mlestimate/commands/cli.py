@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pytest_mlestimate.commands.arguments import timeout_argument
 from pytest_mlestimate.commands.capacity import add_parser as add_capacity_parser
 from pytest_mlestimate.commands.history import add_parser as add_history_parser
 from pytest_mlestimate.commands.merge import add_parser as add_merge_parser
@@ -49,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--queue-size", type=int, help="profiles that may wait per device (MLESTIMATE_QUEUE_SIZE)")
     serve.add_argument(
-        "--profile-timeout", type=float, help="seconds before a profile is stopped (MLESTIMATE_PROFILE_TIMEOUT)"
+        "--profile-timeout",
+        type=timeout_argument,
+        help="seconds before a profile is stopped (MLESTIMATE_PROFILE_TIMEOUT)",
     )
     serve.add_argument("--max-batch-size", type=int, help="largest batch_size accepted (MLESTIMATE_MAX_BATCH_SIZE)")
     serve.add_argument("--max-image-side", type=int, help="largest image side accepted (MLESTIMATE_MAX_IMAGE_SIDE)")

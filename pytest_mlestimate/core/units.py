@@ -138,3 +138,19 @@ def format_quantity(value: float | None, dimension: str) -> str:
 def parse_fraction(text: object) -> float:
     """A tolerance such as ``"10 %"`` -> 0.1."""
     return parse_quantity(text, "percent") / 100.0
+
+
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+"""The longest timeout taken (a week): past it a timer's deadline overflows the system's clocks."""
+
+
+def parse_timeout(text: object) -> float:
+    """A timeout in seconds: a finite number above 0 and at most ``MAX_TIMEOUT_S``; ``UnitError`` else."""
+    allowed = f"allowed: seconds above 0 and at most {MAX_TIMEOUT_S:,.0f} (a week)"
+    try:
+        value = float(text) if not isinstance(text, bool) else math.nan  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT_S):
+        raise UnitError(f"{brief(text)} is not a timeout; {allowed}")
+    return value

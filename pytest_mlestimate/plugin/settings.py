@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.pricing import PriceError, price_from
+from pytest_mlestimate.core.units import UnitError, parse_timeout
 from pytest_mlestimate.verdicts.baseline import parse_tolerances
 from pytest_mlestimate.verdicts.budgets import BudgetError, parse_assignments, parse_budgets
 from pytest_mlestimate.verdicts.settings import Settings
@@ -25,11 +25,9 @@ def settings_from_config(config: pytest.Config) -> Settings:
         raise pytest.UsageError("pytest-mlestimate: " + "; ".join(exc.problems)) from None
     timeout_text = option.mlestimate_timeout or config.getini("mlestimate_timeout")
     try:
-        timeout = float(timeout_text) if timeout_text else None
-    except ValueError:
-        timeout = math.nan
-    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
-        raise pytest.UsageError(f"pytest-mlestimate: timeout {brief(timeout_text)} is not a positive number of seconds")
+        timeout = parse_timeout(timeout_text) if timeout_text else None
+    except UnitError as exc:
+        raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-timeout / mlestimate_timeout: {exc}") from None
     try:
         price = price_from(
             config.getini("mlestimate_price_per_device_hour"),

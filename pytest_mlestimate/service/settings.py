@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.core.pricing import Price, PriceError, price_from
+from pytest_mlestimate.core.units import UnitError, parse_timeout
 from pytest_mlestimate.scenarios.architectures import is_custom_factory
 from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
@@ -119,8 +120,10 @@ class ServiceSettings:
                 problems.append(f"{name} {value} is out of range; allowed: 1 to {highest}")
         if self.queue_size < 0:
             problems.append(f"queue_size {self.queue_size} is negative")
-        if self.profile_timeout <= 0:
-            problems.append(f"profile_timeout {self.profile_timeout:g} must be positive (seconds)")
+        try:
+            parse_timeout(self.profile_timeout)
+        except UnitError as exc:
+            problems.append(f"profile_timeout: {exc}")
         if self.profile_cpus and not hasattr(os, "sched_getaffinity"):
             problems.append("profile_cpus needs an operating system with CPU affinity (Linux)")
         elif self.profile_cpus:
