@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_mlestimate.core.errors import printable
 from pytest_mlestimate.core.metrics import Metric
 from pytest_mlestimate.core.units import UnitError, format_quantity, parse_fraction
 from pytest_mlestimate.reports.benchmark_action import benchmark_action
@@ -199,7 +200,7 @@ def as_dict(found: Series, steps: Steps) -> dict[str, Any]:
 
 def history_command(args: argparse.Namespace) -> int:
     def refuse(message: str) -> int:
-        print(f"mlestimate history: {message}", file=sys.stderr)
+        print(f"mlestimate history: {printable(message)}", file=sys.stderr)
         return 2
 
     if args.last < 1:
@@ -232,7 +233,8 @@ def history_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         return refuse(f"{args.export_benchmark_action}: cannot be written ({exc.strerror or exc})")
     if args.json:
-        print(json.dumps([as_dict(found, steps) for found, steps in answers], indent=2))
+        print(json.dumps([as_dict(found, steps) for found, steps in answers], indent=2))  # JSON escapes them
     else:
-        print("\n\n".join(render(found, steps, args.last) for found, steps in answers))
+        # a history's commits, branches and names are anyone's text: no escape sequence reaches the terminal
+        print(printable("\n\n".join(render(found, steps, args.last) for found, steps in answers), keep_newlines=True))
     return 0

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC
@@ -166,9 +167,23 @@ def _connect(path: Path, create: bool) -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise HistoryError(f"history {path}: its folder cannot be created ({exc.strerror or exc})") from None
-    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # reading only: a history on a read-only mount or in another user's folder reads all the same
+    connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None) if create else _read_only(path)
     connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     connection.execute("PRAGMA foreign_keys = ON")
+    return connection
+
+
+def _read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write. ``mode=ro`` still needs the WAL's shared-memory file, which a read-only
+    folder cannot hold: there the file is opened as immutable (no other process may write it meanwhile)."""
+    uri = "file:" + quote(str(path.resolve()))
+    connection = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        connection.close()
+        connection = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
     return connection
 
 
@@ -200,7 +215,8 @@ def opened(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
             if not create:
                 raise HistoryError(f"history {path} is empty: record runs with --mlestimate-history {path}")
             _retrying(lambda: _create(connection, path))
-        _retrying(lambda: connection.execute("PRAGMA journal_mode = WAL"))
+        if create:
+            _retrying(lambda: connection.execute("PRAGMA journal_mode = WAL"))
         yield connection
     except sqlite3.Error as exc:
         raise _problem(path, exc) from None
@@ -345,8 +361,8 @@ def resolve_scenario(path: Path, name: str | None) -> ScenarioSummary:
         if len(known) == 1:
             return known[0]
         raise HistoryError(f"history {path} holds {len(known)} scenarios: choose one with --scenario ({_names(known)})")
-    file, _, bare = name.rpartition("::")
-    found = [s for s in known if s.name == bare and (not file or s.file == file)]
+    # FILE::NAME first, then the bare name: either may hold "::" itself
+    found = [s for s in known if name == f"{s.file}::{s.name}"] or [s for s in known if s.name == name]
     if len(found) == 1:
         return found[0]
     if found:

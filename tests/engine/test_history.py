@@ -340,3 +340,38 @@ def test_export_writes_the_latest_figures_for_github_action_benchmark_split_by_d
         "scenarios/cpu.yaml::tiny - Peak GPU Utilization"
     ]
     assert all(set(entry) <= {"name", "unit", "value", "range", "extra"} for entry in entries.values())
+
+
+def test_reading_a_history_opens_it_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    env = environment(REGIMES["cpu"])
+    commit, runs = sessions(3, REGIMES["cpu"], count=1)[0]
+    record_report(path, report_of([record_of(runs, **env)], env), commit, "main")
+    with pytest.raises(HistoryError), history_store.opened(path) as connection:  # what mlestimate history opens
+        connection.execute("DELETE FROM runs")
+    assert scenarios(path)[0].sessions == 1
+
+
+def test_a_scenario_whose_name_holds_two_colons_is_named_bare_or_with_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    env = environment(REGIMES["cpu"])
+    commit, runs = sessions(4, REGIMES["cpu"], count=1)[0]
+    record_report(path, report_of([record_of(runs, name="suite::frcnn", file="f.yaml", **env)], env), commit, "main")
+    assert history_store.resolve_scenario(path, "suite::frcnn").name == "suite::frcnn"
+    assert history_store.resolve_scenario(path, "f.yaml::suite::frcnn").file == "f.yaml"
+    with pytest.raises(HistoryError, match="has no scenario"):
+        history_store.resolve_scenario(path, "frcnn")
+
+
+def test_a_history_cannot_write_escape_sequences_to_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "history.sqlite3"
+    env = environment(REGIMES["cpu"])
+    for index, (_, runs) in enumerate(sessions(5, REGIMES["cpu"], count=3)):
+        crafted = f"{index:07x}\x1b[2J\x1b]0;owned\x07"
+        record_report(path, report_of([record_of(runs, name="tiny\x1b[31m", **env)], env), crafted, "main\x1b[0m")
+    assert main(["history", str(path), "--metric", "total_training_time"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "main\\x1b[0m" in out and "tiny\\x1b[31m" in out  # shown, escaped
