@@ -143,14 +143,16 @@ def window(
         ).fetchall()
     wanted = _compared(dict(scenario))
     new = {_figures_key(run) for run in exclude}
-    parsed = [
-        (run_id, commit, _compared(json.loads(fields)), Run.from_dict(json.loads(text)))
-        for run_id, commit, fields, text in rows
-    ]
+    left_out: dict[str, int] = {}
+    parsed = []
+    for run_id, commit, fields, text in rows:
+        try:
+            parsed.append((run_id, commit, _compared(json.loads(fields)), Run.from_dict(json.loads(text))))
+        except (TypeError, ValueError, AttributeError, KeyError):  # a row another program or a crash damaged
+            left_out["unreadable in the history"] = left_out.get("unreadable in the history", 0) + 1
     oldest = {_figures_key(run): position for position, (*_, run) in enumerate(parsed)}  # rows run newest first
     taken: dict[int, list[Run]] = {}
     commits: dict[int, str | None] = {}
-    left_out: dict[str, int] = {}
     for position, (run_id, commit, fields, run) in enumerate(parsed):
         if run_id not in taken and len(taken) >= size:
             break

@@ -272,6 +272,19 @@ def test_the_window_takes_the_last_sessions_of_the_same_scenario_once_each(tmp_p
     assert window(path, "scenarios/cpu.yaml", "tiny", SCENARIO, environment(CPU), 12).runs == ()
 
 
+def test_a_damaged_row_is_left_out_of_the_window_not_a_failure(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite3"
+    drawn = sessions(6, GPU, count=4)
+    record_history(path, drawn, GPU)
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "UPDATE measurements SET run = '{not json' WHERE scenario_id = (SELECT min(id) FROM scenarios)"
+        )
+        connection.execute("UPDATE scenarios SET scenario = '[1' WHERE id = (SELECT max(id) FROM scenarios)")
+    past = window(path, "scenarios/cpu.yaml", "tiny", SCENARIO, environment(GPU), 12)
+    assert past.sessions == 2 and past.left_out == {"unreadable in the history": 2}
+
+
 def test_a_slowdown_against_the_window_fails_and_is_measured_again_first(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite3"
     record_history(path, sessions(0, GPU, count=WINDOW_MIN_SESSIONS), GPU)
