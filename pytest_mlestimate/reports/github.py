@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
+from pytest_mlestimate.reports.markdown import code
 from pytest_mlestimate.reports.terminal import headline_metrics, rows
 from pytest_mlestimate.verdicts.explain import Explanation
 
@@ -32,13 +35,18 @@ def step_summary(records: list[dict[str, Any]]) -> str:
     header = ["scenario", "result", *headline_metrics(), "budgets"]
     lines = ["## pytest-mlestimate", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for record, row in zip(records, rows(records), strict=True):
-        cells = [f"`{record['file']}:{record['line']}` {record['name']}", ICONS.get(row[1], row[1]), *row[2:]]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        # names and files are anyone's text: as code spans they make no link, image, mention or new row
+        where = code(f"{record['file']}:{record['line']}")
+        figures = [cell.replace("|", "\\|") for cell in (ICONS.get(row[1], row[1]), *row[2:])]
+        lines.append("| " + " | ".join([f"{where} {code(record['name'])}", *figures]) + " |")
     from pytest_mlestimate.reports.html.mermaid import breakdown_charts
 
     lines += breakdown_charts(records)
     failures = [r for r in records if r.get("outcome") in ("failed", "error") and r.get("message")]
     for record in failures:
-        lines += ["", f"<details><summary>{record['name']}: {record['outcome']}</summary>", "", "```"]
-        lines += [record["message"], *Explanation.from_dicts(record.get("explanation")).lines(), "```", "</details>"]
+        body = [str(record["message"]), *Explanation.from_dicts(record.get("explanation")).lines()]
+        fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", "\n".join(body))), default=0))
+        name, outcome = html.escape(" ".join(str(record["name"]).split())), html.escape(str(record["outcome"]))
+        summary = f"<code>{name}</code>: {outcome}"
+        lines += ["", f"<details><summary>{summary}</summary>", "", fence, *body, fence, "</details>"]
     return "\n".join(lines) + "\n"

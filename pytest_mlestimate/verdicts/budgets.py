@@ -68,7 +68,7 @@ class Check:
             data.get("baseline"),  # type: ignore[arg-type]
             tuple(interval) if isinstance(interval, list) else None,  # type: ignore[arg-type]
             data.get("confidence"),  # type: ignore[arg-type]
-            tuple(runs) if isinstance(runs, list) else None,  # type: ignore[arg-type]
+            _run_counts(runs),
         )
 
     @property
@@ -246,3 +246,15 @@ def check_budgets(
     budgets: list[Budget], metrics: Mapping[str, float | None], baselines: Mapping[str, float]
 ) -> list[Check]:
     return [b.check(metrics.get(b.metric), baselines.get(b.metric)) for b in budgets]
+
+
+def _run_counts(value: object) -> tuple[int, int] | None:
+    """A report's ``[baseline runs, new runs]``, or None for anything else: a shard's report is anyone's text,
+    and these counts are written into a pull-request comment."""
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+    ):
+        return (value[0], value[1])
+    return None

@@ -131,7 +131,7 @@ def test_merge_orders_as_one_run_and_writes_the_job_summary(
     merged = json.loads((tmp_path / "m.json").read_text())
     assert [r["name"] for r in merged["scenarios"]] == ["early", "late", "z"]
     assert merged["environment"]["cpu"] == "x"  # no scenario was measured: the shards', not this machine's
-    assert "| `s.yaml:4` early |" in summary.read_text()
+    assert "| `s.yaml:4` `early` |" in summary.read_text()
     assert "merged 2 reports: 3 scenarios (2 passed, 1 skipped)" in capsys.readouterr().out
 
 
@@ -187,3 +187,21 @@ def test_pytest_split_selects_the_same_scenarios_under_xdist(pytester: pytest.Py
         for run in ("alone", "workers")
     ]
     assert chosen[0] == chosen[1] and 0 < len(chosen[0]) < len(names)
+
+
+def test_a_crafted_name_or_run_count_makes_no_markup_in_the_summary_or_the_comment() -> None:
+    from pytest_mlestimate.reports.github import step_summary
+    from pytest_mlestimate.verdicts.budgets import Check
+
+    name = "x [link](https://example.org) ![i](https://example.org/i.png) @team\n| --- |</details>"
+    record = {"name": name, "file": "s.yaml", "line": 3, "outcome": "failed", "message": "```\n</details> @team"}
+    summary = step_summary([record])
+    row = next(line for line in summary.splitlines() if line.startswith("| `s.yaml:3`"))
+    assert row.count(" | ") == summary.splitlines()[2].count(" | ")  # one row, as many cells as the header
+    assert "`x [link](https://example.org)" in row  # in a code span: no link, image or mention
+    assert "<summary><code>x [link](https://example.org) ![i](https://example.org/i.png) @team | --- |" in summary
+    assert "&lt;/details&gt;</code>: failed</summary>" in summary
+    assert "\n````\n```\n</details> @team" in summary  # the message cannot close its fence
+    crafted = {"metric": "forward_pass", "kind": "regression", "limit": 0.1, "runs": ["[x](https://e.org)", 2]}
+    assert Check.from_dict(crafted).runs is None
+    assert Check.from_dict({**crafted, "runs": [5, 2]}).runs == (5, 2)

@@ -267,8 +267,9 @@ def test_github_summary_and_annotations(
         ["::error file=scenarios.yaml,line=4,title=scenario too-big failed::scenario 'too-big' *peak_ram_memory*"]
     )
     text = summary.read_text()
-    assert "| `scenarios.yaml:3` good | ✅ passed |" in text
-    assert "| `scenarios.yaml:4` too-big | ❌ failed |" in text
+    assert "| `scenarios.yaml:3` `good` | ✅ passed |" in text
+    assert "| `scenarios.yaml:4` `too-big` | ❌ failed |" in text
+    assert "<details><summary><code>too-big</code>: failed</summary>" in text
 
 
 def test_metrics_go_into_pytests_own_junitxml(
