@@ -1,15 +1,16 @@
 """The documented figures, each defined once: its snake-case name (the vocabulary of budgets, tolerances
 and baselines), where it stands in ``Estimate.to_dict()``, its unit, which direction is worse, the change
-a baseline comparison allows by default and how its noise is judged.
+a baseline comparison allows by default, how its noise is judged and how reports name it.
 
-The result, budgets, baselines, reports, the JSON Schema test and the terminal table all read this table.
+The result, budgets, baselines, reports, the JSON Schema test and the terminal table all read this table;
+the summary tables (terminal, job summary, the HTML overview) show the columns of ``SUMMARY_METRICS``.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Unit = Literal["bytes", "seconds", "percent", "count", "joules", "money"]
@@ -33,6 +34,14 @@ class Metric:
     capacity: bool = False
     """Answered by a capacity search (``capacity.py``), not by one profile: only scenarios that ask for it
     (``capacity:`` or a budget on it) have it."""
+    label: str = field(kw_only=True)
+    """How reports name it in words (``peak GPU memory``)."""
+    column: str = field(default="", kw_only=True)
+    """Its heading in a summary table, where the label is too wide for a column; the label where unset."""
+
+    def __post_init__(self) -> None:
+        if not self.column:
+            object.__setattr__(self, "column", self.label)
 
     @property
     def key(self) -> str:
@@ -80,7 +89,17 @@ run with no samples behind it, so they are judged as peaks, past the baseline's 
 which covers the 10 % a CPU's step time drifts between runs (``regression.DRIFT_FLOOR``)."""
 
 _METRICS = (
-    Metric("peak_gpu_memory", ("resource", "Peak GPU Memory"), "bytes", "bytes", 0.05, "peak", gpu=True),
+    Metric(
+        "peak_gpu_memory",
+        ("resource", "Peak GPU Memory"),
+        "bytes",
+        "bytes",
+        0.05,
+        "peak",
+        gpu=True,
+        label="peak GPU memory",
+        column="peak GPU mem",
+    ),
     Metric(
         "peak_gpu_utilization",
         ("resource", "Peak GPU Utilization"),
@@ -90,8 +109,9 @@ _METRICS = (
         "peak",
         lower_is_worse=True,
         gpu=True,
+        label="peak GPU utilisation",
     ),
-    Metric("peak_ram_memory", ("resource", "Peak RAM Memory"), "bytes", "bytes", 0.05, "peak"),
+    Metric("peak_ram_memory", ("resource", "Peak RAM Memory"), "bytes", "bytes", 0.05, "peak", label="peak RAM"),
     Metric(
         "peak_cpu_utilization",
         ("resource", "Peak CPU Utilization"),
@@ -99,13 +119,47 @@ _METRICS = (
         "percent, 100 = one core fully busy",
         0.25,
         "peak",
+        label="peak CPU utilisation",
     ),
-    Metric("forward_pass", ("resource", "Batch Time", "forward_pass"), "seconds", "seconds", TIME_TOLERANCE, "timing"),
     Metric(
-        "backward_pass", ("resource", "Batch Time", "backward_pass"), "seconds", "seconds", TIME_TOLERANCE, "timing"
+        "forward_pass",
+        ("resource", "Batch Time", "forward_pass"),
+        "seconds",
+        "seconds",
+        TIME_TOLERANCE,
+        "timing",
+        label="forward pass",
+        column="forward",
     ),
-    Metric("ram_before_training", ("resource", "RAM before training"), "bytes", "bytes", 0.05, "peak"),
-    Metric("vram_before_training", ("resource", "VRAM before training"), "bytes", "bytes", 0.05, "peak", gpu=True),
+    Metric(
+        "backward_pass",
+        ("resource", "Batch Time", "backward_pass"),
+        "seconds",
+        "seconds",
+        TIME_TOLERANCE,
+        "timing",
+        label="backward pass",
+        column="backward",
+    ),
+    Metric(
+        "ram_before_training",
+        ("resource", "RAM before training"),
+        "bytes",
+        "bytes",
+        0.05,
+        "peak",
+        label="RAM before training",
+    ),
+    Metric(
+        "vram_before_training",
+        ("resource", "VRAM before training"),
+        "bytes",
+        "bytes",
+        0.05,
+        "peak",
+        gpu=True,
+        label="VRAM before training",
+    ),
     Metric(
         "total_training_time",
         ("training_time", "Total Training Time"),
@@ -113,6 +167,8 @@ _METRICS = (
         "seconds",
         TIME_TOLERANCE,
         "timing",
+        label="total training time",
+        column="training",
     ),
     Metric(
         "inference_1_image",
@@ -121,6 +177,7 @@ _METRICS = (
         "seconds",
         TIME_TOLERANCE,
         "timing",
+        label="1-image inference",
     ),
     Metric(
         "inference_batch",
@@ -129,8 +186,18 @@ _METRICS = (
         "seconds",
         TIME_TOLERANCE,
         "timing",
+        label="batch inference",
     ),
-    Metric("energy_per_training", ("energy", "Energy per Training"), "joules", "joules", ENERGY_TOLERANCE, "peak"),
+    Metric(
+        "energy_per_training",
+        ("energy", "Energy per Training"),
+        "joules",
+        "joules",
+        ENERGY_TOLERANCE,
+        "peak",
+        label="energy per training",
+        column="energy",
+    ),
     Metric(
         "cost_per_training",
         ("cost", "Cost per Training"),
@@ -138,6 +205,8 @@ _METRICS = (
         "the price's currency (cost.Currency)",
         ENERGY_TOLERANCE,
         "peak",
+        label="cost per training",
+        column="cost",
     ),
 )
 
@@ -151,14 +220,29 @@ CAPACITY_METRICS = (
         "peak",
         lower_is_worse=True,
         capacity=True,
+        label="max batch size",
+        column="max batch",
     ),
 )
 
 METRIC = {metric.name: metric for metric in (*_METRICS, *CAPACITY_METRICS)}
 METRICS = tuple(METRIC)
+"""Snake-case names of the documented figures, in report order."""
 ESTIMATE_METRICS = tuple(metric.name for metric in _METRICS)
 """The figures every estimate has."""
-"""Snake-case names of the documented figures, in report order."""
+
+SUMMARY_METRICS = (
+    "peak_gpu_memory",
+    "peak_ram_memory",
+    "forward_pass",
+    "backward_pass",
+    "total_training_time",
+    "inference_1_image",
+)
+"""The columns of every summary table (the terminal's, the job summary's, the HTML overview), in order."""
+OPTIONAL_SUMMARY_METRICS = ("energy_per_training", "cost_per_training", "max_batch_size")
+"""Columns after those, shown only when some scenario has the figure: energy where a counter was readable, cost
+where a price was set, the largest batch where a scenario asked for its capacity."""
 
 
 def units() -> dict[str, str]:

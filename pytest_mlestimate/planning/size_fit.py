@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pytest_mlestimate.core.devices import is_gpu
+from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.core.samples import robust_mean, summarize
 from pytest_mlestimate.core.units import format_quantity
 from pytest_mlestimate.estimates.estimate import Estimate
@@ -44,6 +45,12 @@ class Figure:
     read: Callable[[Estimate], float | None]
     samples: Callable[[Estimate], list[float]] = lambda _estimate: []
 
+    @classmethod
+    def of_metric(cls, name: str, read: Callable[[Estimate], float | None]) -> Figure:
+        """A documented metric's figure, under its key and in its unit."""
+        metric = METRIC[name]
+        return cls(name, metric.key, metric.unit, metric.noise == "timing", read)
+
 
 def _peak(estimate: Estimate, attribute: str) -> float | None:
     """A peak of the estimate's own phase (training or inference)."""
@@ -66,13 +73,14 @@ def _step_time(estimate: Estimate) -> float | None:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure("peak_ram_memory", "Peak RAM Memory", "bytes", False, lambda e: _peak(e, "peak_rss")),
-    Figure("peak_gpu_memory", "Peak GPU Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_memory")),
+    Figure.of_metric("peak_ram_memory", lambda e: _peak(e, "peak_rss")),
+    Figure.of_metric("peak_gpu_memory", lambda e: _peak(e, "peak_gpu_memory")),
     Figure("peak_gpu_allocated", "Peak GPU Allocated Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_allocated")),
     Figure("peak_gpu_reserved", "Peak GPU Reserved Memory", "bytes", False, lambda e: _peak(e, "peak_gpu_reserved")),
     Figure("step_time", "Step Time", "seconds", True, _step_time, _step_times),
 )
-"""``step_time`` is a training step, or a batch inference call for an inference scenario."""
+"""``step_time`` is a training step, or a batch inference call for an inference scenario; it, and what the
+allocator allocates and reserves at its peak, are no documented metric."""
 FIGURE = {figure.name: figure for figure in FIGURES}
 
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from pytest_mlestimate.reports.markdown import code
-from pytest_mlestimate.reports.terminal import headline_metrics, rows
+from pytest_mlestimate.reports.terminal import columns, rows
 from pytest_mlestimate.verdicts.explain import Explanation
 
 ICONS = {"passed": "✅ passed", "failed": "❌ failed", "error": "💥 error", "skipped": "⏭️ skipped"}
@@ -32,7 +32,7 @@ def annotations(records: list[dict[str, Any]]) -> list[str]:
 
 
 def step_summary(records: list[dict[str, Any]]) -> str:
-    header = ["scenario", "result", *headline_metrics(), "budgets"]
+    header = ["scenario", "result", *(metric.column for metric in columns(records)), "budgets"]
     lines = ["## pytest-mlestimate", "", "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for record, row in zip(records, rows(records), strict=True):
         # names and files are anyone's text: as code spans they make no link, image, mention or new row

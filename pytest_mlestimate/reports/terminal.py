@@ -4,34 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.core.metrics import METRIC, OPTIONAL_SUMMARY_METRICS, SUMMARY_METRICS, Metric
 from pytest_mlestimate.core.units import format_quantity
 from pytest_mlestimate.verdicts.explain import Explanation
 
-_HEADLINE = tuple(
-    (label, METRIC[name].path, METRIC[name].unit)
-    for label, name in (
-        ("peak GPU mem", "peak_gpu_memory"),
-        ("peak RAM", "peak_ram_memory"),
-        ("forward", "forward_pass"),
-        ("backward", "backward_pass"),
-        ("training", "total_training_time"),
-        ("1-image inference", "inference_1_image"),
-    )
-)
-
 
 def headline_metrics() -> list[str]:
-    return [label for label, _, _ in _HEADLINE]
-
-
-def _dig(record: dict[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = record
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
+    """The headings of the columns every table has."""
+    return [METRIC[name].column for name in SUMMARY_METRICS]
 
 
 def budget_counts(record: dict[str, Any]) -> str:
@@ -49,37 +29,29 @@ def budget_counts(record: dict[str, Any]) -> str:
     return text
 
 
-_OPTIONAL = tuple(
-    (label, METRIC[name].path, METRIC[name].unit)
-    for label, name in (
-        ("energy", "energy_per_training"),
-        ("cost", "cost_per_training"),
-        ("max batch", "max_batch_size"),
-    )
-)
-"""Columns shown only when some scenario has the figure: energy where a counter was readable, cost where a
-price was set, the largest batch where a scenario asked for its capacity."""
+def columns(records: list[dict[str, Any]]) -> list[Metric]:
+    """The metrics a table of ``records`` shows: the summary's, then each optional one some scenario has."""
+    shown = [name for name in OPTIONAL_SUMMARY_METRICS if any(METRIC[name].read(r) is not None for r in records)]
+    return [METRIC[name] for name in (*SUMMARY_METRICS, *shown)]
 
 
-def _columns(records: list[dict[str, Any]]) -> tuple[tuple[str, tuple[str, ...], str], ...]:
-    shown = tuple(column for column in _OPTIONAL if any(_dig(r, column[1]) is not None for r in records))
-    return (*_HEADLINE, *shown)
-
-
-def _shown(record: dict[str, Any], path: tuple[str, ...], unit: str) -> str:
-    value = _dig(record, path)
-    if unit == "money" and value is not None:
-        return f"{value:.2f} {_dig(record, ('cost', 'Currency')) or ''}".rstrip()
-    return format_quantity(value, unit)
+def shown(record: dict[str, Any], metric: Metric) -> str:
+    """The figure as a table cell; money with the currency of its price."""
+    value = metric.read(record)
+    if metric.unit == "money" and value is not None:
+        cost = record.get("cost")
+        currency = cost.get("Currency") if isinstance(cost, dict) else None
+        return f"{value:.2f} {currency or ''}".rstrip()
+    return format_quantity(value, metric.unit)
 
 
 def rows(records: list[dict[str, Any]]) -> list[list[str]]:
-    columns = _columns(records)
+    metrics = columns(records)
     return [
         [
             record["name"],
             record.get("outcome") or "not run",
-            *(_shown(record, path, unit) for _, path, unit in columns),
+            *(shown(record, metric) for metric in metrics),
             budget_counts(record),
         ]
         for record in records
@@ -87,7 +59,7 @@ def rows(records: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def table(records: list[dict[str, Any]]) -> list[str]:
-    header = ["scenario", "result", *(label for label, _, _ in _columns(records)), "budgets"]
+    header = ["scenario", "result", *(metric.column for metric in columns(records)), "budgets"]
     body = rows(records)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *body]]

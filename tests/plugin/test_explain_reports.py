@@ -44,7 +44,7 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_the_baseline_keeps_each_runs_module_figures_in_the_same_format(root: Path) -> None:
-    stored = json.loads((root / "scenarios" / "gpu" / "frcnn_b4.json").read_text())
+    stored = json.loads((root / "scenarios" / "gpu" / "frcnn%20b4.json").read_text())
     assert stored["format"] == BASELINE_FORMAT == 2
     first = stored["runs"][0]["breakdown"]
     assert first["parts"]["roi_heads"] == {
@@ -62,7 +62,7 @@ def test_the_baseline_keeps_each_runs_module_figures_in_the_same_format(root: Pa
         "optimizer_state": 4 * MiB,
         "activations": 61 * MiB,
     }
-    assert [run.breakdown for run in read_baseline(root / "scenarios" / "gpu" / "frcnn_b4.json").runs] == [
+    assert [run.breakdown for run in read_baseline(root / "scenarios" / "gpu" / "frcnn%20b4.json").runs] == [
         run.breakdown for run in NARROW
     ]
 
@@ -89,7 +89,7 @@ def test_a_regression_names_the_module_that_grew_first_under_the_table(root: Pat
 
 def test_an_older_baseline_without_module_figures_still_compares_and_names_the_largest(tmp_path: Path) -> None:
     save_baseline(tmp_path, FILE, NAME, SCENARIO, ENV, NARROW)
-    path = tmp_path / "scenarios" / "gpu" / "frcnn_b4.json"
+    path = tmp_path / "scenarios" / "gpu" / "frcnn%20b4.json"
     stored = json.loads(path.read_text())
     for run in stored["runs"]:
         del run["breakdown"]  # as saved before runs kept it

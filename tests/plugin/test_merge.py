@@ -205,3 +205,11 @@ def test_a_crafted_name_or_run_count_makes_no_markup_in_the_summary_or_the_comme
     crafted = {"metric": "forward_pass", "kind": "regression", "limit": 0.1, "runs": ["[x](https://e.org)", 2]}
     assert Check.from_dict(crafted).runs is None
     assert Check.from_dict({**crafted, "runs": [5, 2]}).runs == (5, 2)
+
+
+def test_the_summary_has_a_heading_for_every_column_it_shows() -> None:
+    from pytest_mlestimate.reports.github import step_summary
+
+    record = {"name": "n", "file": "s.yaml", "line": 3, "outcome": "passed", "cost": {"Cost per Training": 1.5}}
+    header, rule, row = step_summary([record]).splitlines()[2:5]
+    assert header.count("|") == rule.count("|") == row.count("|") and "cost" in header.lower()

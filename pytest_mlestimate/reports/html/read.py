@@ -11,37 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_mlestimate.core.metrics import METRIC
-from pytest_mlestimate.core.units import format_quantity
+from pytest_mlestimate.core.metrics import METRIC, OPTIONAL_SUMMARY_METRICS, SUMMARY_METRICS
+from pytest_mlestimate.reports import terminal
 
-LABELS = {
-    "peak_gpu_memory": "peak GPU memory",
-    "peak_gpu_utilization": "peak GPU utilisation",
-    "peak_ram_memory": "peak RAM",
-    "peak_cpu_utilization": "peak CPU utilisation",
-    "forward_pass": "forward pass",
-    "backward_pass": "backward pass",
-    "ram_before_training": "RAM before training",
-    "vram_before_training": "VRAM before training",
-    "total_training_time": "total training time",
-    "inference_1_image": "1-image inference",
-    "inference_batch": "batch inference",
-    "energy_per_training": "energy per training",
-    "cost_per_training": "cost per training",
-    "max_batch_size": "max batch size",
-}
-"""How the page names each metric; the metric itself (path, unit) is ``metrics.METRIC``'s."""
-
-OVERVIEW = (
-    "peak_gpu_memory",
-    "peak_ram_memory",
-    "forward_pass",
-    "backward_pass",
-    "total_training_time",
-    "inference_1_image",
-)
-OPTIONAL_OVERVIEW = ("energy_per_training", "cost_per_training", "max_batch_size")
-"""Overview columns shown only when some scenario has the figure, as in the terminal table."""
+LABELS = {name: metric.label for name, metric in METRIC.items()}
+"""How the page names each metric: ``Metric.label``."""
+SHORT_LABELS = {name: metric.column for name, metric in METRIC.items()}
+"""The overview's column headings: ``Metric.column``, as the terminal table's."""
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -77,29 +53,14 @@ def metric_value(record: dict[str, Any], name: str) -> float | None:
 
 def shown(record: dict[str, Any], name: str) -> str:
     """The figure as the terminal prints it; money with its currency."""
-    value = metric_value(record, name)
-    unit = METRIC[name].unit
-    if unit == "money" and value is not None:
-        return f"{value:.2f} {dig(record, 'cost', 'Currency') or ''}".rstrip()
-    return format_quantity(value, unit)
-
-
-SHORT_LABELS = {
-    "peak_gpu_memory": "peak GPU mem",
-    "forward_pass": "forward",
-    "backward_pass": "backward",
-    "total_training_time": "training",
-    "energy_per_training": "energy",
-    "cost_per_training": "cost",
-    "max_batch_size": "max batch",
-}
-"""The overview's column headings, as the terminal table's."""
+    return terminal.shown(record, METRIC[name])
 
 
 def overview_metrics(records: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     """The overview's columns, and the headline figures no scenario has (a GPU's on a CPU-only run)."""
-    measured = [n for n in (*OVERVIEW, *OPTIONAL_OVERVIEW) if any(metric_value(r, n) is not None for r in records)]
-    return measured, [n for n in OVERVIEW if n not in measured]
+    columns = (*SUMMARY_METRICS, *OPTIONAL_SUMMARY_METRICS)
+    measured = [n for n in columns if any(metric_value(r, n) is not None for r in records)]
+    return measured, [n for n in SUMMARY_METRICS if n not in measured]
 
 
 # ----------------------------------------------------------------------------------------------- scales
@@ -184,13 +145,15 @@ class Distribution:
 
 TRAINING_TIMES = (
     ("training step", "total_training_time", "step"),
-    ("forward pass", "forward_pass", "forward_pass"),
-    ("backward pass", "backward_pass", "backward_pass"),
+    (METRIC["forward_pass"].label, "forward_pass", "forward_pass"),
+    (METRIC["backward_pass"].label, "backward_pass", "backward_pass"),
     ("optimizer step", None, "optimizer_step"),
 )
+"""(label, metric whose runs keep the samples, timing): a training step's samples are kept under
+``total_training_time`` but are one step's, not the whole training's."""
 INFERENCE_TIMES = (
-    ("batch inference", "inference_batch", "inference_batch"),
-    ("1-image inference", "inference_1_image", "inference_1_image"),
+    (METRIC["inference_batch"].label, "inference_batch", "inference_batch"),
+    (METRIC["inference_1_image"].label, "inference_1_image", "inference_1_image"),
 )
 
 
