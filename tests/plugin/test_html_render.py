@@ -4,6 +4,7 @@ from records that lack each part, nothing fetched from outside the file, and the
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 import subprocess
@@ -302,6 +303,31 @@ def test_the_page_fetches_nothing() -> None:
     leaks = external_references(page.replace("see http://example.com/x", ""))
     assert leaks == []
     assert external_references('<img src="https://cdn.example.com/x.png">')  # the check itself sees one
+
+
+HOSTILE = '<script>alert("x")</script> & </details>'
+
+
+def test_text_from_the_report_is_escaped_wherever_it_lands() -> None:
+    """A scenario's name, its message, a warning and a module's name are text: escaped in the page, the same
+    text once read, and never markup (no script, no element closed early); only the charts' SVG is markup."""
+    record = full_record(HOSTILE, message=f"failed: {HOSTILE}", warnings=[f"warned: {HOSTILE}"])
+    record["details"]["breakdown"]["parts"][0]["module"] = f"module {HOSTILE}"
+    page = render_html(document(record))
+
+    def texts(pattern: str) -> list[str]:
+        return [html.unescape(found) for found in re.findall(pattern, page)]
+
+    assert texts(r'<a class="name" href="#scenario-1">([^<]*)</a>') == [HOSTILE]
+    assert texts(r'<h2><span class="badge failed">failed</span> ([^<]*) <span class="where">') == [HOSTILE]
+    assert texts(r'<pre class="message">([^<]*)</pre>') == [f"failed: {HOSTILE}"]
+    assert texts(r"<li>([^<]*)</li>") == [f"warned: {HOSTILE}"]
+    assert f"module {HOSTILE}" in texts(r"<text[^>]*>([^<]*)</text>")  # in the breakdown chart
+    assert set(charts_in(page)) == set(CHARTS)
+    assert "<script" not in page.lower()
+    assert page.count("<details") == page.count("</details>")
+    assert "http" not in page
+    assert external_references(page) == []
 
 
 def test_a_long_timeline_is_downsampled_and_keeps_its_peak() -> None:

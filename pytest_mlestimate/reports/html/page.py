@@ -1,12 +1,18 @@
 """One self-contained HTML page from a JSON report: an overview of every scenario first, then a section
 per scenario with its figures, budgets, step times, memory timeline, per-module breakdown, environment and
-warnings. Styles and charts are inline; nothing is fetched, so the file opens offline as a CI artifact."""
+warnings. Styles and charts are inline; nothing is fetched, so the file opens offline as a CI artifact.
+
+The markup is in ``templates/``; this module reads what each section shows out of the report. The templates
+escape every value they are given, so text from a report (a scenario's name, a message, a module's name)
+can never become markup; the one exception is a chart's SVG, which matplotlib writes (escaping the text in
+it) and which is marked as markup where it is drawn."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
-from html import escape
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlestimate.core.metrics import ESTIMATE_METRICS
 from pytest_mlestimate.core.units import format_quantity
@@ -36,63 +42,31 @@ from pytest_mlestimate.reports.html.read import (
 )
 from pytest_mlestimate.reports.terminal import budget_counts
 
+if TYPE_CHECKING:
+    import jinja2
+    from markupsafe import Markup
+
 TITLE = "pytest-mlestimate report"
 NOT_MEASURED = "not measured"
-
-CSS = """
-:root { --ink: #24292f; --faint: #57606a; --line: #d0d7de; --panel: #f6f8fa;
-  --passed: #1a7f37; --failed: #cf222e; --error: #bc4c00; --skipped: #6e7781; --notrun: #8c959f; }
-* { box-sizing: border-box; }
-body { margin: 0 auto; max-width: 1200px; padding: 24px; color: var(--ink); line-height: 1.45;
-  font: 14px/1.45 -apple-system, "Segoe UI", "DejaVu Sans", Arial, sans-serif; }
-h1 { font-size: 24px; margin: 0 0 6px; }
-h2 { font-size: 19px; margin: 0 0 4px; display: flex; align-items: center; gap: 10px; flex-wrap: wrap; }
-h3 { font-size: 15px; margin: 22px 0 6px; }
-a { color: #0969da; text-decoration: none; } a:hover { text-decoration: underline; }
-.muted, .where { color: var(--faint); font-size: 13px; font-weight: normal; }
-.badge { display: inline-block; padding: 1px 9px; border-radius: 10px; color: white; font-size: 12px;
-  font-weight: 600; text-transform: uppercase; letter-spacing: .03em; white-space: nowrap; }
-.passed { background: var(--passed); } .failed { background: var(--failed); } .error { background: var(--error); }
-.skipped { background: var(--skipped); } .not-run { background: var(--notrun); }
-.wide { overflow-x: auto; }
-a.name { white-space: nowrap; font-weight: 600; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { background: var(--panel); font-weight: 600; }
-td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-tr.row-failed td:first-child { border-left: 4px solid var(--failed); }
-tr.row-error td:first-child { border-left: 4px solid var(--error); }
-tr.row-passed td:first-child { border-left: 4px solid var(--passed); }
-tr.row-skipped td:first-child, tr.row-not-run td:first-child { border-left: 4px solid var(--skipped); }
-tr.has-why td { border-bottom: none; }
-tr.why td { color: var(--faint); font-size: 12px; padding-top: 0; }
-tr.why.row-failed td { color: var(--failed); } tr.why.row-error td { color: var(--error); }
-section.scenario { margin-top: 34px; padding-top: 18px; border-top: 3px solid var(--line); }
-section.scenario.s-failed { border-top-color: var(--failed); }
-section.scenario.s-error { border-top-color: var(--error); }
-section.scenario.s-passed { border-top-color: var(--passed); }
-.message { background: #fff1f0; border-left: 4px solid var(--failed); padding: 8px 12px; white-space: pre-wrap;
-  font: 12px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; overflow-x: auto; max-height: 320px; }
-.message.skipped-why { background: var(--panel); border-left-color: var(--skipped); }
-.cards { display: flex; flex-wrap: wrap; gap: 8px; margin: 10px 0 4px; }
-.card { border: 1px solid var(--line); border-radius: 6px; padding: 6px 10px; min-width: 128px; background: white; }
-.card .label { color: var(--faint); font-size: 12px; } .card .value { font-size: 17px; font-weight: 600; }
-.card.broken { border: 2px solid var(--failed); } .card.broken .value { color: var(--failed); }
-.card.ok { border-color: var(--passed); }
-.chart { max-width: 900px; }
-.chart svg { width: 100%; height: auto; display: block; }
-.counts .badge { margin-right: 6px; font-size: 13px; }
-details > summary { cursor: pointer; color: var(--faint); font-size: 13px; }
-details.method p { color: var(--faint); font-size: 13px; margin: 4px 0; }
-ul.warnings li { margin: 3px 0; }
-.env td:first-child { color: var(--faint); width: 160px; }
-"""
 
 OUTCOME_WORDS = {"passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped", "not run": "not run"}
 
 
-def _badge(found: str) -> str:
-    return f'<span class="badge {found.replace(" ", "-")}">{escape(OUTCOME_WORDS.get(found, found))}</span>'
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """Jinja2 comes with the ``html`` extra (and with torch); it loads only when a page is rendered."""
+    try:
+        import jinja2
+    except ImportError as exc:
+        raise charts.MissingExtraError(f"the HTML report is laid out with Jinja2: {charts.INSTALL_HINT}") from exc
+    templates = jinja2.Environment(
+        loader=jinja2.PackageLoader("pytest_mlestimate.reports.html", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    templates.globals.update(TITLE=TITLE, NOT_MEASURED=NOT_MEASURED, OUTCOME_WORDS=OUTCOME_WORDS)
+    return templates
 
 
 def _records(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -117,115 +91,108 @@ def _environment_line(env: Mapping[str, Any]) -> str:
         f"torchvision {env['torchvision']}" if env.get("torchvision") else None,
         f"Python {env['python']}" if env.get("python") else None,
     ]
-    return " · ".join(escape(str(p)) for p in pieces if p)
-
-
-# --------------------------------------------------------------------------------------------- overview
-def _header(records: list[dict[str, Any]], report: Mapping[str, Any]) -> str:
-    counts = {name: sum(1 for r in records if outcome(r) == name) for name in (*OUTCOME_WORDS,)}
-    chips = "".join(f'{_badge(name)}<span class="muted">{count}</span> ' for name, count in counts.items() if count)
-    env = report.get("environment") if isinstance(report.get("environment"), Mapping) else {}
-    where = _environment_line(env)
-    return (
-        f"<header><h1>{TITLE}</h1>"
-        f'<p class="counts">{len(records)} scenario{"" if len(records) == 1 else "s"}: {chips}</p>'
-        + (f'<p class="muted">measured on {where}</p>' if where else "")
-        + "</header>"
-    )
-
-
-def _overview(records: list[dict[str, Any]]) -> str:
-    metrics, missing = overview_metrics(records)
-    head = "".join(f'<th class="num">{escape(SHORT_LABELS.get(m, LABELS[m]))}</th>' for m in metrics)
-    rows = []
-    for index, record in enumerate(records):
-        found = outcome(record)
-        cells = "".join(f'<td class="num">{escape(shown(record, m))}</td>' for m in metrics)
-        why = _first_line(record.get("message")) if found in ("failed", "error", "skipped") else ""
-        line = f' class="row-{found.replace(" ", "-")}{" has-why" if why else ""}"'
-        rows.append(
-            f'<tr{line}><td><a class="name" href="#scenario-{index + 1}">{escape(str(record.get("name")))}</a>'
-            f'<br><span class="where">{escape(_where(record))}</span></td>'
-            f"<td>{_badge(found)}</td>{cells}<td>{escape(budget_counts(record))}</td></tr>"
-        )
-        if why:
-            rows.append(f'<tr class="why row-{found}"><td colspan="{len(metrics) + 3}">{escape(why)}</td></tr>')
-    names = ", ".join(LABELS[m] for m in missing)
-    note = f'<p class="muted">{NOT_MEASURED} in any scenario: {escape(names)}</p>' if missing else ""
-    return (
-        '<section id="overview"><h3>All scenarios</h3><div class="wide"><table><thead><tr><th>scenario</th>'
-        f"<th>verdict</th>{head}<th>budgets</th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>{note}</section>"
-    )
+    return " · ".join(str(p) for p in pieces if p)
 
 
 def _where(record: Mapping[str, Any]) -> str:
     return f"{record.get('file') or '?'}:{record.get('line') or '?'}"
 
 
+# --------------------------------------------------------------------------------------------- overview
+def _header(records: list[dict[str, Any]], report: Mapping[str, Any]) -> dict[str, Any]:
+    counts = {name: sum(1 for r in records if outcome(r) == name) for name in OUTCOME_WORDS}
+    env = report.get("environment") if isinstance(report.get("environment"), Mapping) else {}
+    return {
+        "scenarios": len(records),
+        "counts": {name: count for name, count in counts.items() if count},
+        "where": _environment_line(env),
+    }
+
+
+def _overview(records: list[dict[str, Any]]) -> dict[str, Any]:
+    metrics, missing = overview_metrics(records)
+    rows = []
+    for index, record in enumerate(records, 1):
+        found = outcome(record)
+        rows.append(
+            {
+                "index": index,
+                "outcome": found,
+                "name": str(record.get("name")),
+                "where": _where(record),
+                "figures": [shown(record, m) for m in metrics],
+                "budgets": budget_counts(record),
+                "why": _first_line(record.get("message")) if found in ("failed", "error", "skipped") else "",
+            }
+        )
+    return {
+        "headings": [SHORT_LABELS.get(m, LABELS[m]) for m in metrics],
+        "rows": rows,
+        "missing": ", ".join(LABELS[m] for m in missing),
+    }
+
+
 # --------------------------------------------------------------------------------------------- scenario
-def _chart(draw: Callable[[], str], title: str) -> str:
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    svg: Markup | None = None
+    error: str = ""
+    """Why the chart could not be drawn, when ``svg`` is None."""
+
+
+def _chart(draw: Callable[[], str], title: str) -> Chart:
     """A chart that cannot be drawn from odd data says so in its place; the rest of the page stands."""
+    from markupsafe import Markup
+
     try:
-        return f'<div class="chart" data-chart="{escape(title)}">{draw()}</div>'
+        return Chart(title, Markup(draw()))  # matplotlib's SVG: trusted markup, its text escaped by matplotlib
     except charts.MissingExtraError:
         raise
     except Exception as exc:
-        return f'<p class="muted">{escape(title)}: the chart could not be drawn ({escape(repr(exc)[:300])})</p>'
+        return Chart(title, error=repr(exc)[:300])
 
 
-def _cards(record: dict[str, Any]) -> str:
+def _cards(record: dict[str, Any]) -> dict[str, Any]:
     broken = {b.metric for b in budget_bars(record) if b.passed is False}
     budgeted = {b.metric for b in budget_bars(record) if b.passed is True}
-    cards, missing = [], []
+    cards: list[dict[str, str]] = []
+    missing: list[str] = []
     step = number(dig(details(record), "timings", "step", "median"))
-    names = [*ESTIMATE_METRICS, "max_batch_size"]
-    for name in names:
+    for name in [*ESTIMATE_METRICS, "max_batch_size"]:
         value = metric_value(record, name)
         if value is None:
             if name != "max_batch_size":
                 missing.append(LABELS[name])
             continue
-        state = " broken" if name in broken else " ok" if name in budgeted else ""
-        cards.append(
-            f'<div class="card{state}"><div class="label">{escape(LABELS[name])}</div>'
-            f'<div class="value">{escape(shown(record, name))}</div></div>'
-        )
+        state = "broken" if name in broken else "ok" if name in budgeted else ""
+        cards.append({"label": LABELS[name], "value": shown(record, name), "state": state})
         if name == "backward_pass" and step is not None:
-            cards.append(
-                '<div class="card"><div class="label">training step (median)</div>'
-                f'<div class="value">{escape(format_quantity(step, "seconds"))}</div></div>'
-            )
-    text = f'<div class="cards">{"".join(cards)}</div>' if cards else ""
-    if missing and cards:
-        reason = details(record).get("gpu_unavailable")
-        why = f" ({escape(str(reason))})" if reason and any("GPU" in m for m in missing) else ""
-        text += f'<p class="muted">{NOT_MEASURED} here: {escape(", ".join(missing))}{why}</p>'
-    return text
+            cards.append({"label": "training step (median)", "value": format_quantity(step, "seconds"), "state": ""})
+    reason = details(record).get("gpu_unavailable")
+    return {
+        "cards": cards,
+        "missing": ", ".join(missing),
+        "why": str(reason) if reason and any("GPU" in m for m in missing) else "",
+    }
 
 
-def _budgets(record: dict[str, Any], salt: str) -> str:
+def _budgets(record: dict[str, Any], salt: str) -> dict[str, Any] | None:
     bars = budget_bars(record)
     if not bars:
-        return '<h3>Budgets</h3><p class="muted">no budgets set for this scenario</p>'
-    rows = "".join(
-        f"<tr><td>{escape(LABELS.get(b.metric, b.metric))}</td>"
-        f'<td class="num">{escape(format_quantity(b.value, _dimension(b.metric)))}</td>'
-        f'<td class="num">{escape(b.limit_text)}</td>'
-        f'<td class="num">{escape(format_quantity(b.baseline, _dimension(b.metric)))}</td>'
-        f'<td class="num">{escape(b.change_text)}</td>'
-        f"<td>{_verdict_of(b.passed)}</td></tr>"
+        return None
+    rows = [
+        {
+            "label": LABELS.get(b.metric, b.metric),
+            "measured": format_quantity(b.value, _dimension(b.metric)),
+            "limit": b.limit_text,
+            "baseline": format_quantity(b.baseline, _dimension(b.metric)),
+            "change": b.change_text,
+            "passed": b.passed,
+        }
         for b in bars
-    )
-    table = (
-        "<details><summary>the numbers</summary><table><thead><tr><th>metric</th><th class=num>measured</th>"
-        "<th class=num>limit</th><th class=num>baseline</th><th class=num>change</th><th>result</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table></details>"
-    )
-    return (
-        "<h3>Budgets: measured against each limit</h3>"
-        + _chart(lambda: charts.budgets_chart(bars, salt), "budgets")
-        + table
-    )
+    ]
+    return {"chart": _chart(lambda: charts.budgets_chart(bars, salt), "budgets"), "rows": rows}
 
 
 def _dimension(metric: str) -> str:
@@ -234,13 +201,7 @@ def _dimension(metric: str) -> str:
     return METRIC[metric].unit
 
 
-def _verdict_of(passed: bool | None) -> str:
-    if passed is None:
-        return '<span class="muted">not checked</span>'
-    return _badge("passed") if passed else _badge("failed")
-
-
-def _step_times(record: dict[str, Any], salt: str) -> str:
+def _step_times(record: dict[str, Any], salt: str) -> Chart | None:
     groups = [
         (title, rows)
         for title, rows in (
@@ -249,125 +210,98 @@ def _step_times(record: dict[str, Any], salt: str) -> str:
         )
         if rows
     ]
-    heading = "<h3>Step times: every measured sample</h3>"
-    if not groups:
-        return heading + f'<p class="muted">{NOT_MEASURED}</p>'
-    chart = _chart(lambda: charts.distribution_chart(groups, salt), "step times")
-    note = '<p class="muted">dots: one measured step or call each; box: quartiles and median.</p>'
-    return heading + chart + note
+    return _chart(lambda: charts.distribution_chart(groups, salt), "step times") if groups else None
 
 
-def _timeline(record: dict[str, Any], salt: str) -> str:
+def _timeline(record: dict[str, Any], salt: str) -> dict[str, Any] | None:
     found = timeline(record)
-    heading = "<h3>Memory through one training step</h3>"
     if found is None:
-        return heading + f'<p class="muted">{NOT_MEASURED}</p>'
-    chart = _chart(lambda: charts.timeline_chart(found, salt), "memory timeline")
-    return heading + chart + _method(found.method)
+        return None
+    return {"chart": _chart(lambda: charts.timeline_chart(found, salt), "memory timeline"), "method": found.method}
 
 
 def _method(text: Any) -> str:
-    if not isinstance(text, str) or not text:
-        return ""
-    return f'<details class="method"><summary>how this was measured</summary><p>{escape(text)}</p></details>'
+    return text if isinstance(text, str) else ""
 
 
-def _breakdown(record: dict[str, Any], salt: str) -> str:
+def _breakdown(record: dict[str, Any], salt: str) -> dict[str, Any]:
     found = breakdown(record)
-    heading = "<h3>Where the time goes, per module</h3>"
     pieces = parts(found)
     if not found or not pieces:
         why = found.get("unavailable") if found else None
-        return heading + f'<p class="muted">{NOT_MEASURED}{": " + escape(str(why)) if why else ""}</p>'
+        return {"chart": None, "why": str(why) if why else ""}
     training, inference = section(found, "training"), section(found, "inference")
-    text = heading + _chart(lambda: charts.breakdown_chart(pieces, training, inference, salt + "t"), "breakdown")
+    drawn = _chart(lambda: charts.breakdown_chart(pieces, training, inference, salt + "t"), "breakdown")
     share = number((training or {}).get("remainder_share"))
-    if share is not None and abs(share) >= 0.1:
-        text += (
-            f'<p class="muted">the step measured without hooks differs from the instrumented one by '
-            f"{share:+.0%}: read the shares, not the sums.</p>"
-        )
-    text += _method(found.get("method"))
     split = memory_split(found)
     with_saved = folded([p for p in pieces if p.activations_bytes], lambda p: p.activations_bytes or 0.0)
     saved = [(p.module, p.activations_bytes or 0.0) for p in with_saved]
-    text += "<h3>What the memory is made of</h3>"
+    memory = section(found, "memory") or {}
+    whole = number(memory.get("whole_bytes"))
+    made_of, peak = None, None
     if split or saved:
-        memory = section(found, "memory") or {}
-        whole = number(memory.get("whole_bytes"))
-        text += _chart(lambda: charts.memory_chart(split, whole, saved, salt + "m"), "memory split")  # type: ignore[arg-type]
+        made_of = _chart(lambda: charts.memory_chart(split, whole, saved, salt + "m"), "memory split")  # type: ignore[arg-type]
         if memory.get("whole"):
-            text += (
-                f'<p class="muted">the peak: {escape(str(memory["whole"]))}, {escape(format_quantity(whole, "bytes"))}'
-            )
-            text += f"; counted: {escape(str(memory.get('measure') or ''))}" if memory.get("measure") else ""
-            text += f"; rest of the process: {escape(str(memory['rest_means']))}" if memory.get("rest_means") else ""
-            text += "</p>"
-    else:
-        text += f'<p class="muted">{NOT_MEASURED}</p>'
-    return text
+            peak = {
+                "whole": str(memory["whole"]),
+                "bytes": format_quantity(whole, "bytes"),
+                "measure": str(memory.get("measure") or ""),
+                "rest_means": str(memory["rest_means"]) if memory.get("rest_means") else "",
+            }
+    return {
+        "chart": drawn,
+        "shift": f"{share:+.0%}" if share is not None and abs(share) >= 0.1 else "",
+        "method": _method(found.get("method")),
+        "memory": made_of,
+        "peak": peak,
+    }
 
 
-def _environment(record: dict[str, Any]) -> str:
+def _environment(record: dict[str, Any]) -> dict[str, Any] | None:
     env = environment(record)
     if not env:
-        return ""
-    rows = "".join(
-        f"<tr><td>{escape(str(k))}</td><td>{escape(str(v))}</td></tr>" for k, v in env.items() if v not in (None, "")
-    )
+        return None
     device = details(record).get("device_name") or details(record).get("device") or env.get("device")
-    return (
-        f"<h3>Environment</h3><details><summary>{escape(str(device or ''))} · {_environment_line(env)}</summary>"
-        f'<table class="env">{rows}</table></details>'
-    )
+    return {
+        "device": str(device or ""),
+        "line": _environment_line(env),
+        "rows": [(str(k), str(v)) for k, v in env.items() if v not in (None, "")],
+    }
 
 
-def _warnings(record: dict[str, Any]) -> str:
-    found = warnings(record)
-    if not found:
-        return ""
-    items = "".join(f"<li>{escape(w)}</li>" for w in found)
-    return f'<h3>Warnings ({len(found)})</h3><ul class="warnings">{items}</ul>'
-
-
-def _scenario(record: dict[str, Any], index: int) -> str:
-    found = outcome(record)
+def _scenario(record: dict[str, Any], index: int) -> dict[str, Any]:
     salt = f"s{index}"
-    measured = record.get("measured")
-    head = (
-        f'<section class="scenario s-{found.replace(" ", "-")}" id="scenario-{index}">'
-        f"<h2>{_badge(found)} {escape(str(record.get('name')))} "
-        f'<span class="where">{escape(_where(record))}'
-        + (f" · measured: {escape(str(measured))}" if measured else "")
-        + "</span></h2>"
-    )
-    body = []
-    if record.get("message"):
-        kind = " skipped-why" if found == "skipped" else ""
-        body.append(f'<pre class="message{kind}">{escape(str(record["message"]))}</pre>')
-    if not details(record) and not record.get("budgets"):
-        body.append(f'<p class="muted">nothing was measured for this scenario.</p>{_warnings(record)}')
-        return head + "".join(body) + "</section>"
-    body += [
-        _cards(record),
-        _budgets(record, salt + "b"),
-        _step_times(record, salt + "d"),
-        _timeline(record, salt + "l"),
-        _breakdown(record, salt + "k"),
-        _environment(record),
-        _warnings(record),
-    ]
-    return head + "".join(body) + "</section>"
+    measured, message = record.get("measured"), record.get("message")
+    scenario = {
+        "index": index,
+        "outcome": outcome(record),
+        "name": str(record.get("name")),
+        "where": _where(record),
+        "measured": str(measured) if measured else "",
+        "message": str(message) if message else "",
+        "warnings": warnings(record),
+        "measured_nothing": not details(record) and not record.get("budgets"),
+    }
+    if scenario["measured_nothing"]:
+        return scenario
+    return {
+        **scenario,
+        "cards": _cards(record),
+        "budgets": _budgets(record, salt + "b"),
+        "step_times": _step_times(record, salt + "d"),
+        "timeline": _timeline(record, salt + "l"),
+        "breakdown": _breakdown(record, salt + "k"),
+        "environment": _environment(record),
+    }
 
 
 def render_html(report: Mapping[str, Any]) -> str:
     """The JSON report (``--mlestimate-json``'s document) as one self-contained HTML page."""
     charts.require_matplotlib()
+    page = _templates().get_template("page.html.j2")
     records = _records(report)
-    sections = "".join(_scenario(record, index) for index, record in enumerate(records, 1))
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{TITLE}</title><style>{CSS}</style></head><body>"
-        f"{_header(records, report)}{_overview(records)}{sections}</body></html>\n"
+    return page.render(
+        header=_header(records, report),
+        overview=_overview(records),
+        scenarios=[_scenario(record, index) for index, record in enumerate(records, 1)],
     )
