@@ -47,7 +47,8 @@ def watch(parent: int, deadline: float | None) -> None:
             if os.getppid() != parent:
                 os._exit(EXIT_ORPHANED)
             if deadline is not None and time.monotonic() > deadline:
-                print(f"profiling stopped itself: past its deadline of {deadline_seconds:g} s", file=sys.stderr)
+                shown = round(deadline_seconds, 1)  # read a moment after the deadline was set: 3.99995 is 4
+                print(f"profiling stopped itself: past its deadline of {shown:g} s", file=sys.stderr)
                 os._exit(EXIT_PAST_DEADLINE)
 
     deadline_seconds = (deadline - time.monotonic()) if deadline is not None else 0.0

@@ -143,9 +143,13 @@ def test_a_scenario_is_judged_against_the_window_and_fails_as_against_a_baseline
     result, report = run_scenarios(*window_args)
     record = by_name(report)["tiny"]
     assert result.ret == 1 and record["outcome"] == "failed"
-    assert "total_training_time regressed" in record["message"]
+    # which timings are judged depends on the machine: a measurement that other processes slowed is judged on
+    # the figures they could not touch (a contended training step leaves its timings out, inference stays)
+    regressed = {c["metric"] for c in record["budgets"] if c["kind"] == "regression" and c["passed"] is False}
+    timings = sorted(m for m in regressed if METRIC[m].noise == "timing")
+    assert timings and all(f"{m} regressed" in record["message"] for m in timings)
     explained = {entry["metric"] for entry in record["explanation"]}  # the window's runs are the baseline here
-    assert "total_training_time" in explained
-    result.stdout.fnmatch_lines(["*total_training_time*(baseline)*FAILED", "*measured 2 times in fresh processes*"])
+    assert explained & set(timings)
+    result.stdout.fnmatch_lines([f"*{timings[0]}*(baseline)*FAILED", "*measured 2 times in fresh processes*"])
     assert len(record["runs"]) == 2
     assert len(series(path, "tiny", "total_training_time").points) == 2 * len(steady) + 3
