@@ -33,7 +33,47 @@ _REQUEST = re.compile(r"(auto|cpu|cuda)(?::(\d+))?")
 
 def is_gpu(device: object) -> bool:
     """Whether a device (``"cuda:0"``, a ``torch.device``, a profile's device) is a CUDA GPU."""
-    return str(device).startswith("cuda")
+    return Device.of(device).is_gpu
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device a profile ran or runs on, as a scenario or a profile names it (``cpu``, ``cuda``, ``cuda:1``):
+    whether it is a GPU, the physical device behind it, and its memory."""
+
+    name: str
+
+    @classmethod
+    def of(cls, device: object) -> Device:
+        return cls(str(device))
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name.startswith("cuda")
+
+    @property
+    def index(self) -> int:
+        """The CUDA index (0 for ``cuda``); 0 for the CPU."""
+        found = self.name.partition(":")[2]
+        return int(found) if found.isdigit() else 0
+
+    def physical_id(self) -> str:
+        return physical_id(self.name)
+
+    def memory_bytes(self) -> float | None:
+        """Total memory: the GPU's from NVML (CUDA stays uninitialised here), RAM for the CPU; None where NVML
+        cannot tell."""
+        if not self.is_gpu:
+            import psutil
+
+            return float(psutil.virtual_memory().total)
+        found = nvml_device(self.index)
+        if found.handle is None:
+            return None
+        try:
+            return float(found.nvml.nvmlDeviceGetMemoryInfo(found.handle).total)
+        except Exception:  # NVMLError
+            return None
 
 
 def _torch_has_cuda() -> bool:

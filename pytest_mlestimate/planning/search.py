@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pytest_mlestimate.core.devices import is_gpu
+from pytest_mlestimate.core.devices import Device, is_gpu
 from pytest_mlestimate.core.errors import ProfileCrashError, brief
 from pytest_mlestimate.core.units import format_quantity
 from pytest_mlestimate.planning.checks import DEFAULT_HEADROOM, CapacityError, parse_headroom, parse_limit
@@ -32,19 +32,7 @@ def limit_figure(device: str) -> str:
 
 def device_memory(device: str) -> float | None:
     """Total memory of the device a profile ran on (RAM for the CPU), without initialising CUDA here."""
-    if not is_gpu(device):
-        import psutil
-
-        return float(psutil.virtual_memory().total)
-    from pytest_mlestimate.core.devices import nvml_device
-
-    found = nvml_device(int(device.partition(":")[2] or 0))
-    if found.handle is None:
-        return None
-    try:
-        return float(found.nvml.nvmlDeviceGetMemoryInfo(found.handle).total)
-    except Exception:  # NVMLError: the caller says the limit must be given
-        return None
+    return Device.of(device).memory_bytes()
 
 
 @dataclass

@@ -15,12 +15,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 import torch
 import yaml
 
 from pytest_mlestimate.core import environment
-from pytest_mlestimate.core.devices import device_lock, physical_id, resolve_device
+from pytest_mlestimate.core.devices import Device, device_lock, is_gpu, physical_id, resolve_device
 from pytest_mlestimate.core.errors import DeviceUnavailableError
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason, pin_worker
 from pytest_mlestimate.profiling.monitor import Nvml, ResourceMonitor
@@ -41,6 +42,8 @@ class FakeGpu:
     used: int = 0
     """What the whole device holds."""
     util: float = 0.0
+    total: int = 80 * 2**30
+    """The card's memory."""
     migs: list[FakeGpu] = field(default_factory=list)
     shows_processes: bool = True
 
@@ -85,7 +88,7 @@ class FakeNvml:
         return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=handle.memory)] if handle.shows_processes else []
 
     def nvmlDeviceGetMemoryInfo(self, handle: FakeGpu) -> Any:
-        return SimpleNamespace(used=handle.used)
+        return SimpleNamespace(used=handle.used, total=handle.total)
 
     def nvmlDeviceGetUtilizationRates(self, handle: FakeGpu) -> Any:
         return SimpleNamespace(gpu=handle.util)
@@ -460,3 +463,16 @@ def test_pytest_and_the_python_api_never_profile_on_one_device_at_once(tmp_path:
     assert set(spans) == {"pytest", "api"}
     (_, first_ends), (second_starts, _) = sorted((min(times), max(times)) for times in spans.values())
     assert first_ends < second_starts, "both profiles ran at the same time on one device"
+
+
+def test_a_device_value_says_whether_it_is_a_gpu_which_one_and_its_memory(
+    nvml: FakeNvml, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    nvml.gpus[3].total = 141 * 2**30
+    gpu = Device.of("cuda:0")
+    assert gpu.is_gpu and gpu.index == 0 and gpu.physical_id() == uuid_of(3)  # the caller's GPU 3, not NVML's 0
+    assert gpu.memory_bytes() == 141 * 2**30
+    cpu = Device.of(torch.device("cpu"))
+    assert not cpu.is_gpu and cpu.physical_id() == "cpu" and cpu.memory_bytes() == psutil.virtual_memory().total
+    assert is_gpu(torch.device("cuda", 1)) and Device.of("cuda:1").index == 1 and not is_gpu("cpu")
