@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.planning.capacity import CapacityReport, capacity
@@ -34,7 +34,8 @@ class CapacityRequest(BaseModel):
     """The sizes profiled for the fit; unset: ``choose_batch_sizes``."""
     predict: list[int] = Field(default_factory=list, max_length=MAX_SIZES)
     """Batch sizes to answer from the fit."""
-    search: bool = True
+    search: StrictBool = True
+    """true or false; "yes" or 1 is refused rather than read as true."""
     step: int = Field(1, ge=1, le=MAX_BATCH_SIZE)
     up_to: int = Field(MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE)
     """The largest batch the search may profile: its answer is at most this."""

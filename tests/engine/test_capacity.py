@@ -18,6 +18,7 @@ from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.planning.capacity import capacity
 from pytest_mlestimate.planning.cards import card_table
 from pytest_mlestimate.planning.checks import CapacityError
+from pytest_mlestimate.planning.request import read_request
 from pytest_mlestimate.planning.search import max_batch_size, power_then_binary_trials
 from pytest_mlestimate.planning.sweep import fit_sizes
 from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
@@ -226,3 +227,10 @@ def test_the_report_renders_its_figures_and_keys() -> None:
     assert data["search"]["confirmed"] is True
     assert data["predictions"]["16"]["Peak RAM Memory"]["basis"] == "extrapolated"  # batch 11 was profiled
     assert "largest batch under 700.00 MiB of Peak RAM Memory (given): 10" in str(report)
+
+
+@pytest.mark.parametrize("value", ["yes", "true", 1, 0, None])
+def test_search_is_true_or_false_and_nothing_read_as_either(value: object) -> None:
+    with pytest.raises(CapacityError, match=r"capacity\.search: expected true or false"):
+        read_request({"search": value})
+    assert read_request({"search": False}).search is False
