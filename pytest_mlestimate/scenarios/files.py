@@ -33,6 +33,9 @@ MAX_DEPTH = 50
 MAX_NAME = 200
 MAX_COMBINATIONS = 256
 """Scenarios one ``matrix:`` may make: each is a test, and most are a profile."""
+MAX_FILE_SCENARIOS = 5_000
+"""Scenarios one file may make in all: a ``defaults:`` matrix applies to every entry, so a few lines can
+otherwise multiply into tens of thousands of tests."""
 MAX_LABEL = 40
 """Characters of one value in a swept scenario's name (``tiny[batch_size=2,...]``)."""
 MAX_INT = 2**63 - 1
@@ -303,6 +306,11 @@ def read_scenario_file(text: str) -> list[ScenarioEntry]:
         line = layout.entries[index] if index < len(layout.entries) else 1
         keys = layout.entry_keys[index] if index < len(layout.entry_keys) else {}
         found += entries_of(raw, index, line, names, defaults, {**layout.default_keys, **keys})
+        if len(found) > MAX_FILE_SCENARIOS:
+            raise ScenarioFileError(
+                f"the file makes more than {MAX_FILE_SCENARIOS:,} scenarios by its entry {index + 1} (line {line}); "
+                "a matrix under defaults: applies to every entry: split the file or narrow the matrix"
+            )
     return found
 
 

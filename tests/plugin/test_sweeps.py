@@ -486,3 +486,11 @@ def test_a_csv_table_runs_a_test_per_row_and_bad_rows_are_errors(
         "file": ("error", "other.csv", 1),
     }
     assert entries["fits"]["scenario"]["amp"] == "off" and entries["fits"]["scenario"]["image_size"] == [64, 64]
+
+
+def test_a_defaults_matrix_cannot_multiply_a_file_past_its_cap() -> None:
+    matrix = "{batch_size: [" + ", ".join(map(str, range(1, 17))) + "], epochs: [" + ", ".join(map(str, range(1, 17)))
+    entries = "".join(f"  - name: s{index}\n" for index in range(200))  # 200 entries x 256 = 51,200 scenarios
+    with pytest.raises(ScenarioFileError, match=r"more than 5,000 scenarios by its entry 20 \(line 23\)"):
+        read_scenario_file(f"defaults:\n  matrix: {matrix}]}}\nscenarios:\n{entries}")
+    assert len(read_scenario_file(f"defaults:\n  matrix: {matrix}]}}\nscenarios:\n  - name: one\n")) == 256
