@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -11,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.verdicts.history_store import opened, resolve_scenario, scenarios
+from pytest_mlestimate.verdicts.history_store import (
+    opened,
+    resolve_scenario,
+    scenarios,
+    stored_figure,
+    stored_mapping,
+    stored_run,
+)
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.run_environment import machine_of
 
@@ -39,15 +45,22 @@ def benchmark_action(
                 (summary.file, summary.name),
             ).fetchone()
             scenario_id, commit, branch, recorded_at, environment, fields = row
-            batch = json.loads(fields).get("batch_size")
-            values = dict(connection.execute("SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)))
+            batch = stored_mapping(fields).get("batch_size")
+            values = {
+                name: figure
+                for name, value in connection.execute(
+                    "SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)
+                )
+                if (figure := stored_figure(value)) is not None
+            }
             runs = [
-                Run.from_dict(json.loads(text))
+                run
                 for (text,) in connection.execute(
                     "SELECT run FROM measurements WHERE scenario_id = ? ORDER BY position", (scenario_id,)
                 )
+                if (run := stored_run(text)) is not None
             ]
-            device = machine_of(json.loads(environment))
+            device = machine_of(stored_mapping(environment))
             for metric in chosen:
                 value = values.get(metric.name)
                 if value is None:

@@ -12,7 +12,6 @@ Importing this module loads neither torch nor the engine.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,15 @@ from typing import Any
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC, Metric
 from pytest_mlestimate.verdicts.baseline import Comparison, comparable
-from pytest_mlestimate.verdicts.history_store import HistoryError, canonical, opened, resolve_scenario
+from pytest_mlestimate.verdicts.history_store import (
+    HistoryError,
+    canonical,
+    opened,
+    resolve_scenario,
+    stored_figure,
+    stored_mapping,
+    stored_run,
+)
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run, compare_runs
 from pytest_mlestimate.verdicts.run_environment import device_kind, fingerprint
 
@@ -88,11 +95,11 @@ def series(
     wanted = fingerprint(environment) if environment is not None else rows[-1][4]
     kept = [row for row in rows if row[4] == wanted]
     points = tuple(
-        Point(run_id, commit, branch, recorded_at, value, measured)
+        Point(run_id, commit, branch, recorded_at, figure, measured)
         for run_id, commit, branch, recorded_at, _, _, measured, value in kept
-        if value is not None
+        if (figure := stored_figure(value)) is not None
     )
-    shown_environment = json.loads(kept[-1][5]) if kept else dict(environment or {})
+    shown_environment = stored_mapping(kept[-1][5]) if kept else dict(environment or {})
     return Series(scenario.file, scenario.name, chosen, shown_environment, points, len(rows) - len(kept))
 
 
@@ -146,10 +153,11 @@ def window(
     left_out: dict[str, int] = {}
     parsed = []
     for run_id, commit, fields, text in rows:
-        try:
-            parsed.append((run_id, commit, _compared(json.loads(fields)), Run.from_dict(json.loads(text))))
-        except (TypeError, ValueError, AttributeError, KeyError):  # a row another program or a crash damaged
+        run, fields_read = stored_run(text), stored_mapping(fields)
+        if run is None or not fields_read:  # a row another program or a crash damaged
             left_out["unreadable in the history"] = left_out.get("unreadable in the history", 0) + 1
+            continue
+        parsed.append((run_id, commit, _compared(fields_read), run))
     oldest = {_figures_key(run): position for position, (*_, run) in enumerate(parsed)}  # rows run newest first
     taken: dict[int, list[Run]] = {}
     commits: dict[int, str | None] = {}

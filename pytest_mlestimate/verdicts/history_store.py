@@ -14,6 +14,7 @@ torch nor the engine.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -87,6 +88,30 @@ class HistoryError(ValueError):
 
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def stored_mapping(text: object) -> dict[str, Any]:
+    """A JSON object column as it was written; empty for what another program or a crash left there instead."""
+    try:
+        found = json.loads(text) if isinstance(text, str | bytes) else None
+    except (ValueError, RecursionError):
+        found = None
+    return found if isinstance(found, dict) else {}
+
+
+def stored_run(text: object) -> Run | None:
+    """A measurement column as ``Run``; None for one that cannot be read."""
+    try:
+        return Run.from_dict(json.loads(text))  # type: ignore[arg-type]
+    except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
+        return None
+
+
+def stored_figure(value: object) -> float | None:
+    """A figure column: a finite number, else None (sqlite keeps whatever was put in a REAL column)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 # -- the file ----------------------------------------------------------------------------------------------
