@@ -163,7 +163,7 @@ def sessions(
 def record_history(path: Path, drawn: Sequence[tuple[str, list[Run]]], noise: Noise, day: int = 1) -> None:
     """Record each session in the history at ``path``, an hour apart from the ``day`` of November 2026 on, as the
     plugin records a run."""
-    from pytest_mlestimate.verdicts.history_store import record_report
+    from pytest_mlestimate.verdicts.history_recording import record_report
 
     env = environment(noise)
     start = datetime(2026, 11, day, tzinfo=timezone.utc)

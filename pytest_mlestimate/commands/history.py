@@ -16,9 +16,9 @@ from pytest_mlestimate.core.errors import printable
 from pytest_mlestimate.core.metrics import Metric
 from pytest_mlestimate.core.units import UnitError, format_quantity, parse_fraction
 from pytest_mlestimate.reports.benchmark_action import benchmark_action
+from pytest_mlestimate.stores.run_history import HistoryError, resolve_scenario, scenarios
 from pytest_mlestimate.verdicts.change_points import MIN_SEGMENT, Step, Steps, find_steps, step_floor
 from pytest_mlestimate.verdicts.history import Point, Series, metric_named, series
-from pytest_mlestimate.verdicts.history_store import HistoryError, resolve_scenario, scenarios
 from pytest_mlestimate.verdicts.run_environment import device_kind, machine_of
 
 DEFAULT_METRICS = ("total_training_time", "inference_batch", "forward_pass", "peak_ram_memory", "peak_gpu_memory")

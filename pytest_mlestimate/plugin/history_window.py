@@ -65,9 +65,9 @@ class HistoryOptions:
     def _judge(self, item: pytest.Item, failed: Any) -> None:
         from pytest_mlestimate.plugin.items import OverBudget, ScenarioItem
         from pytest_mlestimate.reports.record import RECORDS
+        from pytest_mlestimate.stores.run_history import HistoryError
         from pytest_mlestimate.verdicts.budgets import Check
         from pytest_mlestimate.verdicts.history import judge_window
-        from pytest_mlestimate.verdicts.history_store import HistoryError
         from pytest_mlestimate.verdicts.regression import Run
         from pytest_mlestimate.verdicts.verdict import Verdict, run_of
 
@@ -130,7 +130,8 @@ class HistoryOptions:
             return []
         from pytest_mlestimate.core.git import source_control
         from pytest_mlestimate.reports.json_report import build_document
-        from pytest_mlestimate.verdicts.history_store import HistoryError, record_report
+        from pytest_mlestimate.stores.run_history import HistoryError
+        from pytest_mlestimate.verdicts.history_recording import record_report
 
         commit, branch = source_control(rootdir)
         try:

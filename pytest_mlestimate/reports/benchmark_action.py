@@ -10,14 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.verdicts.history_store import (
-    opened,
-    resolve_scenario,
-    scenarios,
-    stored_figure,
-    stored_mapping,
-    stored_run,
-)
+from pytest_mlestimate.stores.run_history import latest_session, resolve_scenario, scenarios
+from pytest_mlestimate.verdicts.history_recording import stored_run
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.run_environment import machine_of
 
@@ -36,47 +30,28 @@ def benchmark_action(
     chosen = [m for m in (metrics or METRIC.values()) if bigger_is_better(m) == bigger]
     wanted = [resolve_scenario(path, name) for name in names] if names else scenarios(path)
     found: list[dict[str, Any]] = []
-    with opened(path) as connection:
-        for summary in wanted:
-            row = connection.execute(
-                "SELECT s.id, r.commit_sha, r.branch, r.recorded_at, s.environment, s.scenario FROM scenarios s "
-                "JOIN runs r ON r.id = s.run_id WHERE s.file = ? AND s.name = ? "
-                "ORDER BY r.recorded_at DESC, r.id DESC LIMIT 1",
-                (summary.file, summary.name),
-            ).fetchone()
-            scenario_id, commit, branch, recorded_at, environment, fields = row
-            batch = stored_mapping(fields).get("batch_size")
-            values = {
-                name: figure
-                for name, value in connection.execute(
-                    "SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)
-                )
-                if (figure := stored_figure(value)) is not None
+    for summary in wanted:
+        latest = latest_session(path, summary.file, summary.name)
+        if latest is None:
+            continue
+        batch, values = latest.scenario.get("batch_size"), latest.figures
+        commit, branch, recorded_at = latest.commit, latest.branch, latest.recorded_at
+        runs = [run for text in latest.runs if (run := stored_run(text)) is not None]
+        device = machine_of(latest.environment)
+        for metric in chosen:
+            value = values.get(metric.name)
+            if value is None:
+                continue
+            entry: dict[str, Any] = {
+                "name": f"{summary.file}::{summary.name} - {_label(metric, batch)}",
+                "unit": metric.unit,
+                "value": value,
             }
-            runs = [
-                run
-                for (text,) in connection.execute(
-                    "SELECT run FROM measurements WHERE scenario_id = ? ORDER BY position", (scenario_id,)
-                )
-                if (run := stored_run(text)) is not None
-            ]
-            device = machine_of(stored_mapping(environment))
-            for metric in chosen:
-                value = values.get(metric.name)
-                if value is None:
-                    continue
-                entry: dict[str, Any] = {
-                    "name": f"{summary.file}::{summary.name} - {_label(metric, batch)}",
-                    "unit": metric.unit,
-                    "value": value,
-                }
-                spread = _spread(metric, runs)
-                if spread is not None:
-                    entry["range"] = f"± {spread:.4g}"
-                entry["extra"] = (
-                    f"commit {commit or '-'} on {branch or '-'}, {recorded_at}\n{len(runs)} run(s) on {device}"
-                )
-                found.append(entry)
+            spread = _spread(metric, runs)
+            if spread is not None:
+                entry["range"] = f"± {spread:.4g}"
+            entry["extra"] = f"commit {commit or '-'} on {branch or '-'}, {recorded_at}\n{len(runs)} run(s) on {device}"
+            found.append(entry)
     return found
 
 

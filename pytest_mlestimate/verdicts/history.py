@@ -1,4 +1,5 @@
-"""The run history read back (``history_store.py`` keeps it): a scenario's series and the window it is judged against.
+"""The run history read back (``stores/run_history.py`` keeps it): a scenario's series and the window it is
+judged against.
 
 - a scenario's **series** of one metric on one environment, ordered as recorded, for ``mlestimate history``
   and its search for steps (``steps.py``);
@@ -19,16 +20,17 @@ from typing import Any
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.verdicts.baseline import Comparison, comparable
-from pytest_mlestimate.verdicts.history_store import (
+from pytest_mlestimate.stores.run_history import (
     HistoryError,
     canonical,
-    opened,
+    measurement_rows,
     resolve_scenario,
+    series_rows,
     stored_figure,
     stored_mapping,
-    stored_run,
 )
+from pytest_mlestimate.verdicts.baseline import Comparison, comparable
+from pytest_mlestimate.verdicts.history_recording import stored_run
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run, compare_runs
 from pytest_mlestimate.verdicts.run_environment import device_kind, fingerprint
 
@@ -84,14 +86,7 @@ def series(
     on), ordered as recorded. ``name`` may be ``FILE::NAME``."""
     chosen = metric if isinstance(metric, Metric) else metric_named(metric)
     scenario = resolve_scenario(path, f"{file}::{name}" if file else name)
-    with opened(path) as connection:
-        rows = connection.execute(
-            "SELECT r.id, r.commit_sha, r.branch, r.recorded_at, s.fingerprint, s.environment, s.measured, f.value "
-            "FROM scenarios s JOIN runs r ON r.id = s.run_id "
-            "LEFT JOIN figures f ON f.scenario_id = s.id AND f.metric = ? "
-            "WHERE s.file = ? AND s.name = ? ORDER BY r.recorded_at, r.id",
-            (chosen.name, scenario.file, scenario.name),
-        ).fetchall()
+    rows = series_rows(path, scenario.file, scenario.name, chosen.name)
     wanted = fingerprint(environment) if environment is not None else rows[-1][4]
     kept = [row for row in rows if row[4] == wanted]
     points = tuple(
@@ -141,13 +136,7 @@ def window(
     Contended runs are left out. A history not yet written is an empty window."""
     if not path.exists():
         return Window((), 0)
-    with opened(path) as connection:
-        rows = connection.execute(
-            "SELECT r.id, r.commit_sha, s.scenario, m.run FROM scenarios s JOIN runs r ON r.id = s.run_id "
-            "JOIN measurements m ON m.scenario_id = s.id "
-            "WHERE s.file = ? AND s.name = ? AND s.fingerprint = ? ORDER BY r.recorded_at DESC, r.id DESC, m.position",
-            (file, name, fingerprint(environment)),
-        ).fetchall()
+    rows = measurement_rows(path, file, name, fingerprint(environment))
     wanted = _compared(dict(scenario))
     new = {_figures_key(run) for run in exclude}
     left_out: dict[str, int] = {}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bench.history_power import REGIMES, environment, record_of, report_of, sessions
 from pytest_mlestimate.commands.cli import main
-from pytest_mlestimate.verdicts.history_store import record_report
+from pytest_mlestimate.verdicts.history_recording import record_report
 
 VALUES = st.one_of(
     st.none(),

@@ -27,9 +27,10 @@ from bench.history_power import (
 )
 from pytest_mlestimate.commands.cli import main
 from pytest_mlestimate.core.git import source_control
-from pytest_mlestimate.verdicts import history_store
+from pytest_mlestimate.stores import run_history as history_store
+from pytest_mlestimate.stores.run_history import HistoryError, scenarios
 from pytest_mlestimate.verdicts.history import WINDOW_MIN_SESSIONS, judge_window, series, window
-from pytest_mlestimate.verdicts.history_store import HistoryError, record_report, scenarios
+from pytest_mlestimate.verdicts.history_recording import record_report
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run
 
 GPU, CPU = REGIMES["gpu"], REGIMES["cpu"]
@@ -106,7 +107,7 @@ def test_a_history_created_while_another_process_checks_it_is_not_taken_for_a_fo
     path = tmp_path / "history.sqlite3"
     sqlite3.connect(path).close()  # the empty file a first writer leaves before its schema
     checking = _CreatedMidCheck(path)
-    assert history_store._check_schema(checking, path) is False  # empty, as it was when the check began
+    assert history_store._check_schema(checking, path) == 0  # empty, as it was when the check began
     assert checking.creator is not None
     checking.creator.join(10)
     checking.connection.close()
@@ -125,7 +126,7 @@ def test_two_processes_recording_at_once_both_land(tmp_path: Path) -> None:
         from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
         from bench.history_power import REGIMES, environment, record_of, report_of, sessions
-        from pytest_mlestimate.verdicts.history_store import record_report
+        from pytest_mlestimate.verdicts.history_recording import record_report
         noise = REGIMES["cpu"]
         env = environment(noise)
         while not Path({str(go)!r}).exists():

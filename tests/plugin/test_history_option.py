@@ -13,7 +13,7 @@ import pytest
 
 from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.verdicts.history import WINDOW_MIN_SESSIONS, series, window
-from pytest_mlestimate.verdicts.history_store import record_report
+from pytest_mlestimate.verdicts.history_recording import record_report
 from pytest_mlestimate.verdicts.regression import Run
 from tests.plugin.conftest import RunResult, by_name, scenario_file
 

@@ -1,9 +1,10 @@
-"""The sqlite store of the run history: every run's figures and raw samples kept by commit in one file.
+"""The run history's store, an sqlite file: every run's figures and raw samples kept by commit.
 
 A run is one ``pytest --mlestimate`` session (or one JSON report): its commit, branch, time (UTC) and, for
 each measured scenario, the environment fingerprint, the scenario's fields, the figures the report showed
-and every fresh-process run behind them with its samples (``regression.Run``). Its series and window are
-``history.py``'s.
+and every fresh-process run behind them with its samples. What a report records is decided by
+``verdicts.history_recording``; its series and window are ``verdicts.history``'s. This module keeps the rows,
+answers the queries and migrates the file's schema (``stores.migrations``).
 
 The file is safe for several processes: WAL, a busy timeout, and each run written in one ``BEGIN IMMEDIATE``
 transaction. A file that is not a history (not sqlite, another program's database, a damaged one, a newer
@@ -26,12 +27,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pytest_mlestimate.core.errors import brief
-from pytest_mlestimate.core.metrics import METRIC
-from pytest_mlestimate.verdicts.regression import Run
-from pytest_mlestimate.verdicts.run_environment import fingerprint
+from pytest_mlestimate.stores.migrations import Migration, check, latest, migrate, version_of
 
-HISTORY_FORMAT = 1
-"""The schema's version, kept in the ``schema_version`` table; a file of a later format is refused."""
 APPLICATION_ID = 0x6D6C6548
 """sqlite's application id for a history file ("mleH"), so that another program's database is told apart."""
 BUSY_TIMEOUT_S = 60.0
@@ -78,6 +75,12 @@ measured scenario of a run (``fingerprint`` is the canonical JSON of ``FINGERPRI
 its fields); figures: the report's documented figures by snake-case metric; measurements: each fresh-process
 run as ``Run.to_dict`` (figures, samples, contended, breakdown)."""
 
+MIGRATIONS = (Migration(1, "runs, scenarios, figures and measurements", SCHEMA),)
+"""The history's schema, version by version: a file of an earlier version is migrated when it is next written."""
+check(MIGRATIONS)
+HISTORY_FORMAT = latest(MIGRATIONS)
+"""The schema's version, kept in the ``schema_version`` table; a file of a later format is refused."""
+
 
 class HistoryError(ValueError):
     """A history file that cannot be used; the message names the path and says what to do."""
@@ -97,14 +100,6 @@ def stored_mapping(text: object) -> dict[str, Any]:
     except (ValueError, RecursionError):
         found = None
     return found if isinstance(found, dict) else {}
-
-
-def stored_run(text: object) -> Run | None:
-    """A measurement column as ``Run``; None for one that cannot be read."""
-    try:
-        return Run.from_dict(json.loads(text))  # type: ignore[arg-type]
-    except (TypeError, ValueError, AttributeError, KeyError, RecursionError):
-        return None
 
 
 def stored_figure(value: object) -> float | None:
@@ -150,8 +145,9 @@ def _header_problem(path: Path) -> str | None:
     return None
 
 
-def _check_schema(connection: sqlite3.Connection, path: Path) -> bool:
-    """True when ``path`` holds a history this version reads, False when it is empty; ``HistoryError`` else.
+def _check_schema(connection: sqlite3.Connection, path: Path) -> int:
+    """The version of the history at ``path`` (0 when it is empty); ``HistoryError`` for another program's database
+    or a later format.
 
     The header and the tables are read in one read transaction: read apart, another process creating the history
     in between shows its tables without its application id, a foreign database."""
@@ -161,24 +157,24 @@ def _check_schema(connection: sqlite3.Connection, path: Path) -> bool:
     try:
         application = connection.execute("PRAGMA application_id").fetchone()[0]
         tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        version = version_of(connection) if application == APPLICATION_ID else 0
     finally:
         if reading:
             connection.execute("COMMIT")
     if application != APPLICATION_ID:
         if not tables and application == 0:
-            return False
+            return 0
         shown = ", ".join(sorted(t for t in tables if not t.startswith("sqlite_"))[:6]) or "none"
         raise HistoryError(
             f"history {path} is another program's sqlite database (tables: {shown}), not a pytest-mlestimate "
             "history: give a new path"
         )
-    version = connection.execute("SELECT max(version) FROM schema_version").fetchone()[0]
-    if version != HISTORY_FORMAT:
+    if version > HISTORY_FORMAT or version < 1:
         raise HistoryError(
             f"history {path} has format {brief(version)}; this version of pytest-mlestimate reads format "
             f"{HISTORY_FORMAT}: use the version that wrote it, or give a new path"
         )
-    return True
+    return version
 
 
 def _connect(path: Path, create: bool) -> sqlite3.Connection:
@@ -236,9 +232,15 @@ def opened(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
     except OSError as exc:  # a file that cannot be read or created, beside sqlite's own errors
         raise HistoryError(f"history {path} cannot be opened: {exc.strerror or exc}") from None
     try:
-        if not _check_schema(connection, path):
+        version = _check_schema(connection, path)
+        if version < HISTORY_FORMAT:
             if not create:
-                raise HistoryError(f"history {path} is empty: record runs with --mlestimate-history {path}")
+                if version == 0:
+                    raise HistoryError(f"history {path} is empty: record runs with --mlestimate-history {path}")
+                raise HistoryError(
+                    f"history {path} has format {version}; record a run with this version to migrate it to "
+                    f"format {HISTORY_FORMAT}"
+                )
             _retrying(lambda: _create(connection, path))
         if create:
             _retrying(lambda: connection.execute("PRAGMA journal_mode = WAL"))
@@ -250,13 +252,12 @@ def opened(path: Path, create: bool = False) -> Iterator[sqlite3.Connection]:
 
 
 def _create(connection: sqlite3.Connection, path: Path) -> None:
-    """The schema, unless another process created it meanwhile (checked again inside the write lock)."""
+    """The schema's pending migrations, applied inside the write lock (another process may have applied them
+    meanwhile: the version is read again there)."""
     connection.execute("BEGIN IMMEDIATE")
     try:
-        if not _check_schema(connection, path):
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                connection.execute(statement)
-            connection.execute("INSERT INTO schema_version VALUES (?, ?)", (HISTORY_FORMAT, "pytest-mlestimate"))
+        if _check_schema(connection, path) < HISTORY_FORMAT:
+            migrate(connection, MIGRATIONS, "pytest-mlestimate")
             connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         connection.execute("COMMIT")
     except BaseException:
@@ -287,22 +288,32 @@ def _utc(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
 
 
-def record_report(
+@dataclass(frozen=True)
+class ScenarioRow:
+    """One measured scenario of a run, as the store keeps it."""
+
+    file: str
+    name: str
+    outcome: str | None
+    measured: str | None
+    fingerprint: str
+    environment: Mapping[str, Any]
+    scenario: Mapping[str, Any]
+    figures: Mapping[str, float]
+    runs: Sequence[Mapping[str, Any]]
+
+
+def record_rows(
     path: Path,
-    document: Mapping[str, Any],
+    rows: Sequence[ScenarioRow],
+    environment: Mapping[str, Any],
     commit: str | None = None,
     branch: str | None = None,
     recorded_at: datetime | None = None,
 ) -> Recorded:
-    """Add a JSON report's document (``--mlestimate-json``; ``build_document``) to the history at ``path`` as one
-    run, in one transaction. Scenarios with no runs (skipped, invalid, not measured) are left out; a report that
-    measured nothing adds nothing (and creates no file)."""
-    scenarios = document.get("scenarios") if isinstance(document, Mapping) else None
-    if not isinstance(scenarios, list):
-        raise HistoryError(f"not a JSON report: it has no 'scenarios' list (got {brief(document)}), nothing recorded")
-    environment = document.get("environment") or {}
-    measured = [r for r in scenarios if isinstance(r, Mapping) and r.get("runs") and isinstance(r.get("name"), str)]
-    if not measured:
+    """Add one run of ``rows`` to the history at ``path`` (created when missing), in one transaction; no rows,
+    no run (and no file)."""
+    if not rows:
         return Recorded(path, None, commit, branch, 0)
     with opened(path, create=True) as connection:
         connection.execute("BEGIN IMMEDIATE")
@@ -312,42 +323,36 @@ def record_report(
                 (commit, branch, _utc(recorded_at), canonical(environment)),
             ).lastrowid
             assert run_id is not None
-            for record in measured:
-                _insert_scenario(connection, run_id, record, environment)
+            for row in rows:
+                _insert(connection, run_id, row)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-    return Recorded(path, run_id, commit, branch, len(measured))
+    return Recorded(path, run_id, commit, branch, len(rows))
 
 
-def _insert_scenario(
-    connection: sqlite3.Connection, run_id: int, record: Mapping[str, Any], environment: Mapping[str, Any]
-) -> None:
-    details = record.get("details") or {}
-    own = details.get("environment") or environment
+def _insert(connection: sqlite3.Connection, run_id: int, row: ScenarioRow) -> None:
     scenario_id = connection.execute(
         "INSERT OR REPLACE INTO scenarios (run_id, file, name, outcome, measured, fingerprint, environment, scenario)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             run_id,
-            str(record.get("file") or ""),
-            record["name"],
-            record.get("outcome"),
-            record.get("measured"),
-            fingerprint(own),
-            canonical(own),
-            canonical(record.get("scenario") or {}),
+            row.file,
+            row.name,
+            row.outcome,
+            row.measured,
+            row.fingerprint,
+            canonical(row.environment),
+            canonical(row.scenario),
         ),
     ).lastrowid
-    figures = [
-        (scenario_id, name, value) for name, metric in METRIC.items() if (value := metric.read(record)) is not None
-    ]
-    connection.executemany("INSERT INTO figures VALUES (?, ?, ?)", figures)
-    runs = [Run.from_dict(run).to_dict() for run in record["runs"]]
+    connection.executemany(
+        "INSERT INTO figures VALUES (?, ?, ?)", [(scenario_id, name, value) for name, value in row.figures.items()]
+    )
     connection.executemany(
         "INSERT INTO measurements VALUES (?, ?, ?)",
-        [(scenario_id, position, canonical(run)) for position, run in enumerate(runs)],
+        [(scenario_id, position, canonical(run)) for position, run in enumerate(row.runs)],
     )
 
 
@@ -402,3 +407,73 @@ def _names(known: Sequence[ScenarioSummary], shown: int = 12) -> str:
     names = [f"{s.file}::{s.name}" for s in known]
     more = len(names) - shown
     return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+# -- queries the verdicts and reports ask ----------------------------------------------------------------
+
+
+def series_rows(path: Path, file: str, name: str, metric: str) -> list[tuple[Any, ...]]:
+    """(run id, commit, branch, recorded at, fingerprint, environment, measured, figure) of each session of a
+    scenario, oldest first; the figure is None where the session has none of ``metric``."""
+    with opened(path) as connection:
+        return connection.execute(
+            "SELECT r.id, r.commit_sha, r.branch, r.recorded_at, s.fingerprint, s.environment, s.measured, f.value "
+            "FROM scenarios s JOIN runs r ON r.id = s.run_id "
+            "LEFT JOIN figures f ON f.scenario_id = s.id AND f.metric = ? "
+            "WHERE s.file = ? AND s.name = ? ORDER BY r.recorded_at, r.id",
+            (metric, file, name),
+        ).fetchall()
+
+
+def measurement_rows(path: Path, file: str, name: str, fingerprint: str) -> list[tuple[Any, ...]]:
+    """(run id, commit, scenario fields, measurement) of every run a scenario recorded on one environment, the
+    newest session first and each session's runs in their order."""
+    with opened(path) as connection:
+        return connection.execute(
+            "SELECT r.id, r.commit_sha, s.scenario, m.run FROM scenarios s JOIN runs r ON r.id = s.run_id "
+            "JOIN measurements m ON m.scenario_id = s.id "
+            "WHERE s.file = ? AND s.name = ? AND s.fingerprint = ? ORDER BY r.recorded_at DESC, r.id DESC, m.position",
+            (file, name, fingerprint),
+        ).fetchall()
+
+
+@dataclass(frozen=True)
+class LatestSession:
+    """A scenario's last recorded session: where and when, its figures and its measurements as stored."""
+
+    commit: str | None
+    branch: str | None
+    recorded_at: str
+    environment: dict[str, Any]
+    scenario: dict[str, Any]
+    figures: dict[str, float]
+    runs: list[str]
+
+
+def latest_session(path: Path, file: str, name: str) -> LatestSession | None:
+    with opened(path) as connection:
+        row = connection.execute(
+            "SELECT s.id, r.commit_sha, r.branch, r.recorded_at, s.environment, s.scenario FROM scenarios s "
+            "JOIN runs r ON r.id = s.run_id WHERE s.file = ? AND s.name = ? "
+            "ORDER BY r.recorded_at DESC, r.id DESC LIMIT 1",
+            (file, name),
+        ).fetchone()
+        if row is None:
+            return None
+        scenario_id, commit, branch, recorded_at, environment, fields = row
+        figures = {
+            metric: figure
+            for metric, value in connection.execute(
+                "SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)
+            )
+            if (figure := stored_figure(value)) is not None
+        }
+        runs = [
+            text
+            for (text,) in connection.execute(
+                "SELECT run FROM measurements WHERE scenario_id = ? ORDER BY position", (scenario_id,)
+            )
+        ]
+    return LatestSession(
+        commit, branch, recorded_at, stored_mapping(environment), stored_mapping(fields), figures, runs
+    )
