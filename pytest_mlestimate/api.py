@@ -12,7 +12,8 @@ from pytest_mlestimate.core.progress import Listener, heard_safely
 from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario
-from pytest_mlestimate.stores.profile_cache import ProfileCache, profile_key
+from pytest_mlestimate.stores.interfaces import profile_store_at
+from pytest_mlestimate.stores.profile_cache import profile_key
 
 
 def estimate(
@@ -36,7 +37,7 @@ def estimate(
     a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
     """
     parsed = parse_scenario(scenario)
-    store = ProfileCache(cache_path) if cache else None
+    store = profile_store_at(cache_path) if cache else None
     key = profile_key(parsed) if store else None
     if store is not None and key is not None and not refresh:
         found = store.get(key)

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.reports.json_report import ReportError, read_report
+from pytest_mlestimate.stores.interfaces import baseline_store_at
 from pytest_mlestimate.verdicts.baseline import (
     BaselineError,
     Measured,
     baseline_key,
     baseline_path,
     compare_measured,
+    measured_of,
     parse_tolerances,
-    read_baseline,
 )
 from pytest_mlestimate.verdicts.budgets import parse_assignments
 from pytest_mlestimate.verdicts.regression import Run
@@ -81,14 +82,15 @@ def read_side(path: Path, label: str) -> Side:
 
 
 def _baseline_folder(root: Path) -> Side:
-    files = sorted(p for p in root.rglob("*.json") if p.is_file())
+    store = baseline_store_at(root)
+    files = list(store.saved())
     if not files:
         raise InputError(f"{root} holds no baseline files (*.json): give {ALLOWED}")
     entries = {}
     for path in files:
         key = path.relative_to(root).as_posix()
         try:
-            measured = read_baseline(path)
+            measured = measured_of(store.load(path), path)
         except BaselineError as exc:
             entries[key] = Entry(key, path.stem, path.parent.relative_to(root).as_posix(), path, problem=str(exc))
             continue

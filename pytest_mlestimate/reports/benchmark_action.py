@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.stores.run_history import latest_session, resolve_scenario, scenarios
+from pytest_mlestimate.stores.interfaces import run_history_at
 from pytest_mlestimate.verdicts.history_recording import stored_run
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.run_environment import machine_of
@@ -28,10 +28,11 @@ def benchmark_action(
     ``unit``, ``value``, ``range``, ``extra``): with ``bigger`` the metrics better bigger (its tool
     ``customBiggerIsBetter``), else the others (``customSmallerIsBetter``)."""
     chosen = [m for m in (metrics or METRIC.values()) if bigger_is_better(m) == bigger]
-    wanted = [resolve_scenario(path, name) for name in names] if names else scenarios(path)
+    store = run_history_at(path)
+    wanted = [store.resolve(name) for name in names] if names else store.scenarios()
     found: list[dict[str, Any]] = []
     for summary in wanted:
-        latest = latest_session(path, summary.file, summary.name)
+        latest = store.latest_session(summary.file, summary.name)
         if latest is None:
             continue
         batch, values = latest.scenario.get("batch_size"), latest.figures

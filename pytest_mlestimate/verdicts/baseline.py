@@ -11,31 +11,27 @@ warning that says what differs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from pytest_mlestimate.core.errors import brief
-from pytest_mlestimate.core.files import write_atomically
 from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.stores.baseline_folder import (
+    BaselineError,
+    baseline_path,
+    load_document,
+)
+from pytest_mlestimate.stores.interfaces import baseline_store_at
 from pytest_mlestimate.verdicts.budgets import Check
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Change, Run, compare_runs
 from pytest_mlestimate.verdicts.run_environment import described_differences, device_kind
 
-BASELINE_FORMAT = 2
-"""Format 2 files saved before runs kept their figures per module read as they did: their runs have no
-``breakdown``, so a failure against them names the largest modules instead of those that grew."""
 NOT_COMPARED = frozenset({"breakdown_depth"})
 """Scenario fields that change no documented figure (how deep the breakdown looks): two measurements that differ
 only in them compare, and a baseline saved before such a field existed still does."""
-MAX_FILE_NAME = 200
-"""Characters of a baseline file's name before ``.json``: file systems allow 255 bytes."""
 PROJECT_MARKERS = (".git", "pyproject.toml", "pytest.ini", "tox.ini", "setup.cfg", "setup.py")
 
 
@@ -49,32 +45,6 @@ def anchored(scenario_file: Path) -> str:
     return path.name
 
 
-def baseline_path(root: Path, file: str, name: str) -> Path:
-    """``scenarios/gpu.yaml`` + ``frcnn-b4`` -> ``ROOT/scenarios/gpu/frcnn-b4.json``. Other characters than
-    ``[A-Za-z0-9._~-]`` are percent-encoded (``frcnn b4`` -> ``frcnn%20b4.json``), so that two names never share
-    a file; a name that encodes past ``MAX_FILE_NAME`` keeps its start and a hash of the whole."""
-    encoded = quote(name, safe="", errors="surrogatepass")
-    if len(encoded) > MAX_FILE_NAME:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        head = encoded[: MAX_FILE_NAME - 17]
-        partial = head.rfind("%", len(head) - 2)  # not half an escape
-        encoded = f"{head[:partial] if partial != -1 else head}-{digest}"
-    return root / Path(file).with_suffix("") / f"{encoded}.json"
-
-
-def _saved_path(root: Path, file: str, name: str) -> Path:
-    """Where this scenario's baseline is: its own file, or one saved before names were encoded (other characters
-    were ``_``), if that file holds this very name."""
-    path = baseline_path(root, file, name)
-    legacy = root / Path(file).with_suffix("") / (re.sub(r"[^A-Za-z0-9._-]+", "_", name) + ".json")
-    if path.exists() or legacy == path or not legacy.exists():
-        return path
-    try:
-        return legacy if read_baseline(legacy).name == name else path
-    except BaselineError:
-        return path
-
-
 def baseline_key(file: str, name: str) -> str:
     """Where a scenario's baseline lies inside any baseline folder: ``scenarios/gpu/frcnn-b4.json``."""
     return baseline_path(Path(), file, name).as_posix()
@@ -83,18 +53,14 @@ def baseline_key(file: str, name: str) -> str:
 def save_baseline(
     root: Path, file: str, name: str, scenario: Mapping[str, Any], environment: Mapping[str, Any], runs: Sequence[Run]
 ) -> Path:
-    path = baseline_path(root, file, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "format": BASELINE_FORMAT,
         "name": name,
         "file": file,
         "scenario": dict(scenario),
         "environment": dict(environment),
         "runs": [run.to_dict() for run in runs],
     }
-    write_atomically(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
-    return path
+    return baseline_store_at(root).save(file, name, document)
 
 
 @dataclass(frozen=True)
@@ -184,24 +150,13 @@ class Measured:
         return any(run.samples for run in self.runs)
 
 
-class BaselineError(ValueError):
-    """A baseline file that exists but cannot be compared; the message says why and what to do."""
-
-
 def read_baseline(path: Path) -> Measured:
     """The saved runs of one baseline file; ``FileNotFoundError`` when there is none."""
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise BaselineError(f"baseline {path} is unreadable ({exc}): not compared") from None
-    if not isinstance(saved, dict) or saved.get("format") != BASELINE_FORMAT:
-        found = saved.get("format") if isinstance(saved, dict) else None
-        raise BaselineError(
-            f"baseline {path} has format {brief(found)}, this version reads format {BASELINE_FORMAT}: not compared "
-            "(save it again with --mlestimate-save-baseline)"
-        )
+    return measured_of(load_document(path), path)
+
+
+def measured_of(saved: Mapping[str, Any], path: Path) -> Measured:
+    """A saved baseline document as the runs it holds; ``BaselineError`` for runs that cannot be read."""
     try:
         runs = [Run.from_dict(run) for run in saved.get("runs") or []]
     except (TypeError, ValueError, AttributeError) as exc:
@@ -264,9 +219,10 @@ def compare(
     tolerances: Mapping[str, float],
 ) -> Comparison:
     """Regression checks of the new ``runs`` against the scenario's baseline under ``root``."""
-    path = _saved_path(root, file, name)
+    store = baseline_store_at(root)
+    path = store.path_of(file, name)
     try:
-        saved = read_baseline(path)
+        saved = measured_of(store.load(path), path)
     except FileNotFoundError:
         return Comparison(path, warnings=[f"no baseline for this scenario at {path}: not compared"], missing=True)
     except BaselineError as exc:

@@ -20,12 +20,10 @@ from typing import Any
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.stores.interfaces import run_history_at
 from pytest_mlestimate.stores.run_history import (
     HistoryError,
     canonical,
-    measurement_rows,
-    resolve_scenario,
-    series_rows,
     stored_figure,
     stored_mapping,
 )
@@ -85,8 +83,9 @@ def series(
     """A scenario's figures of ``metric`` on one environment (by default the environment it was last recorded
     on), ordered as recorded. ``name`` may be ``FILE::NAME``."""
     chosen = metric if isinstance(metric, Metric) else metric_named(metric)
-    scenario = resolve_scenario(path, f"{file}::{name}" if file else name)
-    rows = series_rows(path, scenario.file, scenario.name, chosen.name)
+    store = run_history_at(path)
+    scenario = store.resolve(f"{file}::{name}" if file else name)
+    rows = store.series_rows(scenario.file, scenario.name, chosen.name)
     wanted = fingerprint(environment) if environment is not None else rows[-1][4]
     kept = [row for row in rows if row[4] == wanted]
     points = tuple(
@@ -134,9 +133,10 @@ def window(
     ``scenario``. A run whose figures equal an earlier session's, or one of ``exclude`` (the new runs), is the same
     measurement recalled from the cache: it is taken once, in the session that measured it, or not at all.
     Contended runs are left out. A history not yet written is an empty window."""
-    if not path.exists():
+    store = run_history_at(path)
+    if not store.exists():
         return Window((), 0)
-    rows = measurement_rows(path, file, name, fingerprint(environment))
+    rows = store.measurement_rows(file, name, fingerprint(environment))
     wanted = _compared(dict(scenario))
     new = {_figures_key(run) for run in exclude}
     left_out: dict[str, int] = {}

@@ -11,7 +11,8 @@ from typing import Any
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC
-from pytest_mlestimate.stores.run_history import HistoryError, Recorded, ScenarioRow, record_rows
+from pytest_mlestimate.stores.interfaces import run_history_at
+from pytest_mlestimate.stores.run_history import HistoryError, Recorded, ScenarioRow
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.run_environment import fingerprint
 
@@ -32,7 +33,7 @@ def record_report(
     environment = document.get("environment") or {}
     measured = [r for r in scenarios if isinstance(r, Mapping) and r.get("runs") and isinstance(r.get("name"), str)]
     rows = [_row(record, environment) for record in measured]
-    return record_rows(path, rows, environment, commit, branch, recorded_at)
+    return run_history_at(path).record(rows, environment, commit, branch, recorded_at)
 
 
 def _row(record: Mapping[str, Any], environment: Mapping[str, Any]) -> ScenarioRow:

@@ -15,7 +15,8 @@ from pytest_mlestimate.commands.compare import compare_paths
 from pytest_mlestimate.reports import github, terminal
 from pytest_mlestimate.reports.junit_report import write_junit
 from pytest_mlestimate.reports.record import new_record
-from pytest_mlestimate.verdicts.baseline import BASELINE_FORMAT, compare, read_baseline, save_baseline
+from pytest_mlestimate.stores.baseline_folder import BASELINE_FORMAT
+from pytest_mlestimate.verdicts.baseline import compare, read_baseline, save_baseline
 from pytest_mlestimate.verdicts.budgets import Check
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.verdict import Verdict
