@@ -80,10 +80,12 @@ def test_a_killed_run_leaves_valid_reports_of_the_finished_scenarios(pytester: p
     try:
         deadline = time.monotonic() + 120
         names: list[str] = []
+        junit = pytester.path / "junit.xml"
         while time.monotonic() < deadline and process.poll() is None:
-            if report.exists():
+            if report.exists() and junit.exists():  # one write makes both, the JSON report first: wait for both
                 names = [entry["name"] for entry in json.loads(report.read_text())["scenarios"]]
-                if len(names) == len(finished):
+                cases = list(ET.parse(junit).getroot().iter("testcase"))
+                if len(names) == len(cases) == len(finished):
                     break
             time.sleep(0.05)
         assert process.poll() is None, "the run ended: the hanging scenario did not hang"
