@@ -21,6 +21,8 @@ def read_text_bounded(path: Path, limit: int | None = None) -> str:
     it is read: ``/dev/zero`` would otherwise grow a reader by gigabytes a second."""
     limit = MAX_INPUT_BYTES if limit is None else limit
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a pipe waits for its writer
+            raise InputFileError(f"{path} is not a regular file")
         with path.open("rb") as handle:
             found = os.fstat(handle.fileno())
             if not stat.S_ISREG(found.st_mode):
@@ -28,8 +30,6 @@ def read_text_bounded(path: Path, limit: int | None = None) -> str:
             if found.st_size > limit:
                 raise InputFileError(f"{path} is {found.st_size:,} bytes; at most {limit:,} are read")
             data = handle.read(limit + 1)
-    except IsADirectoryError:
-        raise InputFileError(f"{path} is a folder, not a file") from None
     except OSError as exc:
         raise InputFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
     if len(data) > limit:

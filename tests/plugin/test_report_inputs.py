@@ -85,3 +85,12 @@ def test_a_report_of_the_wrong_shape_is_a_message_and_exit_2(tmp_path: Path, cap
     code = main(["html", str(report), "-o", str(tmp_path / "odd.html")])
     err = capsys.readouterr().err
     assert code == 2 and str(report) in err and "Traceback" not in err
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipe = tmp_path / "report.json"
+    os.mkfifo(pipe)
+    assert main(["html", str(pipe), "-o", str(tmp_path / "out.html")]) == 2  # opening it would block forever
+    assert f"{pipe} is not a regular file" in capsys.readouterr().err
