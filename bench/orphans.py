@@ -29,10 +29,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pytest_mlestimate.profiling.isolation import CHILD_MODULES  # noqa: E402
 from tests.slow_model import SLOW  # noqa: E402
-
-PROFILING_ENTRIES = ("pytest_mlestimate.profiling.worker", "pytest_mlestimate.profiling.warm_parent")
-"""A fresh worker's module, and the warm parent's, whose command line its forked children share."""
 
 
 def caller_command(kind: str, work: Path) -> list[str]:
@@ -45,7 +43,7 @@ def caller_command(kind: str, work: Path) -> list[str]:
 
 def is_worker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.NoSuchProcess):
-        return any(entry in " ".join(process.cmdline()) for entry in PROFILING_ENTRIES)
+        return any(entry in " ".join(process.cmdline()) for entry in CHILD_MODULES)
     return False
 
 

@@ -28,6 +28,10 @@ DEADLINE_GRACE = 10.0
 _running: set[subprocess.Popen[str] | warm_start.Child] = set()
 _stopping = threading.Event()
 
+WORKER_MODULE = "pytest_mlestimate.profiling.worker"
+CHILD_MODULES = (WORKER_MODULE, warm_start.WARM_PARENT_MODULE)
+"""What a profiling child's command line names: a fresh worker's module, or the warm parent's it was forked from."""
+
 
 def _child_environment() -> dict[str, str]:
     """The caller's import path, so a custom ``package.module:factory`` resolves in the child as here."""
@@ -57,7 +61,7 @@ def stop_all() -> int:
 
 
 def _command(timeout: float | None, progress_fd: int | None) -> list[str]:
-    command = [sys.executable, "-m", "pytest_mlestimate.profiling.worker", "--parent", str(os.getpid())]
+    command = [sys.executable, "-m", WORKER_MODULE, "--parent", str(os.getpid())]
     if timeout is not None:
         command += ["--deadline", f"{timeout + DEADLINE_GRACE:g}"]
     if progress_fd is not None:

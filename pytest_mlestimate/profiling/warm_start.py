@@ -96,12 +96,16 @@ class Child:
         self.output.close()
 
 
+WARM_PARENT_MODULE = "pytest_mlestimate.profiling.warm_parent"
+"""What the warm parent runs as; the children it forks share its command line."""
+
+
 class WarmParent:
     """The caller's side of one warm parent process; ``fork`` is safe from several threads."""
 
     def __init__(self, environment: dict[str, str]) -> None:
         self._socket, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        command = [sys.executable, "-m", "pytest_mlestimate.profiling.warm_parent", "--warm", str(theirs.fileno())]
+        command = [sys.executable, "-m", WARM_PARENT_MODULE, "--warm", str(theirs.fileno())]
         command += ["--parent", str(os.getpid())]
         self.process = subprocess.Popen(
             command,

@@ -204,11 +204,6 @@ def comparable(scenario: Mapping[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in scenario.items() if key not in NOT_COMPARED}
 
 
-def _differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    names = sorted(set(old) | set(new))
-    return [f"{k} {brief(old.get(k))} -> {brief(new.get(k))}" for k in names if old.get(k) != new.get(k)]
-
-
 def compare(
     root: Path,
     file: str,
@@ -238,7 +233,8 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     if changed_env:
         result.warnings.append(f"baseline not compared: the environment differs ({'; '.join(changed_env)})")
         return result
-    changed_scenario = _differences(comparable(old.scenario), comparable(new.scenario))
+    fields_old, fields_new = comparable(old.scenario), comparable(new.scenario)
+    changed_scenario = described_differences(fields_old, fields_new, sorted(set(fields_old) | set(fields_new)))
     if changed_scenario:
         result.warnings.append(f"baseline not compared: the scenario changed ({'; '.join(changed_scenario)})")
         return result

@@ -4,7 +4,7 @@ history and merged shards alike), the drift floor's device kind, and the machine
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pytest_mlestimate.core.devices import is_gpu
@@ -19,13 +19,18 @@ def fingerprint(environment: Mapping[str, Any]) -> str:
     return json.dumps({key: environment.get(key) for key in FINGERPRINT_KEYS}, sort_keys=True)
 
 
-def differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, old value, new value) for each fingerprint key on which two environments differ."""
-    return [(key, old.get(key), new.get(key)) for key in FINGERPRINT_KEYS if old.get(key) != new.get(key)]
+def differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], keys: Sequence[str] = FINGERPRINT_KEYS
+) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for each of ``keys`` (the fingerprint's by default) on which two differ."""
+    return [(key, old.get(key), new.get(key)) for key in keys if old.get(key) != new.get(key)]
 
 
-def described_differences(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    return [f"{key} {brief(before)} -> {brief(after)}" for key, before, after in differences(old, new)]
+def described_differences(
+    old: Mapping[str, Any], new: Mapping[str, Any], keys: Sequence[str] = FINGERPRINT_KEYS
+) -> list[str]:
+    """``key old -> new`` for each difference, as the "not compared" warnings say it."""
+    return [f"{key} {brief(before)} -> {brief(after)}" for key, before, after in differences(old, new, keys)]
 
 
 def device_kind(environment: Mapping[str, Any]) -> str:

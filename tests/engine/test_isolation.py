@@ -14,12 +14,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pytest_mlestimate.profiling.isolation import CHILD_MODULES
 from pytest_mlestimate.profiling.worker import EXIT_PAST_DEADLINE
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
-
-PROFILING_ENTRIES = ("pytest_mlestimate.profiling.worker", "pytest_mlestimate.profiling.warm_parent")
-"""A fresh worker's module, and the warm parent's, whose command line its forked children share."""
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +35,7 @@ def is_profiling_child(process: psutil.Process) -> bool:
     """A fresh worker, or a child forked from the warm parent (whose command line it shares); not the warm
     parent itself."""
     command = process.cmdline()
-    if not any(entry in " ".join(command) for entry in PROFILING_ENTRIES):
+    if not any(entry in " ".join(command) for entry in CHILD_MODULES):
         return False
     return "--warm" not in command or "--warm" in process.parent().cmdline()
 

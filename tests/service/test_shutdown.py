@@ -15,11 +15,9 @@ import httpx
 import psutil
 import pytest
 
+from pytest_mlestimate.profiling.isolation import CHILD_MODULES
 from tests.service.real_server import serving
 from tests.slow_model import SLOW
-
-PROFILING_ENTRIES = ("pytest_mlestimate.profiling.worker", "pytest_mlestimate.profiling.warm_parent")
-"""A fresh worker's module, and the warm parent's, whose command line its forked children share."""
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,7 +28,7 @@ def _profiling_children(server: subprocess.Popen[str], within: float = 60.0) -> 
         found = [
             child
             for child in psutil.Process(server.pid).children(recursive=True)
-            if any(entry in " ".join(child.cmdline()) for entry in PROFILING_ENTRIES)
+            if any(entry in " ".join(child.cmdline()) for entry in CHILD_MODULES)
         ]
         if found:
             return found
