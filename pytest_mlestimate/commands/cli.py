@@ -48,11 +48,48 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="MODULE:FUNCTION",
         help="a custom model factory requests may name; repeat for several (MLESTIMATE_ALLOW_FACTORIES)",
     )
-    serve.add_argument("--queue-size", type=int, help="profiles that may wait per device (MLESTIMATE_QUEUE_SIZE)")
+    serve.add_argument(
+        "--queue-size",
+        type=int,
+        help="profiles that may wait per device, and capacity searches that may wait for a thread; one more is "
+        "answered 503 with Retry-After (MLESTIMATE_QUEUE_SIZE; default 8)",
+    )
+    serve.add_argument(
+        "--capacity-searches",
+        type=int,
+        metavar="N",
+        help="capacity searches run at once, a thread each (MLESTIMATE_CAPACITY_SEARCHES; default 2)",
+    )
+    serve.add_argument(
+        "--capacity-time-limit",
+        type=timeout_argument,
+        metavar="SECONDS",
+        help="after this long a capacity search starts no new profile and answers with what it found "
+        "(MLESTIMATE_CAPACITY_TIME_LIMIT; default 300)",
+    )
     serve.add_argument(
         "--profile-timeout",
         type=timeout_argument,
         help="seconds before a profile is stopped (MLESTIMATE_PROFILE_TIMEOUT)",
+    )
+    serve.add_argument(
+        "--read-timeout",
+        type=timeout_argument,
+        metavar="SECONDS",
+        help="a client has this long from its first byte to send a request's head and body, else its connection "
+        "is closed (MLESTIMATE_READ_TIMEOUT; default 10)",
+    )
+    serve.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        metavar="SECONDS",
+        help="an idle kept-alive connection is closed after this long (MLESTIMATE_KEEP_ALIVE_TIMEOUT; default 5)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections and requests at once; past it, 503 (MLESTIMATE_MAX_CONNECTIONS; default 512)",
     )
     serve.add_argument("--max-batch-size", type=int, help="largest batch_size accepted (MLESTIMATE_MAX_BATCH_SIZE)")
     serve.add_argument("--max-image-side", type=int, help="largest image side accepted (MLESTIMATE_MAX_IMAGE_SIDE)")
@@ -145,6 +182,11 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         device=args.device,
         api_key=args.api_key,
         queue_size=args.queue_size,
+        capacity_searches=args.capacity_searches,
+        capacity_time_limit=args.capacity_time_limit,
+        read_timeout=args.read_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_connections=args.max_connections,
         profile_timeout=args.profile_timeout,
         max_batch_size=args.max_batch_size,
         max_image_side=args.max_image_side,
@@ -169,9 +211,8 @@ def serve_command(args: argparse.Namespace) -> int:
     from pytest_mlestimate.service.settings import SettingsError
 
     try:
-        import uvicorn
-
         from pytest_mlestimate.service.app import create_app
+        from pytest_mlestimate.service.server import serve
     except ImportError as exc:
         print(f"mlestimate serve needs the service extra: pip install 'pytest-mlestimate[service]' ({exc})")
         return 2
@@ -182,13 +223,13 @@ def serve_command(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"mlestimate serve: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    serve(
         create_app(settings),
+        settings,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         access_log=not args.no_access_log,
-        workers=1,  # one process: the queue that keeps profiles apart lives in it
     )
     return 0
 

@@ -11,7 +11,7 @@ from pytest_mlestimate.core.errors import EstimateError, brief
 from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.planning.cards import CardFit, card_table
 from pytest_mlestimate.planning.checks import DEFAULT_HEADROOM, CapacityError, check_batch_sizes, parse_headroom
-from pytest_mlestimate.planning.search import BatchSearch, max_batch_size
+from pytest_mlestimate.planning.search import BatchSearch, SearchBounds, max_batch_size
 from pytest_mlestimate.planning.size_fit import FIGURE, Prediction, SizeFit
 from pytest_mlestimate.planning.sweep import fit_sizes
 from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, Scenario, ScenarioError, parse_scenario
@@ -75,10 +75,14 @@ def capacity(
     search: bool = True,
     step: int = 1,
     most: int = MAX_BATCH_SIZE,
+    bounds: SearchBounds | None = None,
     **options: Any,
 ) -> CapacityReport:
     """The fit, the largest batch under the limit (``search``), predictions at ``predict`` and the card table.
-    ``most`` bounds every batch profiled or asked about (a service's own batch limit)."""
+    ``most`` bounds every batch profiled or asked about; ``bounds`` are a service's (its batch limit and the
+    time it gives a search), named in the answer when they decide it."""
+    if bounds is not None:
+        most = min(most, bounds.most)
     parsed = parse_scenario(scenario)
     share = parse_headroom(headroom)
     sizes = check_batch_sizes(batch_sizes, most=most) if batch_sizes is not None else None
@@ -87,7 +91,8 @@ def capacity(
         if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= most:
             raise CapacityError(f"predict: {brief(batch)} is not a batch size from 1 to {most}")
     if search:
-        found = max_batch_size(parsed, limit, headroom=share, step=step, batch_sizes=sizes, most=most, **options)
+        found = max_batch_size(parsed, limit, headroom=share, step=step, batch_sizes=sizes, most=most, bounds=bounds,
+                                **options)  # fmt: skip
         fit = found.fit
     else:
         found, fit = None, fit_sizes(parsed, sizes, most=most, **options)

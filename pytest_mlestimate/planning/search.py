@@ -9,6 +9,7 @@ does not.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,18 @@ from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, Scenario, parse
 
 MAX_PROFILES = 12
 """A search that has not settled after this many profiles stops and says what it knows."""
+
+
+@dataclass(frozen=True)
+class SearchBounds:
+    """Limits on a search set by whoever runs it (a service), and the words that name them in its answer."""
+
+    most: int = MAX_BATCH_SIZE
+    """The largest batch profiled or answered."""
+    seconds: float | None = None
+    """No new profile starts after this long (one running is bounded by its own timeout)."""
+    owner: str = "this search"
+    """Who set the bounds, as the answer names them: 'this service (--max-batch-size ...)'."""
 
 
 def limit_figure(device: str) -> str:
@@ -51,6 +64,8 @@ class BatchSearch:
     recalled: int
     settled: bool
     note: str | None = None
+    bound: str | None = None
+    """Set when a bound of ``SearchBounds`` decided the answer: larger batches were never tried."""
 
     @property
     def lightning_trials(self) -> int | None:
@@ -74,6 +89,8 @@ class BatchSearch:
         ]
         if self.settled and self.note:
             lines.append(f"  {self.note}")
+        if self.bound:
+            lines.append(f"  {self.bound}")
         best = self.best_throughput()
         if best:
             lines.append(f"  best measured throughput: batch {best[0]}, {best[1]:.2f} images/s")
@@ -91,6 +108,7 @@ class BatchSearch:
             "predicted_first": self.predicted_first,
             "confirmed": self.settled,
             "note": self.note,
+            "bound": self.bound,
             "profiles": self.profiles,
             "from_cache": self.recalled,
             "power_then_binary_trials": self.lightning_trials,
@@ -128,6 +146,7 @@ def max_batch_size(
     step: int = 1,
     batch_sizes: Sequence[int] | None = None,
     most: int = MAX_BATCH_SIZE,
+    bounds: SearchBounds | None = None,
     **options: Any,
 ) -> BatchSearch:
     """The largest batch (a multiple of ``step``) whose memory stays under ``limit``.
@@ -135,8 +154,11 @@ def max_batch_size(
     ``limit``: bytes or text such as ``"16 GiB"``, for a card you do not have; unset, the device's memory (RAM
     on a CPU) less ``headroom``. It applies to Peak GPU Memory on a GPU and to Peak RAM Memory on a CPU. The
     answer is predicted from ``fit_sizes``, then confirmed by real profiles: the answer fits and the next
-    candidate (answer + ``step``) does not.
+    candidate (answer + ``step``) does not. ``bounds`` (a service's) cap ``most`` and the search's time.
     """
+    bounds = bounds or SearchBounds(most)
+    most = min(most, bounds.most)
+    started = time.monotonic()
     parsed = parse_scenario(scenario)
     if not (isinstance(step, int) and not isinstance(step, bool) and 1 <= step <= most):
         raise CapacityError(f"step: {brief(step)} is not a whole number from 1 to {most}")
@@ -173,6 +195,9 @@ def max_batch_size(
         if runner.profiled >= MAX_PROFILES:
             note = f"stopped after {MAX_PROFILES} profiles"
             break
+        if bounds.seconds is not None and time.monotonic() - started >= bounds.seconds:
+            note = f"stopped after {bounds.seconds:g} s, the time {bounds.owner} gives a search"
+            break
         candidate = _next_candidate(guess, low, high, step, most)
         try:
             found = runner.at(candidate)
@@ -191,11 +216,14 @@ def max_batch_size(
         guess = _predict(fit, figure, bytes_limit, most)
     largest = low if low >= 1 else None
     settled = note is None
+    bound = None
+    if largest is not None and largest >= most and most == bounds.most:
+        bound = f"batches above {most} were not tried: {bounds.owner} profiles batches up to {most}"
     if crashed:
         note = "; ".join(["profiles that crashed count as not fitting", *crashed])
     return BatchSearch(
         fit, bytes_limit, source, figure, largest, high, step, predicted_first, runner.profiled, runner.recalled,
-        settled, note,
+        settled, note, bound,
     )  # fmt: skip
 
 

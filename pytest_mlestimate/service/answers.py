@@ -18,9 +18,10 @@ from pytest_mlestimate.core.errors import (
 )
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.jobs import Answer
-from pytest_mlestimate.service.profile_queue import Measured
+from pytest_mlestimate.service.profile_queue import Measured, QueueFull
 from pytest_mlestimate.service.store import Recent
 from pytest_mlestimate.service.validation import MAX_MESSAGE, InvalidRequest, problem
 
@@ -68,6 +69,10 @@ def failure(exc: BaseException) -> Answer:
         return 422, {"detail": InvalidRequest([problem("device", str(exc))]).problems}
     if isinstance(exc, (ModelBuildError, ModelRunError)):
         return 422, {"detail": InvalidRequest([problem("", str(exc))]).problems}
+    if isinstance(exc, CapacityError):  # found by the search: the device's memory unknown, say
+        return 422, {"detail": InvalidRequest([problem("", str(exc), loc=["capacity"])]).problems}
+    if isinstance(exc, QueueFull):
+        return 503, {"detail": clip(str(exc), MAX_MESSAGE), "retry_after": exc.retry_after}
     if isinstance(exc, ProfileTimeoutError):
         return 504, {"detail": clip(str(exc), MAX_MESSAGE)}
     if isinstance(exc, ProfileStoppedError):

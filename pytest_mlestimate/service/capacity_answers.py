@@ -8,7 +8,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_mlestimate.core.errors import clip
-from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.planning.capacity import CapacityReport
 from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.planning.request import CapacityRequest, read_request
@@ -75,20 +74,6 @@ def read_body(content: bytes, service: EstimationService) -> tuple[Scenario, Cap
         field = str(exc).partition(":")[0]
         raise InvalidRequest([problem("", str(exc), loc=field.split("."))]) from None
     return scenario, request
-
-
-def run(service: EstimationService, scenario: Scenario, request: CapacityRequest) -> CapacityReport:
-    """Blocking: each profile of the search waits its turn in the device's lane, and a known one is not measured
-    again."""
-
-    def measure(sized: Scenario) -> Estimate:
-        key, known = service.find(sized)
-        if known is not None:
-            return Estimate(sized, known, cache=service.store.cache_info(key))
-        profile, cache = service.queue.submit(sized, key).result()
-        return Estimate(sized, profile, cache=cache)
-
-    return request.run(scenario, measure=measure, most=service.settings.max_batch_size)
 
 
 def answer(report: CapacityReport) -> tuple[int, dict[str, Any]]:

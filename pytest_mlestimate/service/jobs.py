@@ -11,8 +11,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_mlestimate.service.profile_queue import Measured
-
 Answer = tuple[int, dict[str, Any]]
 """An HTTP status and its body."""
 
@@ -21,9 +19,9 @@ Answer = tuple[int, dict[str, Any]]
 class Job:
     id: str
     endpoint: str
-    future: Future[Measured]
-    answer: Callable[[Measured], Answer]
-    """Turns the profile into the endpoint's answer for this job's scenario."""
+    future: Future[Any]
+    answer: Callable[[Any], Answer]
+    """Turns what the future holds (a profile, a capacity report) into the endpoint's answer."""
     fail: Callable[[BaseException], Answer]
     created: float = field(default_factory=time.time)
 
@@ -48,8 +46,8 @@ class JobBoard:
     def add(
         self,
         endpoint: str,
-        future: Future[Measured],
-        answer: Callable[[Measured], Answer],
+        future: Future[Any],
+        answer: Callable[[Any], Answer],
         fail: Callable[[BaseException], Answer],
     ) -> Job:
         job = Job(secrets.token_urlsafe(12), endpoint, future, answer, fail)

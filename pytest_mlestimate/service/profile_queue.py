@@ -4,7 +4,9 @@ Each physical device has a lane: a thread that measures the profiles queued for 
 configurations never share a device while measured (the engine also holds ``devices.device_lock``, which
 keeps other processes off the device). Requests for a configuration already queued or
 being measured wait for that profile instead of queueing another (single flight). A lane holds at
-most ``max_waiting`` profiles not yet started; one more raises ``QueueFull``.
+most ``max_waiting`` profiles not yet started; one more raises ``QueueFull``. A capacity search's profiles are
+admitted without that check: the searches were admitted (and are bounded) by ``CapacitySearches``, and each has
+at most one profile queued, so a lane holds at most ``max_waiting`` plus the number of search threads.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ DEFAULT_RETRY_AFTER = 30
 
 
 class QueueFull(Exception):
-    def __init__(self, device: str, waiting: int, retry_after: int) -> None:
-        super().__init__(f"{waiting} profiles already wait for {device}; try again in {retry_after} s")
+    def __init__(self, device: str, waiting: int, retry_after: int, what: str = "profiles") -> None:
+        super().__init__(f"{waiting} {what} already wait for {device}; try again in {retry_after} s")
         self.retry_after = retry_after
 
 
@@ -85,8 +87,9 @@ class ProfileQueue:
         self.measured = 0
         """Profiles this queue has measured (or handed to the engine to measure)."""
 
-    def submit(self, scenario: Scenario, key: str) -> Future[Measured]:
-        """The future profile of ``key``: the one already on its way, or a newly queued one."""
+    def submit(self, scenario: Scenario, key: str, *, admitted: bool = False) -> Future[Measured]:
+        """The future profile of ``key``: the one already on its way, or a newly queued one (``admitted``: not
+        refused when the lane is full)."""
         physical = lane_for(scenario.device, self._auto)  # may ask NVML (or torch): not under the lock
         with self._lock:
             shared = self._in_flight.get(key)
@@ -98,7 +101,7 @@ class ProfileQueue:
                 future.set_result((known, self._store.cache_info(key)))
                 return future
             lane = self._lane(physical)
-            if lane.waiting >= self._max_waiting:
+            if lane.waiting >= self._max_waiting and not admitted:
                 raise QueueFull(lane.device, lane.waiting, self._retry_after(lane.waiting + 1))
             lane.waiting += 1
             self._in_flight[key] = future

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -14,7 +11,6 @@ from fastapi.responses import JSONResponse, Response
 
 from pytest_mlestimate.core.environment import gpu_inventory, host_fingerprint
 from pytest_mlestimate.core.errors import DeviceUnavailableError, clip
-from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.scenario import MAX_DATASET_SIZE
 from pytest_mlestimate.service import capacity_answers
@@ -35,7 +31,7 @@ from pytest_mlestimate.service.schemas import (
 )
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import problem, scenario_from_body, unavailable_device
+from pytest_mlestimate.service.validation import scenario_from_body, unavailable_device
 
 EXAMPLE = {
     "task_type": "detection",
@@ -195,34 +191,21 @@ async def estimate_capacity(request: Request, run_async: bool = ASYNC) -> Respon
         return refusal
     try:
         scenario, asked = capacity_answers.read_body(await request.body(), service)
+        search = service.searches.submit(scenario, asked)
         if run_async:
-            future: Future[Any] = Future()
-            future.set_running_or_notify_cancel()
-            threading.Thread(
-                target=_settle, args=(future, capacity_answers.run, service, scenario, asked), daemon=True
-            ).start()
-            job = service.jobs.add("estimate-capacity", future, capacity_answers.answer, failure)
+            job = service.jobs.add("estimate-capacity", search, capacity_answers.answer, failure)
             url = str(request.url_for("job", job_id=job.id).path)
             return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
-        report = await asyncio.to_thread(capacity_answers.run, service, scenario, asked)
+        report = await asyncio.shield(asyncio.wrap_future(search))
         status, body = capacity_answers.answer(report)
         return JSONResponse(body, status_code=status)
     except QueueFull as exc:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after)})
     except DeviceUnavailableError as exc:
         return JSONResponse({"detail": [unavailable_device(exc, service.settings)]}, status_code=422)
-    except CapacityError as exc:
-        return JSONResponse({"detail": [problem("", str(exc), loc=["capacity"])]}, status_code=422)
     except Exception as exc:
         status, body = failure(exc)
         return JSONResponse(body, status_code=status)
-
-
-def _settle(future: Future[Any], work: Callable[..., Any], *args: Any) -> None:
-    try:
-        future.set_result(work(*args))
-    except BaseException as exc:
-        future.set_exception(exc)
 
 
 @api.get(
@@ -270,11 +253,13 @@ async def environment(request: Request) -> dict[str, Any]:
             "image_side": settings.max_image_side,
             "dataset_size": MAX_DATASET_SIZE,
             "profile_timeout_seconds": settings.profile_timeout,
+            "capacity_time_limit_seconds": settings.capacity_time_limit,
             "weights_files": settings.weights_dir is not None,
             "body_bytes": settings.max_body_size,
             "model_kwargs": {"*": DEFAULT_MODEL_KWARG_LIMIT, **settings.max_model_kwargs},
         },
         "queue": service.queue.snapshot(),
+        "capacity_searches": service.searches.snapshot(),
         "profiles_in_memory": len(service.store),
         "api_key_required": settings.api_key is not None,
     }

@@ -143,6 +143,7 @@ class Limits(Closed):
     image_side: int = Field(description="Of image_size and of what a torchvision model resizes the image to")
     dataset_size: int
     profile_timeout_seconds: float
+    capacity_time_limit_seconds: float
     weights_files: bool
     body_bytes: int
     model_kwargs: dict[str, float] = Field(description="Operator limits by keyword; '*' a custom factory's others")
@@ -152,6 +153,13 @@ class Lane(Closed):
     waiting: int
     measuring: bool
     capacity: int
+
+
+class Searches(Closed):
+    searching: int
+    waiting: int = Field(description="Searches accepted and waiting for a thread")
+    threads: int
+    capacity: int = Field(description="Searches that may wait; one more is answered 503")
 
 
 class Environment(Closed):
@@ -165,6 +173,7 @@ class Environment(Closed):
     endpoints: dict[str, str]
     limits: Limits
     queue: dict[str, Lane] = Field(description="Per physical device")
+    capacity_searches: Searches
     profiles_in_memory: int
     api_key_required: bool
 

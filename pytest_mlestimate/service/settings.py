@@ -28,11 +28,21 @@ common label set (LVIS, 1203 classes), far below sizes that make a model of hund
 convolution of 100000 channels has 90 G parameters). Keywords ending in ``_size`` are image sizes by
 convention and are held to ``max_image_side`` instead."""
 
+MAX_CAPACITY_SEARCHES = 64
+"""Threads for capacity searches: each waits on the device's lane most of its life, so a few suffice."""
+
+MAX_KEEP_ALIVE = 3600
+
 ENVIRONMENT = {
     "device": "MLESTIMATE_DEVICE",
     "api_key": "MLESTIMATE_API_KEY",
     "allowed_factories": "MLESTIMATE_ALLOW_FACTORIES",
     "queue_size": "MLESTIMATE_QUEUE_SIZE",
+    "capacity_searches": "MLESTIMATE_CAPACITY_SEARCHES",
+    "capacity_time_limit": "MLESTIMATE_CAPACITY_TIME_LIMIT",
+    "read_timeout": "MLESTIMATE_READ_TIMEOUT",
+    "keep_alive_timeout": "MLESTIMATE_KEEP_ALIVE_TIMEOUT",
+    "max_connections": "MLESTIMATE_MAX_CONNECTIONS",
     "profile_timeout": "MLESTIMATE_PROFILE_TIMEOUT",
     "max_batch_size": "MLESTIMATE_MAX_BATCH_SIZE",
     "max_image_side": "MLESTIMATE_MAX_IMAGE_SIDE",
@@ -64,8 +74,19 @@ class ServiceSettings:
     allowed_factories: frozenset[str] = frozenset()
     """Custom ``package.module:function`` models requests may name, besides torchvision's builders."""
     queue_size: int = 8
-    """Distinct profiles that may wait per device; one more is answered 503."""
+    """Distinct profiles that may wait per device, and capacity searches that may wait for a search thread; one
+    more is answered 503."""
+    capacity_searches: int = 2
+    """Capacity searches run at once, each on a thread of its own (a search holds it for all its profiles)."""
+    capacity_time_limit: float = 300.0
+    """Seconds after which a capacity search starts no new profile and answers with what it found."""
     profile_timeout: float = 600.0
+    read_timeout: float = 10.0
+    """Seconds a client has to send a request's head and body, from its first byte; then its connection closes."""
+    keep_alive_timeout: int = 5
+    """Seconds an idle kept-alive connection stays open."""
+    max_connections: int = 512
+    """Connections and requests at once; past it, 503 (keep it below the process's open-file limit)."""
     max_batch_size: int = MAX_BATCH_SIZE
     max_image_side: int = MAX_IMAGE_SIDE
     weights_dir: Path | None = None
@@ -120,10 +141,21 @@ class ServiceSettings:
                 problems.append(f"{name} {value} is out of range; allowed: 1 to {highest}")
         if self.queue_size < 0:
             problems.append(f"queue_size {self.queue_size} is negative")
-        try:
-            parse_timeout(self.profile_timeout)
-        except UnitError as exc:
-            problems.append(f"profile_timeout: {exc}")
+        if not 1 <= self.capacity_searches <= MAX_CAPACITY_SEARCHES:
+            problems.append(
+                f"capacity_searches {self.capacity_searches} is out of range; allowed: 1 to {MAX_CAPACITY_SEARCHES}"
+            )
+        if not 1 <= self.keep_alive_timeout <= MAX_KEEP_ALIVE:
+            problems.append(
+                f"keep_alive_timeout {self.keep_alive_timeout} is out of range; allowed: 1 to {MAX_KEEP_ALIVE} s"
+            )
+        if self.max_connections < 1:
+            problems.append(f"max_connections {self.max_connections} must be at least 1")
+        for name in ("profile_timeout", "capacity_time_limit", "read_timeout"):
+            try:
+                parse_timeout(getattr(self, name))
+            except UnitError as exc:
+                problems.append(f"{name}: {exc}")
         if self.profile_cpus and not hasattr(os, "sched_getaffinity"):
             problems.append("profile_cpus needs an operating system with CPU affinity (Linux)")
         elif self.profile_cpus:

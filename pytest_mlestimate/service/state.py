@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.devices import resolve_device
 from pytest_mlestimate.core.errors import DeviceUnavailableError
+from pytest_mlestimate.estimates.estimate import Estimate
+from pytest_mlestimate.planning.capacity import CapacityReport
+from pytest_mlestimate.planning.request import CapacityRequest
+from pytest_mlestimate.planning.search import SearchBounds
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.answers import RecentAnswers
+from pytest_mlestimate.service.capacity_searches import CapacitySearches
 from pytest_mlestimate.service.jobs import JobBoard
 from pytest_mlestimate.service.profile_queue import Measure, Measured, ProfileQueue
 from pytest_mlestimate.service.settings import ServiceSettings
@@ -53,6 +58,12 @@ class EstimationService:
     jobs: JobBoard
     auto_device: str
     answers: RecentAnswers
+    searches: CapacitySearches = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.searches = CapacitySearches(
+            self.search_capacity, workers=self.settings.capacity_searches, max_waiting=self.settings.queue_size
+        )
 
     @classmethod
     def build(cls, settings: ServiceSettings, measure: Measure | None = None) -> EstimationService:
@@ -84,3 +95,23 @@ class EstimationService:
         ready: Future[Measured] = Future()
         ready.set_result((profile, self.store.cache_info(key)))
         return ready, True
+
+    def search_capacity(self, scenario: Scenario, request: CapacityRequest) -> CapacityReport:
+        """Blocking, on a search thread: each profile of the search waits its turn in the device's lane (admitted:
+        the search itself was), a known one is not measured again, and the service's bounds cap the search."""
+
+        def measure(sized: Scenario) -> Estimate:
+            key, known = self.find(sized)
+            if known is not None:
+                return Estimate(sized, known, cache=self.store.cache_info(key))
+            profile, cache = self.queue.submit(sized, key, admitted=True).result()
+            return Estimate(sized, profile, cache=cache)
+
+        settings = self.settings
+        bounds = SearchBounds(
+            most=settings.max_batch_size,
+            seconds=settings.capacity_time_limit,
+            owner=f"this service (--max-batch-size {settings.max_batch_size}, "
+            f"--capacity-time-limit {settings.capacity_time_limit:g})",
+        )
+        return request.run(scenario, measure=measure, bounds=bounds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from pytest_mlestimate.planning.capacity import capacity
 from pytest_mlestimate.planning.cards import card_table
 from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.planning.request import read_request
-from pytest_mlestimate.planning.search import max_batch_size, power_then_binary_trials
+from pytest_mlestimate.planning.search import SearchBounds, max_batch_size, power_then_binary_trials
 from pytest_mlestimate.planning.sweep import fit_sizes
 from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
 from pytest_mlestimate.scenarios.scenario import Scenario
@@ -140,6 +141,31 @@ def test_the_search_spends_fewer_profiles_than_doubling_then_bisecting() -> None
     assert found.largest == 100
     assert found.lightning_trials == power_then_binary_trials(lambda b: b <= 100)
     assert len(profiled) < found.lightning_trials
+
+
+def test_a_search_capped_by_its_owners_batch_limit_says_so() -> None:
+    measure, profiled = world(lambda b: 500 * MIB + MIB * b)
+    bounds = SearchBounds(most=64, owner="this service (--max-batch-size 64)")
+    found = max_batch_size(scenario(), 64 * GIB, measure=measure, bounds=bounds)
+    assert found.largest == 64 and found.settled and max(profiled) == 64
+    said = "batches above 64 were not tried: this service (--max-batch-size 64) profiles batches up to 64"
+    assert found.to_dict()["bound"] == said and said in str(found)
+    # a batch limit of the request's own is no bound of the owner's
+    assert max_batch_size(scenario(), 500 * MIB + 20 * MIB, measure=measure, bounds=bounds).bound is None
+
+
+def test_a_search_past_its_owners_time_limit_starts_no_new_profile_and_says_what_it_knows() -> None:
+    slow, _ = world(lambda b: 500 * MIB + 10 * MIB * b)
+
+    def measure(sized: Scenario) -> Estimate:
+        time.sleep(0.05)
+        return slow(sized)
+
+    bounds = SearchBounds(seconds=0.01, owner="this service")
+    found = max_batch_size(scenario(), 500 * MIB + 10 * MIB * 100 + MIB, measure=measure, bounds=bounds)
+    unbounded = max_batch_size(scenario(), 500 * MIB + 10 * MIB * 100 + MIB, measure=slow)
+    assert not found.settled and found.note == "stopped after 0.01 s, the time this service gives a search"
+    assert found.profiles < unbounded.profiles and found.largest is not None and found.largest <= 100
 
 
 def test_an_out_of_memory_is_a_trial_that_failed_not_an_error() -> None:

@@ -24,7 +24,10 @@ def test_a_timeout_in_range_is_taken() -> None:
     assert parse_timeout("2.5") == 2.5 and parse_timeout(MAX_TIMEOUT_S) == MAX_TIMEOUT_S
 
 
-@pytest.mark.parametrize("command", [["capacity", "x.yaml", "--timeout"], ["serve", "--profile-timeout"]])
+@pytest.mark.parametrize(
+    "command",
+    [["capacity", "x.yaml", "--timeout"], ["serve", "--profile-timeout"], ["serve", "--capacity-time-limit"]],
+)
 @pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e400"])
 def test_the_commands_refuse_such_a_timeout_with_a_message(
     command: list[str], value: str, capsys: pytest.CaptureFixture[str]
@@ -36,6 +39,7 @@ def test_the_commands_refuse_such_a_timeout_with_a_message(
 
 
 @pytest.mark.parametrize("value", [math.inf, math.nan, -1.0])
-def test_the_service_refuses_such_a_timeout_from_its_environment(value: float) -> None:
-    with pytest.raises(SettingsError, match=r"profile_timeout: .* is not a timeout"):
-        ServiceSettings(profile_timeout=value)
+@pytest.mark.parametrize("name", ["profile_timeout", "capacity_time_limit"])
+def test_the_service_refuses_such_a_timeout_from_its_environment(name: str, value: float) -> None:
+    with pytest.raises(SettingsError, match=rf"{name}: .* is not a timeout"):
+        ServiceSettings(**{name: value})

@@ -62,6 +62,8 @@ def test_variables_become_settings_and_flags_win():
         ({"MLESTIMATE_ALLOW_FACTORIES": "os.system"}, "'package.module:function'"),
         ({"MLESTIMATE_MAX_BATCH_SIZE": "10000"}, "allowed: 1 to 4096"),
         ({"MLESTIMATE_PROFILE_CPUS": "0-4095"}, "some, not all"),
+        ({"MLESTIMATE_CAPACITY_SEARCHES": "0"}, "capacity_searches 0 is out of range; allowed: 1 to 64"),
+        ({"MLESTIMATE_CAPACITY_TIME_LIMIT": "inf"}, "capacity_time_limit: inf is not a timeout"),
     ],
 )
 def test_bad_settings_are_named(environ, words):
