@@ -229,6 +229,13 @@ class ResourceMonitor:
             self._thread = threading.Thread(target=self._run, name="mlestimate-monitor", daemon=True)
             self._thread.start()
 
+    def restart_phase(self) -> None:
+        """Forget everything the phase has seen so far and start it again, as if it began now: its sampled
+        peaks, the allocator's peaks and cached blocks, and a running sampling thread (a second one would
+        double the samples)."""
+        self.stop()
+        self.start_phase()
+
     def stop(self) -> None:
         """Stop the sampling thread, if one runs (also after a phase that ended in an exception)."""
         if self._thread is not None:

@@ -9,6 +9,7 @@ explain a step but do not add up to it); every GPU timer is read after a synchro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import resource
 import sys
@@ -76,6 +77,24 @@ def _peak_rss_of_process() -> int:
         pass
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return usage if sys.platform == "darwin" else usage * 1024
+
+
+def _reset_peak_rss_of_process() -> bool:
+    """Restart this process's peak RSS (VmHWM) from its RSS now: Linux's ``/proc/self/clear_refs`` takes "5"
+    for that. False where it cannot (another system, or no such file)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``), so that the RSS a phase
+    starts again from holds none of what the diverged attempt freed; nothing where there is no such call."""
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -149,8 +168,8 @@ def profile_scenario(
 
 def _profile_training(session: Session, iterations: Iterations, profile: Profile, isolated: bool) -> None:
     """Warm-up and measured steps from one starting state. A diverged loss (non-finite or exploding) feeds no
-    figure: the starting state is restored and everything measured again, once; a second divergence is an
-    error."""
+    figure: the starting state is restored and everything measured again, once, peaks included (see
+    ``_restart_training``); a second divergence is an error."""
     monitor = session.monitor
     session.model.train()
     session.sync()
@@ -160,14 +179,23 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
     profile.optimizer_recipe = session.scenario.optimizer.describe()
     profile.precision_target = iterations.precision
     snapshot = Snapshot(session)
+    lifetime_peak = _peak_rss_of_process() if isolated else 0  # all a clean run's lifetime peak holds before its steps
+    lifetime_kept = isolated
     monitor.start_phase()
     try:
         with _quiet_warnings():
             try:
                 _train(session, iterations, profile)
             except Diverged as first:
-                snapshot.restore(session)
+                traceback.clear_frames(first.__traceback__)  # the diverged step's locals
+                lifetime_kept = _restart_training(session, snapshot, isolated)
                 _forget_training(profile)
+                if isolated and not lifetime_kept:
+                    profile.warnings.append(
+                        "this process's peak RSS could not be restarted after the divergence (no "
+                        "/proc/self/clear_refs): Peak RAM Memory is the sampled peak of the steps measured again, "
+                        "which can miss a short spike"
+                    )
                 try:
                     _train(session, iterations, profile)
                 except Diverged as again:
@@ -182,8 +210,8 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
         snapshot.close()
         session.scheduler = None  # it holds the optimizer, whose state must not count in inference's peaks
     profile.training = monitor.end_phase()
-    if isolated:
-        profile.training.peak_rss = max(profile.training.peak_rss, _peak_rss_of_process())
+    if lifetime_kept:
+        profile.training.peak_rss = max(profile.training.peak_rss, lifetime_peak, _peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown, profile.timeline = _training_breakdown(session, profile)
 
@@ -274,6 +302,25 @@ def _measure(session: Session, iterations: Iterations) -> Measurement:
     measured.energy = energy.end(len(measured.steps))
     measured.contention = window.finish(measured.steps, threads, on_gpu=not on_cpu)
     return measured
+
+
+def _restart_training(session: Session, snapshot: Snapshot, isolated: bool) -> bool:
+    """Start training again from the starting state, with figures as if the diverged attempt had never run.
+
+    The diverged attempt's gradients and optimizer state are freed before the starting state is read back (not
+    to sit beside its copy), and the copy once it is loaded; then the phase's peaks start again: the sampled
+    ones, the allocator's (GPU) and, in a process of its own, the process's peak RSS. Returns whether that
+    lifetime peak still describes the training run: False where it could not be restarted."""
+    session.model.zero_grad(set_to_none=True)
+    if session.optimizer is not None:
+        session.optimizer.state.clear()
+    snapshot.restore(session)
+    gc.collect()
+    _return_freed_memory()
+    session.sync()
+    restarted = isolated and _reset_peak_rss_of_process()
+    session.monitor.restart_phase()
+    return restarted
 
 
 def _forget_training(profile: Profile) -> None:

@@ -3,7 +3,9 @@ when training diverges again."""
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,8 +13,11 @@ import torch
 
 from pytest_mlestimate import estimate, estimate_model
 from pytest_mlestimate.core.errors import ModelRunError
-from pytest_mlestimate.profiling import contention
-from pytest_mlestimate.scenarios.scenario import Optimizer
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.profiling import contention, profiler
+from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.profiling.profiler import profile_scenario
+from pytest_mlestimate.scenarios.scenario import Optimizer, parse_scenario
 from pytest_mlestimate.tiny import TinyDetector
 from tests.tiny_scenario import TINY as TINY_BASE
 
@@ -22,13 +27,20 @@ TINY: dict[str, Any] = {
     "warmup_iterations": 2,
     "measure_iterations": 6,
 }
-SLOW_S = 0.3
+SLOW_S = 1.0
+"""The diverged step's sleep: a step kept from the diverged attempt shows by it. On one thread a step of the tiny
+model took at most 8 ms beside two busy loops (on two threads 0.74 s: each waits for the other when one is
+descheduled), so no load makes a clean step pass for it."""
 
 
 @pytest.fixture(autouse=True)
-def _no_contention(monkeypatch: pytest.MonkeyPatch) -> None:
+def _quiet_steps(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Step counts here are the scenario's: a busy machine's re-measurement would add steps."""
     monkeypatch.setattr(contention, "judge", lambda *args, **kwargs: False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 class OnceDivergingDetector(TinyDetector):
@@ -64,6 +76,63 @@ def test_a_divergence_is_measured_again_from_the_starting_state_and_keeps_no_div
     assert torch.equal(model.weights_at_call[5], model.starting_weights)
     assert not torch.equal(model.weights_at_call[4], model.starting_weights)
     assert any("the loss became nan at training step 5" in w and "measured again" in w for w in result.warnings())
+
+
+class HeavyDetector(OnceDivergingDetector):
+    """``HEAVY`` bytes of frozen weights (in the starting state's copy, with no gradients or optimizer state
+    to hide it behind), and at the diverging call ``HEAVY`` bytes more held through the step in small pieces,
+    as a diverged R-CNN's flood of proposals (small pieces stay resident after they are freed)."""
+
+    def __init__(self, nan_at_call: int) -> None:
+        super().__init__(nan_at_call)
+        self.frozen = torch.nn.Parameter(torch.ones(HEAVY // 4), requires_grad=False)
+
+    def forward(self, images: Any, targets: Any = None) -> Any:
+        out = super().forward(images, targets)
+        if self.training and self.calls == self.nan_at_call:
+            scale = self.classifier.weight.sum()
+            flood = [torch.ones(HEAVY // 4 // 400) * scale for _ in range(400)]
+            out = {**out, "loss_box_reg": out["loss_box_reg"] + sum(piece.sum() for piece in flood) * 0.0}
+        return out
+
+
+HEAVY = 160 * 2**20
+
+
+def _profile_from_here(nan_at_call: int, isolated: bool) -> Profile:
+    """A profile in this process; ``isolated`` folds in this process's peak RSS, restarted here first so that
+    it holds this profile's alone."""
+    if isolated:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear:
+            clear.write("5")
+    scenario = parse_scenario({**TINY, "architecture": "tests:heavy", "optimizer": {"warmup_steps": 0}})
+    return profile_scenario(scenario, lambda _scenario: HeavyDetector(nan_at_call), isolated=isolated)
+
+
+@pytest.mark.parametrize("isolated", [False, True], ids=["sampled", "process-peak"])
+def test_the_figures_after_a_divergence_are_those_of_a_run_that_never_diverged(isolated: bool) -> None:
+    if isolated and not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("needs Linux's /proc/self/clear_refs to restart this process's peak RSS")
+    clean = _profile_from_here(nan_at_call=0, isolated=isolated)
+    restarted = _profile_from_here(nan_at_call=5, isolated=isolated)
+    assert (clean.divergence_restarts, restarted.divergence_restarts) == (0, 1)
+    assert clean.training is not None and restarted.training is not None
+    tolerance = METRIC["peak_ram_memory"].tolerance
+    # neither the diverged attempt's flood nor the copy the starting state was read back from counts
+    assert restarted.training.peak_rss == pytest.approx(clean.training.peak_rss, rel=tolerance)
+    assert len(restarted.warmup_step_times) == len(clean.warmup_step_times) == 2
+    assert len(restarted.step_times) == len(clean.step_times) == 6
+    assert restarted.training.samples == clean.training.samples  # the diverged attempt's samples are dropped
+
+
+def test_where_the_process_peak_cannot_restart_the_sampled_peak_stands_and_a_warning_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(profiler, "_reset_peak_rss_of_process", lambda: False)
+    scenario = parse_scenario({**TINY, "architecture": "tests:flaky"})
+    profile = profile_scenario(scenario, lambda _scenario: OnceDivergingDetector(nan_at_call=5), isolated=True)
+    assert profile.divergence_restarts == 1 and profile.training is not None
+    assert any("peak RSS could not be restarted" in w for w in profile.warnings)
 
 
 def test_an_exploding_loss_counts_as_a_divergence_before_it_is_nan() -> None:
