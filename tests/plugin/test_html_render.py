@@ -16,7 +16,8 @@ import pytest
 
 from pytest_mlestimate.commands.cli import main
 from pytest_mlestimate.reports.github import step_summary
-from pytest_mlestimate.reports.html import MissingExtraError, render_html
+from pytest_mlestimate.reports.html import MOST_CHARTED, MissingExtraError, charts, render_html
+from pytest_mlestimate.reports.html.charts import MAX_DOTS
 from pytest_mlestimate.reports.html.mermaid import MOST_BARS, breakdown_chart
 from pytest_mlestimate.reports.html.read import MAX_POINTS, downsample
 
@@ -426,3 +427,96 @@ def test_long_timelines_and_many_modules_keep_the_page_small() -> None:
     assert len(page.encode()) < 2 * 1024 * 1024
     assert len(charts_in(page)) == len(CHARTS)
     assert "45 other modules" in page  # a deep breakdown names its largest modules, sums the rest
+
+
+# ------------------------------------------------------------------------------------------ many scenarios
+def sections(page: str) -> dict[str, str]:
+    """Each scenario's section by its name."""
+    found = re.findall(r'(<section class="scenario.*?</section>)', page, flags=re.S)
+    names = [re.search(r"</span> ([^<]*) <span", section) for section in found]
+    return {html.unescape(name.group(1)): section for name, section in zip(names, found, strict=True) if name}
+
+
+def test_a_page_of_many_scenarios_draws_charts_for_the_ones_a_reader_needs_first() -> None:
+    """Beyond ``most_charted`` scenarios, the failed and over-budget ones are drawn first, then the rest in
+    order; the others keep their verdict, figures, budgets, environment and warnings, and the page says so."""
+    passed = [full_record(f"fine-{i}", outcome="passed", message=None, budgets=[]) for i in range(5)]
+    over = full_record("over-budget", outcome="passed", message=None)  # a broken check, whatever its outcome
+    records = [*passed[:2], full_record("broken-1"), *passed[2:], over, full_record("broken-2")]
+    records.append(full_record("no-gpu", outcome="skipped", message="no CUDA device", details=None, budgets=[]))
+    page = render_html(document(*records), most_charted=4)
+    found = sections(page)
+    drawn = {name for name, section in found.items() if 'class="chart"' in section}
+    assert drawn == {"broken-1", "over-budget", "broken-2", "fine-0"}
+    assert "Charts are drawn for 4 of the 8 measured scenarios" in page
+    assert "at most 4" in page and "The other 4 are marked" in page
+    overview = page[page.index('id="overview"') : page.index('id="scenario-1"')]
+    assert overview.count("· no charts") == 4
+    for name in ("fine-1", "fine-2", "fine-3", "fine-4"):
+        thinned = found[name]
+        assert '<span class="badge passed">passed</span>' in thinned
+        assert "no charts drawn for this scenario" in thinned
+        for figure in ("1.46 GiB", "110.0 ms", "310.0 ms", "0.52 USD"):  # its headline figures stay
+            assert figure in thinned, (name, figure)
+        assert "NVIDIA H100 80GB HBM3" in thinned and "the model resizes its input" in thinned
+    assert "nothing was measured for this scenario" in found["no-gpu"]  # drew nothing anyway: not counted
+    assert "could not be drawn" not in page
+
+
+def test_a_thinned_scenario_keeps_its_budget_verdicts_as_a_table() -> None:
+    page = render_html(document(full_record("broken"), full_record("also-broken")), most_charted=1)
+    thinned = sections(page)["also-broken"]
+    assert 'class="chart"' not in thinned
+    assert "<h3>Budgets</h3><table>" in thinned
+    assert (
+        '<td class="num">&lt;= 1.00 GiB</td>' in thinned and '<span class="badge failed">failed</span></td>' in thinned
+    )
+    assert "The other 1, 1 of them failed or broke a check," in page
+
+
+def test_a_page_draws_charts_for_at_most_most_charted_scenarios_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list[str] = []
+    monkeypatch.setattr(charts, "drawn", lambda salt, draw: drawn.append(salt) or "<svg></svg>")
+    records = [full_record(f"s-{i}", outcome="passed", message=None) for i in range(MOST_CHARTED + 10)]
+    page = render_html(document(*records))
+    assert sum(1 for salt in drawn if salt.endswith("b")) == MOST_CHARTED  # a budgets chart each
+    assert f"Charts are drawn for {MOST_CHARTED} of the {MOST_CHARTED + 10} measured scenarios" in page
+    assert page.count("no charts drawn for this scenario") == 10
+    assert page.count('<td><span class="badge passed">passed</span></td>') >= len(records)  # the overview's
+    assert page.count('<h2><span class="badge passed">passed</span>') == len(records)  # and each section's
+    drawn.clear()
+    every = render_html(document(*records), most_charted=None)
+    assert sum(1 for salt in drawn if salt.endswith("b")) == len(records)
+    assert "no charts" not in every and 'id="thinned"' not in every
+
+
+def test_a_thinned_scenario_escapes_its_text_too() -> None:
+    record = full_record(HOSTILE, message=f"failed: {HOSTILE}", warnings=[f"warned: {HOSTILE}"])
+    page = render_html(document(full_record(), record), most_charted=1)
+    assert 'class="chart"' not in sections(page)[HOSTILE]
+    names = re.findall(r'<h2><span class="badge failed">failed</span> ([^<]*) <span class="where">', page)
+    assert [html.unescape(name) for name in names] == ["frcnn-b4", HOSTILE]
+    assert [html.unescape(w) for w in re.findall(r"<li>([^<]*)</li>", page)].count(f"warned: {HOSTILE}") == 1
+    assert "<script" not in page.lower()
+    assert page.count("<details") == page.count("</details>")
+
+
+def test_step_times_draw_a_bounded_number_of_dots_from_every_sample() -> None:
+    record = full_record()
+    samples = [0.1 + 0.0001 * i for i in range(2000)]
+    record["runs"][0]["samples"]["total_training_time"] = samples
+    chart = charts_in(render_html(document(record)))["step times"]
+    assert chart.count("<use ") <= 5 * MAX_DOTS
+    assert "2000 samples, 100 drawn" in chart  # the label counts every sample
+    assert "median 199.9 ms" in chart  # and its median is of every sample
+
+
+def test_the_dots_kept_are_evenly_ranked_with_the_extremes() -> None:
+    import numpy
+
+    values = numpy.random.default_rng(1).normal(size=5000)
+    kept = charts._dots(values)
+    assert len(kept) == MAX_DOTS
+    assert kept.min() == values.min() and kept.max() == values.max()
+    assert abs(float(numpy.median(kept)) - float(numpy.median(values))) < 0.05
+    assert charts._dots(values[:10]) is not None and len(charts._dots(values[:10])) == 10

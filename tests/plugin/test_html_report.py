@@ -52,7 +52,7 @@ def test_a_run_writes_a_self_contained_page_beside_the_json(
 def test_a_page_that_cannot_be_drawn_costs_no_other_report(
     pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(report: Any) -> str:
+    def broken(report: Any, **options: Any) -> str:
         raise RuntimeError("no chart today")
 
     monkeypatch.setattr("pytest_mlestimate.reports.html.render_html", broken)
@@ -131,7 +131,12 @@ def opened(page: Path, screenshot: Path) -> dict[str, Any]:
                     return {name: node.dataset.chart, width: box ? box.width : 0, height: box ? box.height : 0,
                             paths: svg ? [...svg.querySelectorAll('path')].filter(
                                 p => p.getTotalLength() > 0).length : 0,
-                            texts: svg ? svg.querySelectorAll('text').length : 0};
+                            texts: svg ? svg.querySelectorAll('text').length : 0,
+                            outside: svg ? [...svg.querySelectorAll('text')].filter(t => {
+                                const r = t.getBoundingClientRect();
+                                return r.width > 0 && (r.left < box.left - 2 || r.right > box.right + 2
+                                    || r.top < box.top - 2 || r.bottom > box.bottom + 2);
+                            }).map(t => t.textContent) : []};
                 })""",
             )
             verdicts = tab.eval_on_selector_all(
@@ -150,6 +155,7 @@ def assert_drew(seen: dict[str, Any], page: Path, charts: int) -> None:
     for chart in seen["charts"]:
         assert chart["width"] > 100 and chart["height"] > 50, chart
         assert chart["paths"] > 5 and chart["texts"] > 2, chart
+        assert chart["outside"] == [], f"{chart['name']}: text cut off at the chart's edge"
 
 
 def test_the_measured_page_draws_in_a_browser(
@@ -170,7 +176,10 @@ def test_a_gpu_record_with_every_section_draws_in_a_browser(tmp_path: Path) -> N
     from pytest_mlestimate import render_html
 
     page = tmp_path / "report.html"
-    records = [full_record(), full_record("fine", outcome="passed", message=None)]
+    long_names = full_record("long-names", outcome="passed", message=None)
+    for index, part in enumerate(long_names["details"]["breakdown"]["parts"]):  # the margins follow the labels
+        part["module"] = f"backbone.body.layer{index}.0.downsample.conv_with_a_rather_long_name"
+    records = [full_record(), full_record("fine", outcome="passed", message=None), long_names]
     page.write_text(render_html(build_document(records) | document(*records)), encoding="utf-8")
     seen = opened(page, tmp_path / "report.png")
-    assert_drew(seen, page, charts=len(CHARTS) * 2)
+    assert_drew(seen, page, charts=len(CHARTS) * 3)

@@ -3,6 +3,11 @@ chart is small, sharp at any zoom and searchable in the page.
 
 matplotlib is the ``html`` extra and loads only here, only when a page is rendered; figures are made with
 ``matplotlib.figure.Figure`` directly, so no pyplot state and no GUI backend is ever touched.
+
+Drawing is what a page costs, so each chart is laid out once, by ``layout.arrange``: the margins come from the
+measured width of the tick labels, titles and legend it holds, instead of matplotlib's constrained layout,
+which draws every tick and text a second time to find them (about half of a chart's time). A timing keeps at
+most ``MAX_DOTS`` dots, and a timeline's module spans are one collection per phase.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.core.units import format_quantity
+from pytest_mlestimate.reports.html.layout import FONT_SIZE, arrange, short
 from pytest_mlestimate.reports.html.read import (
     LABELS,
     BudgetBar,
@@ -38,12 +44,15 @@ FORWARD, BACKWARD, INFERENCE, OTHER, OPTIMIZER = "#4c78a8", "#f58518", "#54a24b"
 INK, FAINT = "#24292f", "#57606a"
 WIDTH = 7.5
 """Inches; the page scales each chart to its column."""
+MAX_DOTS = 100
+"""Dots a timing's chart draws: of more samples, the ones at evenly spaced ranks (the fastest and the slowest
+among them); the box, the median and the count are still of every sample."""
 
 _STYLE = {
     "svg.fonttype": "none",
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
-    "font.size": 9,
+    "font.size": FONT_SIZE,
     "axes.titlesize": 10,
     "axes.titleweight": "bold",
     "axes.titlelocation": "left",
@@ -114,7 +123,7 @@ def _svg(figure: Figure) -> str:
 def _figure(height: float, rows: int = 1, height_ratios: list[int] | None = None) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(WIDTH, height), layout="constrained")
+    figure = Figure(figsize=(WIDTH, height))
     axes = figure.subplots(rows, 1, squeeze=False, height_ratios=height_ratios).ravel().tolist()
     return figure, axes
 
@@ -159,7 +168,14 @@ def budgets_chart(bars: list[BudgetBar], salt: str) -> str:
             else:
                 ax.text(0, 0, " not measured here: not checked", va="center", ha="left", color=FAINT)
             ax.axvline(bar.limit / factor, color=INK, linewidth=2.2)
-            ax.text(bar.limit / factor, 0.5, f"limit {bar.limit_text} ", ha="right", va="bottom", color=INK, fontsize=8)
+            if bar.limit >= 0.5 * max(known):
+                ax.text(
+                    bar.limit / factor, 0.5, f"limit {bar.limit_text} ", ha="right", va="bottom", color=INK, fontsize=8
+                )
+            else:  # a limit near zero writes its text rightwards, not off the chart's left edge
+                ax.text(
+                    bar.limit / factor, 0.5, f" limit {bar.limit_text}", ha="left", va="bottom", color=INK, fontsize=8
+                )
             if bar.baseline is not None:
                 ax.plot([bar.baseline / factor], [0], marker="D", color=INK, markerfacecolor="white", markersize=7)
             ax.set_xlim(0, max(known) / factor * 1.35 or 1.0)
@@ -177,13 +193,24 @@ def budgets_chart(bars: list[BudgetBar], salt: str) -> str:
             handles.append(
                 Line2D([], [], linestyle="", marker="D", color=INK, markerfacecolor="white", label="baseline")
             )
-        figure.legend(handles=handles, loc="outside upper right", ncols=len(handles), frameon=False, fontsize=8)
+        figure.legend(handles=handles, loc="upper right", ncols=len(handles), frameon=False, fontsize=8)
+        arrange(figure, axes, legend_rows=1)
         return figure
 
     return drawn(salt, draw)
 
 
 # ------------------------------------------------------------------------------------------ step times
+def _dots(values: Any, most: int = MAX_DOTS) -> Any:
+    """At most ``most`` of ``values``: those at evenly spaced ranks, the smallest and the largest included."""
+    import numpy
+
+    if len(values) <= most:
+        return values
+    ranks = numpy.round(numpy.linspace(0, len(values) - 1, most)).astype(int)
+    return numpy.sort(values)[ranks]
+
+
 def _spread(ax: Axes, rows: list[Distribution], title: str) -> None:
     import numpy
 
@@ -207,9 +234,11 @@ def _spread(ax: Axes, rows: list[Distribution], title: str) -> None:
                     whiskerprops={"color": FAINT},
                     capprops={"color": FAINT},
                 )
-            ax.scatter(values, y + jitter.uniform(-0.16, 0.16, len(values)), s=14, color=FORWARD, alpha=0.7, lw=0)
+            dots = _dots(values)
+            ax.scatter(dots, y + jitter.uniform(-0.16, 0.16, len(dots)), s=14, color=FORWARD, alpha=0.7, lw=0)
             middle = float(numpy.median(values))
             count = f"{len(values)} sample{'s' if len(values) != 1 else ''}"
+            count += f", {len(dots)} drawn" if len(dots) < len(values) else ""
         else:  # only the summary is known: p10 to p90, and the median
             low, high = (row.p10 or row.median or 0.0) / factor, (row.p90 or row.median or 0.0) / factor
             ax.barh(y, high - low, left=low, height=0.4, color=FORWARD, alpha=0.35)
@@ -233,6 +262,7 @@ def distribution_chart(groups: list[tuple[str, list[Distribution]]], salt: str) 
         figure, axes = _figure(0.3 + 0.42 * sum(heights) + 0.45 * len(groups), rows=len(groups), height_ratios=heights)
         for ax, (title, rows) in zip(axes, groups, strict=True):
             _spread(ax, rows, title)
+        arrange(figure, axes)
         return figure
 
     return drawn(salt, draw)
@@ -266,9 +296,11 @@ def timeline_chart(found: Timeline, salt: str) -> str:
         if base:
             ax.set_ylabel(f"above {format_quantity(base, 'bytes')}")
         span_text = blended_transform_factory(ax.transData, ax.transAxes)
-        for module, phase, start, stop in found.marks:
-            colour = BACKWARD if phase == "backward" else FORWARD
-            ax.axvspan(start / t_factor, stop / t_factor, color=colour, alpha=0.14, linewidth=0)
+        for colour, backward in ((FORWARD, False), (BACKWARD, True)):  # one collection a phase, not an artist a span
+            spans = [(a / t_factor, (b - a) / t_factor) for _, p, a, b in found.marks if (p == "backward") == backward]
+            if spans:
+                ax.broken_barh(spans, (0, 1), transform=span_text, color=colour, alpha=0.14, linewidth=0)
+        for module, _, start, stop in found.marks:
             if (stop - start) >= 0.025 * (end or 1.0):
                 ax.text(
                     (start + stop) / 2 / t_factor,
@@ -297,7 +329,8 @@ def timeline_chart(found: Timeline, salt: str) -> str:
             Patch(color=FORWARD, alpha=0.3, label="forward of a module"),
             Patch(color=BACKWARD, alpha=0.3, label="backward of a module"),
         ]
-        figure.legend(handles=handles, loc="outside upper left", fontsize=8, frameon=False, ncols=2)
+        figure.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, ncols=2)
+        arrange(figure, [ax], legend_rows=(len(handles) + 1) // 2)
         return figure
 
     return drawn(salt, draw)
@@ -307,13 +340,17 @@ def timeline_chart(found: Timeline, salt: str) -> str:
 def _stacked(ax: Axes, rows: list[tuple[str, list[tuple[float, str]]]], title: str, total_note: str) -> None:
     largest = max((sum(v for v, _ in pieces) for _, pieces in rows), default=0.0)
     factor, unit = time_scale(largest or 1.0)
+    bars: list[tuple[int, float, float, str]] = []  # one barh call a panel: a call per piece costs more
     for y, (_, pieces) in enumerate(rows):
         left = 0.0
         for value, colour in pieces:
-            ax.barh(y, value / factor, left=left, height=0.62, color=colour)
+            bars.append((y, value / factor, left, colour))
             left += value / factor
         ax.text(left, y, f" {format_quantity(left * factor, 'seconds')}", va="center", fontsize=8, color=INK)
-    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    if bars:
+        ys, widths, lefts, colours = zip(*bars, strict=True)
+        ax.barh(ys, widths, left=lefts, height=0.62, color=colours)
+    ax.set_yticks(range(len(rows)), [short(label) for label, _ in rows])
     ax.set_ylim(len(rows) - 0.5, -0.5)
     ax.set_xlim(0, largest / factor * 1.18 if largest else 1.0)
     ax.set_title(title)
@@ -371,7 +408,8 @@ def breakdown_chart(
         legend = [(FORWARD, "forward"), (BACKWARD, "backward"), (OPTIMIZER, "optimizer"), (INFERENCE, "inference")]
         used = {colour for _, rows, _ in panels for _, pieces in rows for _, colour in pieces}
         handles = [Patch(color=c, label=label) for c, label in legend if c in used]
-        figure.legend(handles=handles, loc="outside upper right", ncols=len(handles), frameon=False, fontsize=8)
+        figure.legend(handles=handles, loc="upper right", ncols=len(handles), frameon=False, fontsize=8)
+        arrange(figure, axes, legend_rows=1)
         return figure
 
     return drawn(salt, draw)
@@ -398,16 +436,18 @@ def memory_chart(split: list[tuple[str, float]], whole: float | None, saved: lis
         for ax, rows in zip(axes, panels, strict=True):
             largest = max(v for _, v in rows)
             factor, unit = byte_scale(largest or 1.0)
+            colours = [FORWARD if rows is saved else SPLIT_COLOURS[y % 5] for y in range(len(rows))]
+            ax.barh(range(len(rows)), [v / factor for _, v in rows], height=0.62, color=colours)
             for y, (_, value) in enumerate(rows):
-                ax.barh(y, value / factor, height=0.62, color=FORWARD if rows is saved else SPLIT_COLOURS[y % 5])
                 share = f" ({_share(value / whole)} of the peak)" if whole and rows is split else ""
                 ax.text(value / factor, y, f" {format_quantity(value, 'bytes')}{share}", va="center", fontsize=8)
-            ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+            ax.set_yticks(range(len(rows)), [short(label) for label, _ in rows])
             ax.set_ylim(len(rows) - 0.5, -0.5)
             ax.set_xlim(0, largest / factor * 1.45 if largest else 1.0)
             ax.tick_params(axis="y", length=0)
             _unit_ticks(ax.xaxis, unit)
             ax.set_title("peak memory, split" if rows is split else "tensors saved for backward, per module")
+        arrange(figure, axes)
         return figure
 
     return drawn(salt, draw)

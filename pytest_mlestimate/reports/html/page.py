@@ -2,6 +2,11 @@
 per scenario with its figures, budgets, step times, memory timeline, per-module breakdown, environment and
 warnings. Styles and charts are inline; nothing is fetched, so the file opens offline as a CI artifact.
 
+Drawing the charts is what a page costs (about a fifth of a second a scenario), so a page draws them for at
+most ``MOST_CHARTED`` scenarios: the ones a reader needs first (failed, errored, a budget or regression check
+broken), then the rest in order. Every other scenario keeps its section with its verdict, message, figures,
+budgets (as a table), environment and warnings, and the page says how many were left without charts and why.
+
 The markup is in ``templates/``; this module reads what each section shows out of the report. The templates
 escape every value they are given, so text from a report (a scenario's name, a message, a module's name)
 can never become markup; the one exception is a chart's SVG, which matplotlib writes (escaping the text in
@@ -48,6 +53,9 @@ if TYPE_CHECKING:
 
 TITLE = "pytest-mlestimate report"
 NOT_MEASURED = "not measured"
+MOST_CHARTED = 50
+"""Scenarios a page draws charts for: on a 2-core CPU, a page of 300 scenarios with every chart takes about 60 s
+and 23 MiB; with charts for 50, about 10 s and 5 to 6 MiB, which a browser opens comfortably."""
 
 OUTCOME_WORDS = {"passed": "passed", "failed": "failed", "error": "error", "skipped": "skipped", "not run": "not run"}
 
@@ -109,7 +117,7 @@ def _header(records: list[dict[str, Any]], report: Mapping[str, Any]) -> dict[st
     }
 
 
-def _overview(records: list[dict[str, Any]]) -> dict[str, Any]:
+def _overview(records: list[dict[str, Any]], charted: set[int]) -> dict[str, Any]:
     metrics, missing = overview_metrics(records)
     rows = []
     for index, record in enumerate(records, 1):
@@ -123,6 +131,7 @@ def _overview(records: list[dict[str, Any]]) -> dict[str, Any]:
                 "figures": [shown(record, m) for m in metrics],
                 "budgets": budget_counts(record),
                 "why": _first_line(record.get("message")) if found in ("failed", "error", "skipped") else "",
+                "thinned": index not in charted and not _measured_nothing(record),
             }
         )
     return {
@@ -177,7 +186,8 @@ def _cards(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _budgets(record: dict[str, Any], salt: str) -> dict[str, Any] | None:
+def _budgets(record: dict[str, Any], salt: str | None) -> dict[str, Any] | None:
+    """The budgets' chart (none where ``salt`` is None: a scenario drawn without charts) and their table."""
     bars = budget_bars(record)
     if not bars:
         return None
@@ -192,7 +202,8 @@ def _budgets(record: dict[str, Any], salt: str) -> dict[str, Any] | None:
         }
         for b in bars
     ]
-    return {"chart": _chart(lambda: charts.budgets_chart(bars, salt), "budgets"), "rows": rows}
+    chart = _chart(lambda: charts.budgets_chart(bars, salt), "budgets") if salt is not None else None
+    return {"chart": chart, "rows": rows}
 
 
 def _dimension(metric: str) -> str:
@@ -269,7 +280,41 @@ def _environment(record: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-def _scenario(record: dict[str, Any], index: int) -> dict[str, Any]:
+def _measured_nothing(record: dict[str, Any]) -> bool:
+    return not details(record) and not record.get("budgets")
+
+
+def _needs_reader(record: dict[str, Any]) -> bool:
+    """Failed or errored, or a budget or regression check broken: what a reader opens the page for."""
+    return outcome(record) in ("failed", "error") or any(b.passed is False for b in budget_bars(record))
+
+
+def _charted(records: list[dict[str, Any]], most: int | None) -> set[int]:
+    """The scenarios (by their 1-based place) whose charts are drawn: all, up to ``most`` of those that
+    measured something; beyond, the ones a reader needs first, then the rest in order."""
+    measured = [i for i, record in enumerate(records, 1) if not _measured_nothing(record)]
+    if most is None or len(measured) <= most:
+        return set(measured)
+    needed = [i for i in measured if _needs_reader(records[i - 1])]
+    rest = [i for i in measured if not _needs_reader(records[i - 1])]
+    return set((needed + rest)[: max(most, 0)])
+
+
+def _thinning(records: list[dict[str, Any]], charted: set[int], most: int | None) -> dict[str, Any] | None:
+    """What the page says about the scenarios left without charts, when some are."""
+    left = [r for i, r in enumerate(records, 1) if i not in charted and not _measured_nothing(r)]
+    if not left:
+        return None
+    return {
+        "most": most,
+        "charted": len(charted),
+        "measured": len(charted) + len(left),
+        "left": len(left),
+        "needed_left": sum(1 for r in left if _needs_reader(r)),
+    }
+
+
+def _scenario(record: dict[str, Any], index: int, charted: bool = True) -> dict[str, Any]:
     salt = f"s{index}"
     measured, message = record.get("measured"), record.get("message")
     scenario = {
@@ -280,10 +325,18 @@ def _scenario(record: dict[str, Any], index: int) -> dict[str, Any]:
         "measured": str(measured) if measured else "",
         "message": str(message) if message else "",
         "warnings": warnings(record),
-        "measured_nothing": not details(record) and not record.get("budgets"),
+        "measured_nothing": _measured_nothing(record),
+        "thinned": not charted,
     }
     if scenario["measured_nothing"]:
         return scenario
+    if not charted:  # its figures and budgets as numbers; no chart drawn
+        return {
+            **scenario,
+            "cards": _cards(record),
+            "budgets": _budgets(record, None),
+            "environment": _environment(record),
+        }
     return {
         **scenario,
         "cards": _cards(record),
@@ -295,13 +348,16 @@ def _scenario(record: dict[str, Any], index: int) -> dict[str, Any]:
     }
 
 
-def render_html(report: Mapping[str, Any]) -> str:
-    """The JSON report (``--mlestimate-json``'s document) as one self-contained HTML page."""
+def render_html(report: Mapping[str, Any], *, most_charted: int | None = MOST_CHARTED) -> str:
+    """The JSON report (``--mlestimate-json``'s document) as one self-contained HTML page, with charts for at
+    most ``most_charted`` scenarios (None: for every one; see ``MOST_CHARTED``)."""
     charts.require_matplotlib()
     page = _templates().get_template("page.html.j2")
     records = _records(report)
+    charted = _charted(records, most_charted)
     return page.render(
         header=_header(records, report),
-        overview=_overview(records),
-        scenarios=[_scenario(record, index) for index, record in enumerate(records, 1)],
+        overview=_overview(records, charted),
+        thinning=_thinning(records, charted, most_charted),
+        scenarios=[_scenario(record, index, index in charted) for index, record in enumerate(records, 1)],
     )
