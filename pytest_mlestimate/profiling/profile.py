@@ -100,6 +100,10 @@ class Profile(BaseModel):
     """Per-part times and memory from extra instrumented steps; None where the scenario turned it off."""
     timeline: Timeline | None = None
     environment: dict[str, str | None] = Field(default_factory=dict)
+    sources: dict[str, str] | None = None
+    """A custom model's code as it was measured: each source file of the user's code that building and running
+    the model imported, and its SHA-256 (``sources``); None for a torchvision builder. The cache measures again
+    once one of them changed."""
     warnings: list[str] = Field(default_factory=list)
     failure: str | None = None
     measure_seconds: float = 0.0

@@ -2,9 +2,10 @@
 ``python -m pytest_mlestimate.profiling.worker --parent PID [--deadline SECONDS]``; children forked from the warm
 parent (``warm_start``, started through ``warm_parent``) run ``measure`` the same way.
 
-Reads a scenario as JSON on stdin and writes ``{"profile": ...}`` or ``{"error": ...}`` on stdout; the
-model's own prints are sent to stderr, so they cannot mix with the result. The child never outlives its
-parent (a parent killed with SIGKILL runs no clean-up of its own) nor its deadline.
+Reads a scenario as JSON on stdin and writes ``{"profile": ...}`` or ``{"error": ...}`` on stdout, the profile
+naming the user's source files the model imported (``sources``); the model's own prints are sent to stderr, so
+they cannot mix with the result. The child never outlives its parent (a parent killed with SIGKILL runs no
+clean-up of its own) nor its deadline.
 """
 
 from __future__ import annotations
@@ -81,11 +82,17 @@ def measure(scenario_json: str, out: IO[str], progress_fd: int | None) -> int:
     try:
         from pytest_mlestimate.core.errors import EstimateError
         from pytest_mlestimate.profiling.profiler import profile_scenario
+        from pytest_mlestimate.profiling.sources import recorded
         from pytest_mlestimate.scenarios.scenario import Scenario
 
         scenario = Scenario.model_validate_json(scenario_json)
+        progress = progress_writer(progress_fd)
         try:
-            profile = profile_scenario(scenario, isolated=True, progress=progress_writer(progress_fd))
+            profile = recorded(
+                scenario.architecture,
+                lambda: profile_scenario(scenario, isolated=True, progress=progress),
+                in_child=True,
+            )
         except EstimateError as exc:
             result = {"error": {"type": type(exc).__name__, "message": str(exc)}}
         else:

@@ -3,7 +3,8 @@
 A hot request must not pay for sqlite or for the profile key's environment fingerprint on every call, so
 both the key and the profile are remembered. The key is remembered only where it is a pure function of
 the scenario's fields (a torchvision architecture, no weights file): a custom model's key also covers its
-source file, which is re-read each time so that an edited model is measured again.
+source file, which is re-read each time, and a remembered profile of it is checked against the files of its code
+(``changed_source``), so that an edited model is measured again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TypeVar
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.scenario import Scenario
-from pytest_mlestimate.stores.profile_cache import ProfileCache, profile_key
+from pytest_mlestimate.stores.profile_cache import ProfileCache, changed_source, profile_key
 
 _V = TypeVar("_V")
 
@@ -66,7 +67,12 @@ class ProfileStore:
             found = self._profiles.get(key)
             if found is not None:
                 self._profiles.move_to_end(key)
-            return found
+        if found is not None and changed_source(found) is not None:
+            with self._lock:
+                if self._profiles.get(key) is found:
+                    del self._profiles[key]
+            return None
+        return found
 
     def remember(self, key: str, profile: Profile) -> None:
         with self._lock:

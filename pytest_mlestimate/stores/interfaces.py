@@ -27,6 +27,8 @@ class ProfileStore(Protocol):
     """Where the profiles are, as a user is shown it."""
     problem: str | None
     """What went wrong in the last calls (the store answered as if empty), for a warning beside the figures."""
+    stale: str | None
+    """Why the last ``get`` did not answer the profile it holds (the custom model's code changed since)."""
 
     def get(self, key: str) -> Profile | None: ...
     def put(self, key: str, profile: Profile) -> bool: ...

@@ -2,9 +2,11 @@
 
 A profile is keyed by everything that changes it (the scenario's profile fields, the host fingerprint,
 the custom model's source and the weights file); dataset_size and epochs only scale a result, so they
-are not part of the key. A foreign entry is re-measured. Only a database that sqlite calls corrupt is set
-aside; one that is locked past the wait, full, read-only or unreachable is left as it is (another process may
-be using it) and bypassed: the profile is measured and not stored, with a warning.
+are not part of the key. A custom model's key can name only its factory's file, so the profile keeps the files
+of the user's code that the model imported (``Profile.sources``): once one of them changed the entry is stale,
+``stale`` says which, and the profile is measured again. A foreign entry is re-measured. Only a database that
+sqlite calls corrupt is set aside; one that is locked past the wait, full, read-only or unreachable is left as it
+is (another process may be using it) and bypassed: the profile is measured and not stored, with a warning.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def default_cache_path() -> Path:
 
 _digests: dict[tuple[str, int, int, int], str] = {}
 _digests_lock = threading.Lock()
+_DIGESTS_KEPT = 4096
+"""Digests remembered: a weights file or two per scenario, and each source file of the custom models' code."""
 
 
 def _file_digest(path: str | None) -> str | None:
@@ -68,7 +72,7 @@ def _file_digest(path: str | None) -> str | None:
     except (OSError, ValueError):
         return f"unreadable:{path}"
     with _digests_lock:
-        if len(_digests) >= 256:
+        if len(_digests) >= _DIGESTS_KEPT:
             _digests.clear()
         _digests[identity] = digest
     return digest
@@ -112,12 +116,26 @@ def _find_spec(name: str, search: list[str] | None) -> importlib.machinery.Modul
     return None
 
 
-def _factory_source_digest(architecture: str) -> str | None:
-    """A custom model's source file, so that editing the model re-measures it."""
+def _factory_source_digest(architecture: str) -> dict[str, str | None] | None:
+    """A custom model's source file, so that editing the model re-measures it; the rest of its code is checked
+    against the profile's ``sources`` (``changed_source``), which profiles of the older keys did not record."""
     if architecture in TORCHVISION:
         return None
     origin = module_origin(architecture.partition(":")[0])
-    return _file_digest(origin) if origin and os.path.isfile(origin) else None
+    digest = _file_digest(origin) if origin and os.path.isfile(origin) else None
+    return {"factory": digest, "imported": "in the profile's sources"}
+
+
+def changed_source(profile: Profile) -> str | None:
+    """Which file of the code the profile was measured with is no longer as it was, in words; None when none is
+    (or the profile recorded none: a torchvision model). Each file is read again only when its size, time or
+    inode changed."""
+    for path, digest in (profile.sources or {}).items():
+        if not os.path.isfile(path):
+            return f"{path} is gone since the cached profile was measured"
+        if _file_digest(path) != digest:
+            return f"{path} changed since the cached profile was measured"
+    return None
 
 
 def profile_key(scenario: Scenario) -> str:
@@ -142,6 +160,8 @@ class ProfileCache:
         self.wait = wait
         self.problem: str | None = None
         """What went wrong with the database in this object's last calls, for the user; also logged."""
+        self.stale: str | None = None
+        """Why the last ``get`` found a profile but did not answer it: the model's code changed since."""
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -179,6 +199,7 @@ class ProfileCache:
         self._report(f"cache {self.path} was corrupt ({error}); moved to {aside.name} and re-measured")
 
     def get(self, key: str) -> Profile | None:
+        self.stale = None
         try:
             with self._connect() as connection:
                 row = connection.execute("SELECT profile FROM profiles WHERE key = ?", (key,)).fetchone()
@@ -191,7 +212,13 @@ class ProfileCache:
             profile = Profile.model_validate_json(row[0])
         except ValidationError:
             return None
-        return profile if profile.format == PROFILE_FORMAT else None
+        if profile.format != PROFILE_FORMAT:
+            return None
+        self.stale = changed_source(profile)
+        if self.stale is not None:
+            log.info("cached profile %s not used: %s", key[:12], self.stale)
+            return None
+        return profile
 
     def put(self, key: str, profile: Profile) -> bool:
         """Store, or say why not in ``problem``: a cache that cannot take the profile never fails the estimate."""
