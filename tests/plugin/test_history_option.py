@@ -121,8 +121,9 @@ def test_history_options_need_mlestimate(pytester: pytest.Pytester) -> None:
 
 
 def test_a_scenario_is_judged_against_the_window_and_fails_as_against_a_baseline(
-    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], recorded_engine: list[dict[str, Any]]
 ) -> None:
+    """Every measurement is the recorded profile, so the window's figures are all that moves."""
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "tiny"}))
     path = pytester.path / "history.sqlite3"
     _, first = run_scenarios("--mlestimate-history", str(path))
@@ -137,17 +138,15 @@ def test_a_scenario_is_judged_against_the_window_and_fails_as_against_a_baseline
     assert all(check["passed"] for check in judged)
     assert any(w.startswith(f"history window: judged against {len(steady)} run(s)") for w in record["warnings"])
 
-    # the past ten times as fast: this run regressed, however the load of the machine moved the figures (the first
-    # run may come from a cache filled under load, the re-measured ones not)
+    # the past ten times as fast: this run regressed in every timing, and in nothing else
     add_sessions(path, first, [0.1 * f for f in steady], day=3)
     result, report = run_scenarios(*window_args)
     record = by_name(report)["tiny"]
     assert result.ret == 1 and record["outcome"] == "failed"
-    # which timings are judged depends on the machine: a measurement that other processes slowed is judged on
-    # the figures they could not touch (a contended training step leaves its timings out, inference stays)
     regressed = {c["metric"] for c in record["budgets"] if c["kind"] == "regression" and c["passed"] is False}
-    timings = sorted(m for m in regressed if METRIC[m].noise == "timing")
-    assert timings and all(f"{m} regressed" in record["message"] for m in timings)
+    timings = sorted(regressed)
+    assert regressed == {m for m in METRIC if METRIC[m].noise == "timing"}
+    assert all(f"{m} regressed" in record["message"] for m in timings)
     explained = {entry["metric"] for entry in record["explanation"]}  # the window's runs are the baseline here
     assert explained & set(timings)
     result.stdout.fnmatch_lines([f"*{timings[0]}*(baseline)*FAILED", "*measured 2 times in fresh processes*"])

@@ -56,7 +56,17 @@ def test_three_shards_merge_into_the_unsplit_run(
     pytester: pytest.Pytester, cached: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The shards measure for real (an empty cache); the unsplit run then answers from the profiles they cached,
-    so both hold the same measurements and any difference is the merge's."""
+    so both hold the same measurements and any difference is the merge's. They measure in this process with their
+    contention not judged: a profile measured while other processes took the CPUs is not cached, and the unsplit
+    run would measure it again, to other figures."""
+    from pytest_mlestimate.api import estimate
+    from pytest_mlestimate.profiling import contention
+
+    monkeypatch.setattr(contention, "judge", lambda *args, **kwargs: False)
+    monkeypatch.setattr(
+        "pytest_mlestimate.plugin.items.estimate",
+        lambda scenario, **options: estimate(scenario, **options, isolate=False),
+    )
     monkeypatch.setenv("MLESTIMATE_CACHE_DIR", str(tmp_path / "cache"))
     write_scenarios(pytester)
     common = ("--mlestimate", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
@@ -100,6 +110,7 @@ def test_three_shards_merge_into_the_unsplit_run(
     assert together["environment"] == one["environment"]
     measured = [r for r in together["scenarios"] if r["details"]]
     assert len(measured) == 4 and all(r["measured"] == "this run" for r in measured)
+    assert all(r["measured"] != "this run" for r in one["scenarios"] if r["details"])  # the shards' profiles
 
     def cases(path: Path) -> list[tuple[str, str]]:
         root = ET.parse(path).getroot()

@@ -8,14 +8,17 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest
 
+from pytest_mlestimate.core.metrics import METRIC
 from tests.documented_keys import RESOURCE_KEYS
 from tests.plugin.conftest import TINY, RunResult, by_name, scenario_file
 from tests.plugin.test_scenario_file import alias_bomb
 
+TIMINGS = {name for name, metric in METRIC.items() if metric.noise == "timing"}
 SCHEMA = json.loads((Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json").read_text())
 
 
@@ -210,10 +213,13 @@ def test_baseline_round_trip_catches_a_regression(
 
 
 def test_a_suspected_slowdown_is_measured_again_before_it_fails(
-    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult], recorded_engine: list[dict[str, Any]]
 ) -> None:
+    """Every measurement is the recorded profile, so the slowdown is the baseline's tenfold and nothing else."""
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "tracked"}))
     run_scenarios("--mlestimate-save-baseline", "baseline", "--mlestimate-baseline-runs", "2")
+    assert [call.get("cache", True) for call in recorded_engine] == [True, False]  # the second run past the cache
+    recorded_engine.clear()
     path = pytester.path / "baseline" / "scenarios" / "tracked.json"
     stored = json.loads(path.read_text())
     for run in stored["runs"]:  # as if every timing had been ten times faster before this change
@@ -226,11 +232,11 @@ def test_a_suspected_slowdown_is_measured_again_before_it_fails(
     assert result.ret == 1
     entry = by_name(report)["tracked"]
     assert len(entry["runs"]) == 2  # the cached measurement, then a fresh process before failing
+    assert [call.get("cache", True) for call in recorded_engine] == [True, False]
     failed = [b for b in entry["budgets"] if b["passed"] is False]
-    assert failed and {b["kind"] for b in failed} == {"regression"}
-    timings = [b for b in failed if b["interval"] is not None]  # a busy machine may fail CPU utilization too
-    assert timings and all(b["runs"] == [2, 2] and b["interval"][0] > 0 for b in timings)
-    result.stdout.fnmatch_lines(["*regressed: measured *, +*% (*% CI +*..+*%, runs 2:2)*"])
+    assert {b["metric"] for b in failed} == TIMINGS and {b["kind"] for b in failed} == {"regression"}
+    assert all(b["runs"] == [2, 2] and b["interval"][0] > 0 for b in failed)
+    result.stdout.fnmatch_lines(["*regressed: measured *, +*% (*% CI +*..+*%, runs 2:2, catches +*%)*"])
     result.stdout.fnmatch_lines(["measured 2 times in fresh processes before this verdict"])
     jsonschema.validate(report, SCHEMA)
     failure = junit_cases(pytester.path / "junit.xml")["tracked"].find("failure")

@@ -105,7 +105,9 @@ async def test_an_admitted_search_is_not_refused_by_a_lane_full_of_estimates() -
     async with client_for(app) as client:
         fake.gate.clear()
         others = [{**SCENARIO, "image_size": [96, 96], "batch_size": b} for b in (3, 5, 7)]
-        estimates = [asyncio.create_task(client.post("/api/v1/estimate-resource", json=body)) for body in others]
+        estimates = [asyncio.create_task(client.post("/api/v1/estimate-resource", json=others[0]))]
+        await until(lambda: fake.active["cpu"] == 1)  # the first is measured: it no longer counts as waiting
+        estimates += [asyncio.create_task(client.post("/api/v1/estimate-resource", json=body)) for body in others[1:]]
         queue = app.state.service.queue
         await until(lambda: queue.waiting() == WAITING)  # one measured, two waiting: the lane is full
         accepted = await client.post(CAPACITY, params={"async": "true"}, json=capacity_body(0))
