@@ -31,6 +31,9 @@ from typing import Any
 
 import yaml
 
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, FAMILY_ALPHA, smallest_failing_slowdown
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 
@@ -169,6 +172,16 @@ def main() -> int:
             f"baseline: {options.baseline_runs} runs in {cost:.0f} s, Total Training Time {base_total:.2f} s, "
             f"between-run spread {base_spread:.1%}"
         )
+        timings = sum(1 for name in ("forward_pass", "backward_pass", "total_training_time")
+                      if stored["runs"][0]["metrics"].get(name))  # fmt: skip
+        floor = DRIFT_FLOOR["cuda" if options.device.startswith("cuda") else "cpu"]
+        for new_runs in (1, 2):
+            smallest = smallest_failing_slowdown(
+                METRIC["total_training_time"].tolerance, floor, max(base_spread, 1e-6), options.baseline_runs,
+                new_runs, FAMILY_ALPHA / max(timings, 1),
+            )  # fmt: skip
+            print(f"computed: with {new_runs} new run(s) the smallest failing slowdown is {smallest:+.1%} "
+                  f"(drift margin {floor:.0%}, spread {base_spread:.1%}, {timings} timings share 5 %)")  # fmt: skip
 
         results: dict[float, list[dict[str, Any]]] = {size: [] for size in sizes}
         rng = random.Random(options.seed)

@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from pytest_mlestimate.planning.sweep import fit_sizes
     from pytest_mlestimate.reports.html import render_html
     from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError
+    from pytest_mlestimate.verdicts.against import against_commit
 
 __all__ = [
     "Estimate",
     "EstimateError",
     "Scenario",
     "ScenarioError",
+    "against_commit",
     "capacity",
     "estimate",
     "estimate_model",
@@ -32,6 +34,7 @@ __all__ = [
 ]
 
 _HOMES = {
+    "against_commit": "pytest_mlestimate.verdicts.against",
     "estimate": "pytest_mlestimate.api",
     "estimate_model": "pytest_mlestimate.api",
     "capacity": "pytest_mlestimate.planning.capacity",

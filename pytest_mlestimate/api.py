@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytest_mlestimate.core.checkouts import Checkout
 from pytest_mlestimate.core.devices import device_lock
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.core.progress import Listener, heard_safely
@@ -26,30 +27,40 @@ def estimate(
     cache_path: Path | None = None,
     progress: Listener | None = None,
     price: Price | None = None,
+    checkout: Checkout | None = None,
 ) -> Estimate:
     """Measure (or recall) the scenario's profile and return its estimate.
 
-    ``cache=False`` neither reads nor writes the cache; ``refresh=True`` re-measures and overwrites.
+    ``cache=False`` neither reads nor writes the cache; ``refresh=True`` re-measures and overwrites. A custom
+    model whose code changed since its profile was cached is measured again: the estimate's ``cache['stale']``
+    names the file.
     ``isolate=False`` profiles in this process (faster to start; RAM figures then include the caller's).
     ``progress`` hears what a profile is doing (``progress.Progress``), from another thread when isolated;
     an estimate answered from the cache makes no reports. ``price`` prices a scenario that sets none.
     Raises ``ScenarioError`` for invalid input and an ``EstimateError`` when the model cannot be measured;
     a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
+    ``checkout`` builds the model from another commit's code (``checkouts.checked_out``): isolated, never cached.
     """
     parsed = parse_scenario(scenario)
+    if checkout is not None:
+        cache, isolate = False, True
     store = profile_store_at(cache_path) if cache else None
     key = profile_key(parsed) if store else None
+    stale = None
     if store is not None and key is not None and not refresh:
         found = store.get(key)
         if found is not None:
             return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
+        stale = store.stale
     with device_lock(parsed.device):
         if store is not None and key is not None and not refresh:
             found = store.get(key)  # measured by another thread while this one waited
             if found is not None:
                 return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
-        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None)
+        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None, checkout)
     info: dict[str, Any] = {"hit": False}
+    if stale is not None:
+        info["stale"] = stale
     if store is not None and key is not None and profile.contended:
         info["stored"] = False
         profile.warnings.append(
@@ -83,11 +94,22 @@ def estimate_model(
     return Estimate(parsed, profile, cache={"hit": False}, default_price=price)
 
 
-def _measure(scenario: Scenario, isolate: bool, timeout: float | None, progress: Listener | None) -> Profile:
+def _measure(
+    scenario: Scenario,
+    isolate: bool,
+    timeout: float | None,
+    progress: Listener | None,
+    checkout: Checkout | None = None,
+) -> Profile:
     if isolate:
         from pytest_mlestimate.profiling.isolation import profile_in_child
 
-        return profile_in_child(scenario, timeout, progress)
+        return profile_in_child(scenario, timeout, progress, checkout)
     from pytest_mlestimate.profiling.profiler import profile_scenario
+    from pytest_mlestimate.profiling.sources import recorded
 
-    return profile_scenario(scenario, progress=progress) if progress else profile_scenario(scenario)
+    return recorded(
+        scenario.architecture,
+        lambda: profile_scenario(scenario, progress=progress) if progress else profile_scenario(scenario),
+        in_child=False,
+    )

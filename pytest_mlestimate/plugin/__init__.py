@@ -68,6 +68,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="with --mlestimate-compare: fail a scenario that has no baseline (for CI).",
     )
+    group.addoption(
+        "--mlestimate-against",
+        metavar="REF",
+        help="judge every scenario against the git revision REF (origin/main, a commit): its scenario files and "
+        "its model code, measured side by side with this checkout in fresh processes until a change is decided.",
+    )
+    group.addoption(
+        "--mlestimate-strict",
+        action="store_true",
+        help="fail a scenario whose check against --mlestimate-against is inconclusive (for CI).",
+    )
     group.addoption("--mlestimate-no-cache", action="store_true", help="measure again and keep nothing.")
     group.addoption("--mlestimate-refresh", action="store_true", help="measure again and update the cache.")
     group.addoption("--mlestimate-timeout", metavar="SECONDS", help="stop a scenario's measurement after SECONDS.")
@@ -106,6 +117,8 @@ _NEEDS_FLAG = (
     "--mlestimate-history",
     "--mlestimate-history-window",
     "--mlestimate-strict-baseline",
+    "--mlestimate-against",
+    "--mlestimate-strict",
 )
 
 
@@ -128,6 +141,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     config.stash[SETTINGS] = settings_from_config(config)
     config.pluginmanager.register(MlestimateRun(config), "mlestimate-run")
+    if config.option.mlestimate_against:
+        from pytest_mlestimate.plugin.against import BaseCheckout
+
+        config.pluginmanager.register(BaseCheckout(config, config.option.mlestimate_against), "mlestimate-against")
 
 
 @pytest.fixture

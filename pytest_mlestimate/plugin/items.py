@@ -13,12 +13,14 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from pytest_mlestimate.api import estimate
+from pytest_mlestimate.core.checkouts import Checkout
 from pytest_mlestimate.core.errors import DeviceUnavailableError, EstimateError, clip, printable
 from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.planning.capacity import CapacityReport
 from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.planning.request import CapacityRequest, read_request
+from pytest_mlestimate.plugin.against import CHECKOUT, base_side, measure_at
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
 from pytest_mlestimate.plugin.progress_display import progress_for
 from pytest_mlestimate.reports.record import RECORDS, fill_record, metric_properties, new_record
@@ -26,14 +28,14 @@ from pytest_mlestimate.scenarios.files import (
     PLUGIN_KEYS,
     ScenarioEntry,
     ScenarioFileError,
-    read_scenario_file,
 )
 from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
-from pytest_mlestimate.scenarios.table import read_scenario_table
+from pytest_mlestimate.scenarios.table import scenarios_in
 from pytest_mlestimate.verdicts.baseline import anchored, parse_tolerances
 from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budgets, parse_budgets
+from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.settings import Settings
-from pytest_mlestimate.verdicts.verdict import Verdict, judge
+from pytest_mlestimate.verdicts.verdict import Verdict, judge, run_of
 
 T = TypeVar("T")
 SETTINGS = pytest.StashKey[Settings]()
@@ -64,11 +66,7 @@ def relative_file(config: pytest.Config, path: Path) -> str:
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
-            text = self.path.read_text(encoding="utf-8")
-            if self.path.suffix == ".csv":
-                entries = read_scenario_table(text, relative_file(self.config, self.path))
-            else:
-                entries = read_scenario_file(text)
+            entries = scenarios_in(self.path, relative_file(self.config, self.path))
         except (ScenarioFileError, UnicodeDecodeError, OSError) as exc:
             line = getattr(exc, "line", 1)
             yield BrokenFile.from_parent(self, name="file", problem=str(exc), line=line)
@@ -196,7 +194,7 @@ class ScenarioItem(_RecordedItem):
             with progress_for(self.config, self.nodeid, adaptive=adaptive) as listener:
                 self.estimate = estimate(
                     self.scenario,
-                    cache=settings.cache,
+                    cache=settings.cache and CHECKOUT not in self.config.stash,  # side by side: fresh profiles
                     refresh=settings.refresh,
                     timeout=settings.timeout,
                     progress=listener,
@@ -225,6 +223,9 @@ class ScenarioItem(_RecordedItem):
 
     def runtest(self) -> None:
         assert self.estimate is not None
+        base = base_side(
+            self.config, self.path, self.file, self.name, lambda: run_of(self._measure_again()), self._measure_base
+        )
         verdict = judge(
             self.estimate,
             self.budgets,
@@ -235,6 +236,7 @@ class ScenarioItem(_RecordedItem):
             self.where,
             self._measure_again,
             self.capacity.metrics() if self.capacity else {},
+            base,
         )
         fill_record(self.stash[RECORDS][0], self.estimate, verdict, self.capacity)
         self.user_properties.extend(metric_properties(self.estimate))
@@ -256,6 +258,12 @@ class ScenarioItem(_RecordedItem):
                 )
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")
+
+    def _measure_base(self, scenario: Scenario, checkout: Checkout) -> Run:
+        adaptive = scenario.measure_iterations is None
+        with progress_for(self.config, f"{self.nodeid} (at {checkout.ref})", adaptive=adaptive) as listener:
+            return measure_at(checkout, scenario, timeout=self.settings.timeout, progress=listener,
+                              price=self.settings.price)  # fmt: skip
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, OverBudget):

@@ -50,6 +50,7 @@ def settings_from_config(config: pytest.Config) -> Settings:
         save_dir=_directory(config, option.mlestimate_save_baseline),
         baseline_runs=int(runs_text),
         strict_baseline=option.mlestimate_strict_baseline,
+        strict=option.mlestimate_strict,
         price=price,
     )
 

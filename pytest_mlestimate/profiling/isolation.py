@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 
+from pytest_mlestimate.core.checkouts import Checkout
 from pytest_mlestimate.core.errors import ERROR_TYPES, ProfileCrashError, ProfileStoppedError, ProfileTimeoutError
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import warm_start
@@ -33,11 +34,16 @@ CHILD_MODULES = (WORKER_MODULE, warm_start.WARM_PARENT_MODULE)
 """What a profiling child's command line names: a fresh worker's module, or the warm parent's it was forked from."""
 
 
-def _child_environment() -> dict[str, str]:
-    """The caller's import path, so a custom ``package.module:factory`` resolves in the child as here."""
-    env = os.environ.copy()
+def _import_path(checkout: Checkout | None) -> list[str]:
     paths = [os.path.abspath(p or os.curdir) for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in paths if os.path.isdir(p)))
+    return checkout.import_path(paths) if checkout is not None else paths
+
+
+def _child_environment(checkout: Checkout | None = None) -> dict[str, str]:
+    """The caller's import path, so a custom ``package.module:factory`` resolves in the child as here (or in
+    ``checkout``, as it would there)."""
+    env = os.environ.copy()
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(p for p in _import_path(checkout) if os.path.isdir(p)))
     return env
 
 
@@ -85,7 +91,13 @@ def _relay(pipe: int, progress: Listener) -> threading.Thread:
     return thread
 
 
-def profile_in_child(scenario: Scenario, timeout: float | None = None, progress: Listener | None = None) -> Profile:
+def profile_in_child(
+    scenario: Scenario,
+    timeout: float | None = None,
+    progress: Listener | None = None,
+    checkout: Checkout | None = None,
+) -> Profile:
+    """The profile, measured in a child process; ``checkout``: the model's code is read from that checkout."""
     if _stopping.is_set():
         raise ProfileStoppedError("profiling is shutting down: no new profile is started")
     if progress is not None:
@@ -96,20 +108,24 @@ def profile_in_child(scenario: Scenario, timeout: float | None = None, progress:
         except OSError:
             pass  # no warm parent here: a fresh interpreter measures as well, only later
         else:
-            return _profile_in_fork(parent, scenario, timeout, progress)
-    return _profile_in_fresh_interpreter(scenario, timeout, progress)
+            return _profile_in_fork(parent, scenario, timeout, progress, checkout)
+    return _profile_in_fresh_interpreter(scenario, timeout, progress, checkout)
 
 
 def _profile_in_fork(
-    parent: warm_start.WarmParent, scenario: Scenario, timeout: float | None, progress: Listener | None
+    parent: warm_start.WarmParent,
+    scenario: Scenario,
+    timeout: float | None,
+    progress: Listener | None,
+    checkout: Checkout | None = None,
 ) -> Profile:
     reading, writing = os.pipe() if progress is not None else (None, None)
     request = {
         "scenario": scenario.model_dump_json(),
         "deadline": timeout + DEADLINE_GRACE if timeout is not None else None,
-        "path": [os.path.abspath(p or os.curdir) for p in sys.path],
-        "environment": dict(os.environ),
-        "cwd": os.getcwd(),
+        "path": _import_path(checkout),
+        "environment": dict(os.environ) if checkout is None else _child_environment(checkout),
+        "cwd": checkout.moved(os.getcwd()) if checkout is not None else os.getcwd(),
         "cpus": sorted(os.sched_getaffinity(0)),  # this thread's: a lane of the service pins its own
     }
     try:
@@ -146,7 +162,9 @@ def _profile_in_fork(
             relay.join(timeout=5)
 
 
-def _profile_in_fresh_interpreter(scenario: Scenario, timeout: float | None, progress: Listener | None) -> Profile:
+def _profile_in_fresh_interpreter(
+    scenario: Scenario, timeout: float | None, progress: Listener | None, checkout: Checkout | None = None
+) -> Profile:
     reading, writing = os.pipe() if progress is not None else (None, None)
     try:
         child = subprocess.Popen(
@@ -155,7 +173,8 @@ def _profile_in_fresh_interpreter(scenario: Scenario, timeout: float | None, pro
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_child_environment(),
+            env=_child_environment(checkout),
+            cwd=checkout.moved(os.getcwd()) if checkout is not None else None,
             process_group=0,
             pass_fds=() if writing is None else (writing,),
         )

@@ -47,8 +47,20 @@ def provenance(record: dict[str, Any]) -> str | None:
     return f"measured: {measured} (its profile took {took}, charged to that scenario)"
 
 
+def comparisons(record: dict[str, Any]) -> list[str]:
+    """Each timing comparison's outcome and what it could catch (its power), for the test case's output: an
+    inconclusive check is said, never left to read as a pass."""
+    lines = []
+    for data in record.get("budgets") or []:
+        if isinstance(data, dict) and data.get("detectable") is not None:
+            check = Check.from_dict(data)
+            lines.append(f"{check.metric} against the {check.limit_text().rpartition('(')[2].rstrip(')')}: "
+                         f"{check.verdict_text()}, {check.change_text()}")  # fmt: skip
+    return lines
+
+
 def _case(record: dict[str, Any]) -> TestCase:
-    output = provenance(record)
+    output = "\n".join(filter(None, [provenance(record), *comparisons(record)])) or None
     case = TestCase(
         xml_text(record["name"]),
         classname=xml_text(record["file"].replace("/", ".").rsplit(".", 1)[0]),

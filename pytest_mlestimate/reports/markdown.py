@@ -61,11 +61,11 @@ class MetricRow:
 
     @property
     def regression(self) -> Check | None:
-        return next((c for c in self.checks if c.kind == "regression"), None)
+        return next((c for c in self.checks if c.compares), None)
 
     @property
     def budgets(self) -> list[Check]:
-        return [c for c in self.checks if c.kind != "regression"]
+        return [c for c in self.checks if not c.compares]
 
     @property
     def failed(self) -> bool:
@@ -129,6 +129,8 @@ class MetricRow:
         reasons += ["under its floor" if c.kind == "min" else "over budget" for c in broken]
         if reasons:
             return "❌ " + ", ".join(dict.fromkeys(reasons))
+        if regression is not None and regression.decision == "inconclusive":
+            return "❔ inconclusive"
         if all(c.passed is None for c in self.checks):
             return "⚪ not checked"
         if self.direction < 0:

@@ -31,6 +31,7 @@ def new_record(name: str, file: str, line: int, nodeid: str) -> dict[str, Any]:
         "warnings": [],
         "runs": [],
         "baseline": None,
+        "against": None,
         "explanation": [],
         "duration": None,
         "measured": None,
@@ -47,6 +48,7 @@ def fill_record(
     record["budgets"] = [check.to_dict() for check in verdict.checks]
     record["runs"] = [run.to_dict() for run in verdict.runs]  # with samples: `mlestimate compare` judges as here
     record["baseline"] = verdict.baseline
+    record["against"] = verdict.against
     record["explanation"] = verdict.explanation.to_dicts()
     record["warnings"] = found["warnings"] + verdict.warnings
     if not verdict.passed:

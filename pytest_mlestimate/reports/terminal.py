@@ -20,10 +20,13 @@ def budget_counts(record: dict[str, Any]) -> str:
     if not checks:
         return "-"
     failed = sum(1 for c in checks if c.get("passed") is False)
-    unchecked = sum(1 for c in checks if c.get("passed") is None)
-    text = f"{len(checks) - failed - unchecked}/{len(checks)} ok"
+    undecided = sum(1 for c in checks if c.get("decision") == "inconclusive")
+    unchecked = sum(1 for c in checks if c.get("passed") is None) - undecided
+    text = f"{len(checks) - failed - unchecked - undecided}/{len(checks)} ok"
     if failed:
         text += f", {failed} failed"
+    if undecided:
+        text += f", {undecided} inconclusive"
     if unchecked:
         text += f", {unchecked} not checked"
     return text

@@ -13,6 +13,7 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
@@ -28,6 +29,7 @@ from pytest_mlestimate.scenarios.files import (
     _refuse,
     _yaml_problem,
     entries_of,
+    read_scenario_file,
 )
 
 KEYED = ("budgets", "tolerances", "model_kwargs", "optimizer", "matrix")
@@ -266,3 +268,10 @@ def read_scenario_table(text: str, file: str = "the table") -> list[ScenarioEntr
             raw, problems = _read_row(header, cells, where)
         found += entries_of(raw, row - 1, line, names, problems=problems)
     return found
+
+
+def scenarios_in(path: Path, shown: str) -> list[ScenarioEntry]:
+    """The scenario entries of a YAML scenario file or a CSV table (``shown``: its name in messages);
+    ScenarioFileError, OSError or UnicodeDecodeError when it cannot be read."""
+    text = path.read_text(encoding="utf-8")
+    return read_scenario_table(text, shown) if path.suffix == ".csv" else read_scenario_file(text)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +181,26 @@ class Comparison:
     """No baseline file for this scenario: nothing was compared."""
     baseline_runs: Sequence[Run] = ()
     """The baseline's runs, where they were compared."""
+    undecided: dict[str, str] = field(default_factory=dict)
+    """Timings this comparison cannot decide, and why: a one-run baseline, or new runs all contended. Unless
+    found regressed, their checks are inconclusive, never passed."""
 
     @property
     def checks(self) -> list[Check]:
-        return [Check.of_change(change) for change in self.changes]
+        found = []
+        for change in self.changes:
+            check = Check.of_change(change)
+            if change.metric in self.undecided and not change.regressed:
+                check = replace(check, decision="inconclusive")
+            found.append(check)
+        return found
+
+    def leave_undecided(self, metrics: Iterable[str], why: str) -> None:
+        regressed = {c.metric for c in self.changes if c.regressed}
+        for metric in metrics:
+            if metric not in self.undecided and metric not in regressed:
+                self.undecided[metric] = why
+                self.warnings.append(f"baseline check of {metric} inconclusive: {why}")
 
     @property
     def baselines(self) -> dict[str, float]:
@@ -241,11 +257,30 @@ def compare_measured(old: Measured, new: Measured, tolerances: Mapping[str, floa
     floor = DRIFT_FLOOR[device_kind(new.environment)]
     result.changes = compare_runs(old.runs, new.runs, tolerances, floor=floor)
     result.baseline_runs = old.runs
+    timings = [c.metric for c in result.changes if METRIC[c.metric].noise == "timing"]
     if len(old.runs) < 2:
         result.warnings.append(_noise_unknown(old, new, floor))
+        result.leave_undecided(timings, f"{old.source} holds one run")
     if new.runs and all(run.contended for run in new.runs):
         result.warnings.append(f"baseline timings not judged: every measurement of {new.source} was contended")
+        shown = contended_timings(old.runs, new.runs, tolerances)
+        result.changes += shown
+        result.leave_undecided((c.metric for c in shown), "every new measurement was contended")
     return result
+
+
+def contended_timings(old: Sequence[Run], new: Sequence[Run], tolerances: Mapping[str, float]) -> list[Change]:
+    """The timings of contended runs as changes to show (their figures describe the neighbours, not the model):
+    each is inconclusive, never a pass."""
+    found = []
+    for name, metric in METRIC.items():
+        before = [v for r in old if (v := r.metrics.get(name))]
+        after = [v for r in new if (v := r.metrics.get(name))]
+        if metric.noise == "timing" and before and after:
+            base = sum(before) / len(before)
+            limit = base * (1 + tolerances.get(name, metric.tolerance))
+            found.append(Change(name, base, sum(after) / len(after), limit, regressed=False, runs=(len(old), len(new))))
+    return found
 
 
 def _noise_unknown(old: Measured, new: Measured, floor: float) -> str:

@@ -18,7 +18,9 @@ from pytest_mlestimate.core.units import UnitError, format_quantity, parse_money
 if TYPE_CHECKING:
     from pytest_mlestimate.verdicts.regression import Change
 
-Kind = Literal["max", "min", "regression"]
+Kind = Literal["max", "min", "regression", "against"]
+"""An upper limit, a floor, a saved baseline's limit, or the base commit's measured side by side."""
+DECISIONS = ("regressed", "no regression", "inconclusive")
 
 
 class BudgetError(ValueError):
@@ -42,6 +44,10 @@ class Check:
     confidence: float | None = None
     runs: tuple[int, int] | None = None
     """(baseline runs, new runs) of a regression check."""
+    decision: str | None = None
+    """An ``against`` check's outcome, one of ``DECISIONS``; its ``passed`` follows it (inconclusive: None)."""
+    detectable: float | None = None
+    """The smallest relative slowdown the check would have found regressed: what it could catch."""
 
     @classmethod
     def of_change(cls, change: Change) -> Check:
@@ -54,6 +60,7 @@ class Check:
             change.interval,
             change.confidence,
             change.runs,
+            detectable=change.detectable,
         )
 
     @classmethod
@@ -69,13 +76,17 @@ class Check:
             tuple(interval) if isinstance(interval, list) else None,  # type: ignore[arg-type]
             data.get("confidence"),  # type: ignore[arg-type]
             _run_counts(runs),
+            decision if (decision := data.get("decision")) in DECISIONS else None,  # type: ignore[arg-type]
+            _number(data.get("detectable")),
         )
 
     @property
     def passed(self) -> bool | None:
+        if self.decision is not None:
+            return {"regressed": False, "no regression": True}.get(self.decision)
         if self.value is None:
             return None
-        floor = self.kind == "min" or (self.kind == "regression" and lower_is_worse(self.metric))
+        floor = self.kind == "min" or (self.kind in ("regression", "against") and lower_is_worse(self.metric))
         within = self.value >= self.limit if floor else self.value <= self.limit
         if within or self.interval is None:
             return within
@@ -94,11 +105,19 @@ class Check:
         return (self.value - self.baseline) / self.baseline
 
     def limit_text(self) -> str:
-        sign = ">=" if self.kind == "min" or (self.kind == "regression" and lower_is_worse(self.metric)) else "<="
-        limit = f"{sign} {format_quantity(self.limit, self.dimension)}"
-        return f"{limit} (baseline)" if self.kind == "regression" else limit
+        floor = self.kind == "min" or (self.kind in ("regression", "against") and lower_is_worse(self.metric))
+        limit = f"{'>=' if floor else '<='} {format_quantity(self.limit, self.dimension)}"
+        side = {"regression": "baseline", "against": "base"}.get(self.kind)
+        return f"{limit} ({side})" if side else limit
+
+    @property
+    def compares(self) -> bool:
+        """Against earlier figures (a baseline, the base commit) rather than a budget's fixed limit."""
+        return self.kind in ("regression", "against")
 
     def verdict_text(self) -> str:
+        if self.decision == "inconclusive":
+            return "INCONCLUSIVE"
         return {True: "ok", False: "FAILED", None: "not checked: not measurable here"}[self.passed]
 
     def row(self) -> tuple[str, str, str, str, str, str]:
@@ -112,23 +131,27 @@ class Check:
         )
 
     def change_text(self) -> str:
-        """``+21.3 % (99 % CI +12.0..+31.0 %, runs 5:2)`` for a timing regression check."""
+        """``+21.3 % (98 % CI +12.0..+31.0 %, runs 5:2, catches +9.0 %)`` for a timing regression check: the
+        interval's two ends are each a bound at ``confidence``, so together they cover 2 x confidence - 1."""
         change = self.change
         if change is None:
             return "-"
-        text = f"{change:+.1%}"
+        parts = []
         if self.interval is not None and self.confidence is not None:
             low, high = self.interval
-            text += f" ({self.confidence:.0%} CI {low:+.1%}..{high:+.1%}"
-            text += f", runs {self.runs[0]}:{self.runs[1]})" if self.runs else ")"
-        elif self.runs is not None:
-            text += f" (runs {self.runs[0]}:{self.runs[1]})"
-        return text
+            parts.append(f"{2 * self.confidence - 1:.0%} CI {low:+.1%}..{high:+.1%}")
+        if self.runs is not None:
+            parts.append(f"pairs {self.runs[1]}" if self.kind == "against" else f"runs {self.runs[0]}:{self.runs[1]}")
+        if self.detectable is not None:
+            parts.append(f"catches {self.detectable:+.1%}")
+        return f"{change:+.1%}" + (f" ({', '.join(parts)})" if parts else "")
 
     def summary(self) -> str:
         """One line for annotations and JUnit messages."""
         measured = format_quantity(self.value, self.dimension)
-        if self.kind == "regression":
+        if self.decision == "inconclusive":
+            return f"{self.metric} inconclusive against the base: measured {measured}, {self.change_text()}"
+        if self.compares:
             return f"{self.metric} regressed: measured {measured}, {self.change_text()}, limit {self.limit_text()}"
         return f"{self.metric} broke its limit: measured {measured}, limit {self.limit_text()}"
 
@@ -143,6 +166,8 @@ class Check:
             "confidence": self.confidence,
             "runs": list(self.runs) if self.runs else None,
             "passed": self.passed,
+            "decision": self.decision,
+            "detectable": self.detectable,
         }
 
 
@@ -246,6 +271,10 @@ def check_budgets(
     budgets: list[Budget], metrics: Mapping[str, float | None], baselines: Mapping[str, float]
 ) -> list[Check]:
     return [b.check(metrics.get(b.metric), baselines.get(b.metric)) for b in budgets]
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _run_counts(value: object) -> tuple[int, int] | None:

@@ -3,11 +3,12 @@
 The noise that decides a timing verdict is between processes (memory layout, thread placement, clocks):
 the same CPU scenario measured in 8 fresh processes varied by 9 % while each run's own samples said 2-3 %.
 So a timing figure is compared run against run: the log of each run's figure, the pooled spread of the
-runs on both sides (never below the runs' own sampling error, nor below the drift a machine shows
-between a baseline and later runs, ``DRIFT_FLOOR``), and a one-sided Student t bound on the ratio
-of geometric means. A timing metric regresses when its change exceeds the tolerance *and* that bound
-excludes no change, at a confidence shared out over the scenario's timing metrics (Bonferroni), so that
-checking five timings does not make five chances of a false alarm.
+runs on both sides (never below the runs' own sampling error), and a one-sided Student t bound on the ratio
+of geometric means. The drift a machine shows between a baseline and later runs (``DRIFT_FLOOR``) is a shift
+shared by every new run, which more runs do not average out: it is a margin. A timing metric regresses when
+its change exceeds the tolerance *and* its lower bound exceeds the drift margin, at a confidence shared out
+over the scenario's timing metrics (Bonferroni), so that checking five timings does not make five chances of
+a false alarm.
 
 Peaks (memory, utilisation) are nearly deterministic: they regress past the tolerance plus the spread
 of the baseline's own runs.
@@ -19,12 +20,17 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.core.metrics import METRIC, METRICS, Metric
 from pytest_mlestimate.verdicts.explain import ModuleFigures
 
+if TYPE_CHECKING:
+    from pytest_mlestimate.estimates.estimate import Estimate
+
 DRIFT_FLOOR = {"cpu": 0.10, "cuda": 0.01}
-"""Least spread between runs assumed for a timing, by device kind, however close a baseline's own runs lie.
+"""The drift allowed for between a baseline and a later run, by device kind: a margin a timing's change must
+clear on top of its confidence bound.
 A baseline's runs are measured back to back and share the machine's state of that minute; later the machine
 drifts. On the 2-core development VM, an unchanged model measured in the minutes after its baseline ran
 +6.2 % and +9.1 % slower (ssdlite320, baseline runs within 3.8 % and 2.6 %; with a 5 % floor 3 of 10 clean
@@ -84,6 +90,14 @@ class Run:
         )
 
 
+def run_of(estimate: Estimate) -> Run:
+    """One measurement as a baseline keeps it: the figures, the raw samples behind the timings and the figures per
+    module of the model (``details.breakdown``)."""
+    samples = {m: list(values) for m in METRICS if (values := estimate.samples(m))}
+    breakdown = ModuleFigures.of_breakdown(estimate.to_dict()["details"].get("breakdown"))
+    return Run(estimate.metrics(), samples, bool(getattr(estimate.profile, "contended", False)), breakdown)
+
+
 @dataclass(frozen=True)
 class Change:
     """A metric's change against the baseline, with its interval where the noise is known."""
@@ -101,6 +115,8 @@ class Change:
     """(baseline runs, new runs) that the comparison rests on."""
     suspect: bool = False
     """Exceeds the tolerance and the screening bound: worth one more measurement before a verdict."""
+    detectable: float | None = None
+    """A timing's smallest relative slowdown that this comparison would have found regressed."""
 
     @property
     def change(self) -> float:
@@ -127,6 +143,10 @@ def compare_timing(
     screen_alpha: float = SCREEN_ALPHA,
     floor: float = 0.0,
 ) -> Change | None:
+    """The change of a timing's geometric mean. The runs' spread (never below their own sampling error) gives a
+    one-sided Student t bound; the machine's drift between the baseline and now (``floor``) is a shift that all
+    new runs share, not noise that more runs average out, so it is a margin the change must clear on top of the
+    bound: a regression is a change past the tolerance whose lower bound exceeds the drift."""
     old = [(math.log(v), r.relative_error(metric.name)) for r in baseline if (v := r.metrics.get(metric.name))]
     now = [(math.log(v), r.relative_error(metric.name)) for r in new if (v := r.metrics.get(metric.name))]
     if not old or not now:
@@ -136,36 +156,49 @@ def compare_timing(
     mean_new = statistics.fmean(x for x, _ in now)
     df = k + m - 2
     known = [e**2 for _, e in old + now if e is not None]
-    within = max(statistics.fmean(known) if known else 0.0, math.log1p(floor) ** 2)
+    within = statistics.fmean(known) if known else 0.0
     if df > 0:
         squares = math.fsum((x - mean_old) ** 2 for x, _ in old) + math.fsum((x - mean_new) ** 2 for x, _ in now)
         variance = max(squares / df, within)
     else:  # one run a side: only the runs' own sampling error is known, the between-process noise is not
-        variance = within
+        variance = max(within, math.log1p(floor) ** 2)
     standard_error = math.sqrt(variance * (1 / k + 1 / m))
     if df > 0:
         bound, screen = _t_quantile(1 - alpha, df), _t_quantile(1 - screen_alpha, df)
     else:
         normal = statistics.NormalDist()
         bound, screen = normal.inv_cdf(1 - alpha), normal.inv_cdf(1 - screen_alpha)
+    margin = math.log1p(floor)
     difference = mean_new - mean_old
     baseline_value, value = math.exp(mean_old), math.exp(mean_new)
     worse = _worse(metric, value / baseline_value)
     over = worse > math.log1p(tolerance) if not metric.lower_is_worse else worse > -math.log1p(-tolerance)
     limit = baseline_value * (1 - tolerance if metric.lower_is_worse else 1 + tolerance)
     low, high = math.expm1(difference - bound * standard_error), math.expm1(difference + bound * standard_error)
-    lower_worse = worse - bound * standard_error
     return Change(
         metric.name,
         baseline_value,
         value,
         limit,
-        regressed=over and lower_worse > 0,
+        regressed=over and worse - margin - bound * standard_error > 0,
         interval=(low, high),
         confidence=1 - alpha,
         runs=(k, m),
-        suspect=over and worse - screen * standard_error > 0,
+        suspect=over and worse - margin - screen * standard_error > 0,
+        detectable=math.expm1(max(math.log1p(tolerance), margin + bound * standard_error)),
     )
+
+
+def smallest_failing_slowdown(
+    tolerance: float, floor: float, spread: float, baseline_runs: int, new_runs: int, alpha: float
+) -> float:
+    """The smallest slowdown ``compare_timing`` fails, for runs whose log figures scatter by ``spread`` (their
+    standard deviation, at least their own sampling error): the tolerance, or the drift margin plus the bound."""
+    df = baseline_runs + new_runs - 2
+    bound = _t_quantile(1 - alpha, df) if df > 0 else statistics.NormalDist().inv_cdf(1 - alpha)
+    spread = spread if df > 0 else max(spread, math.log1p(floor))
+    error = spread * math.sqrt(1 / baseline_runs + 1 / new_runs)
+    return math.expm1(max(math.log1p(tolerance), math.log1p(floor) + bound * error))
 
 
 def compare_peak(metric: Metric, baseline: Sequence[Run], new: Sequence[Run], tolerance: float) -> Change | None:

@@ -25,5 +25,7 @@ class Settings:
     baseline_runs: int = 5
     """Fresh-process runs a saved baseline holds: enough to know the noise between processes."""
     strict_baseline: bool = False
+    strict: bool = False
+    """A verdict left undecided (inconclusive against the base commit) fails the scenario."""
     price: Price | None = None
     """The price of scenarios that set none (ini mlestimate_price_per_device_hour, mlestimate_price_per_kwh)."""

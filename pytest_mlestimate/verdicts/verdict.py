@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_mlestimate.core.metrics import METRICS
+from pytest_mlestimate.verdicts.against import BaseSide
 from pytest_mlestimate.verdicts.baseline import Comparison, compare, save_baseline
 from pytest_mlestimate.verdicts.budgets import Budget, Check, check_budgets
-from pytest_mlestimate.verdicts.explain import Explanation, ModuleFigures, explain
-from pytest_mlestimate.verdicts.regression import Run
+from pytest_mlestimate.verdicts.explain import Explanation, explain
+from pytest_mlestimate.verdicts.regression import Run, run_of
 
 if TYPE_CHECKING:
     from pytest_mlestimate.estimates.estimate import Estimate
@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 PLUGIN_WARNINGS = ("budget on ", "baseline ", "no baseline ")
 """How the warnings this module adds begin: the terminal shows these always, the engine's only with -v."""
+CONFIRMATIONS = 3
+"""Runs measured at most to confirm a suspected regression: the first that no other process contended decides."""
 HEADER = ("metric", "measured", "limit", "baseline", "change", "result")
 
 
@@ -35,6 +37,8 @@ class Verdict:
     """Where the baseline is and what became of it: compared, missing, not compared or saved."""
     explanation: Explanation = field(default_factory=Explanation)
     """The modules behind the failed figures; empty when nothing failed or no part explains what did."""
+    against: dict[str, Any] | None = None
+    """How the scenario compared with the base commit (``against.Against.to_dict``), with --mlestimate-against."""
 
     @property
     def failed(self) -> list[Check]:
@@ -73,14 +77,6 @@ class Verdict:
             )
 
 
-def run_of(estimate: Estimate) -> Run:
-    """One measurement as a baseline keeps it: the figures, the raw samples behind the timings and the figures per
-    module of the model (``details.breakdown``)."""
-    samples = {m: list(values) for m in METRICS if (values := estimate.samples(m))}
-    breakdown = ModuleFigures.of_breakdown(estimate.to_dict()["details"].get("breakdown"))
-    return Run(estimate.metrics(), samples, bool(getattr(estimate.profile, "contended", False)), breakdown)
-
-
 def _not_measurable(metric: str, estimate: Estimate) -> str:
     reason = estimate.null_reason(metric)
     return f"budget on {metric} not checked: not measurable here" + (f" ({reason})" if reason else "")
@@ -96,10 +92,12 @@ def judge(
     where: str,
     measure_again: Callable[[], Estimate],
     more_metrics: Mapping[str, float | None] | None = None,
+    base: BaseSide | None = None,
 ) -> Verdict:
     """Budgets, then the baseline: a suspected timing regression is measured once more in a fresh
     process (``measure_again``) and judged on both measurements, so that one noisy run fails nothing.
-    ``more_metrics`` are figures answered beside the estimate (a capacity search's), checked by budgets only."""
+    ``more_metrics`` are figures answered beside the estimate (a capacity search's), checked by budgets only.
+    ``base``: the scenario at the base commit, measured in pairs with this one (``against``)."""
     verdict = Verdict(name, where, failure=estimate.failure, runs=[run_of(estimate)])
     scenario = estimate.scenario.model_dump(mode="json")
     environment = estimate.profile.environment
@@ -113,8 +111,14 @@ def judge(
 
         comparison = against_baseline()
         if comparison.wants_another_run(verdict.runs):
-            verdict.runs.append(run_of(measure_again()))
+            suspects = [c.metric for c in comparison.suspects]
+            for _ in range(CONFIRMATIONS):  # a contended run confirms nothing: measured again, a few times
+                verdict.runs.append(run_of(measure_again()))
+                if not verdict.runs[-1].contended:
+                    break
             comparison = against_baseline()
+            if verdict.runs[-1].contended:
+                comparison.leave_undecided(suspects, "its confirmation runs were all contended")
         verdict.warnings.extend(comparison.warnings)
         verdict.baseline = _baseline_record(comparison)
         if comparison.missing and settings.strict_baseline:
@@ -128,14 +132,36 @@ def judge(
         budgets = [b for b in budgets if b.currency in (None, estimate.price.currency if estimate.price else None)]
     figures = {**estimate.metrics(), **(more_metrics or {})}
     verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
-    verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in verdict.checks if c.passed is None)
+    if base is not None and estimate.fits:
+        against = base.compare(verdict.runs[0], {**settings.tolerances, **tolerances})
+        verdict.against = against.to_dict()
+        verdict.checks += against.checks
+        verdict.warnings.extend(against.warnings())
+    undecided = [c.metric for c in verdict.checks if c.decision == "inconclusive"]
+    if undecided and settings.strict:
+        reason = f"not decided: {', '.join(dict.fromkeys(undecided))} inconclusive (--mlestimate-strict)"
+        verdict.failure = "; ".join(filter(None, (verdict.failure, reason)))
+    unmeasured = [c for c in verdict.checks if c.passed is None and c.decision is None]
+    verdict.warnings.extend(_not_measurable(c.metric, estimate) for c in unmeasured)
     verdict.explain(comparison.baseline_runs if comparison else (), estimate.scenario.application_type == "training")
     if settings.save_dir is not None and estimate.fits:
-        runs = list(verdict.runs)
-        while len(runs) < settings.baseline_runs:
-            runs.append(run_of(measure_again()))
-        path = save_baseline(settings.save_dir, baseline_file, name, scenario, environment, runs)
-        verdict.baseline = {"status": "saved", "path": str(path), "runs": len(runs)}
+        runs = [run for run in verdict.runs if not run.contended]  # a contended run describes the neighbours
+        tries = 2 * settings.baseline_runs
+        while len(runs) < settings.baseline_runs and tries > 0:
+            tries -= 1
+            run = run_of(measure_again())
+            if not run.contended:
+                runs.append(run)
+        if runs:
+            path = save_baseline(settings.save_dir, baseline_file, name, scenario, environment, runs)
+            verdict.baseline = {"status": "saved", "path": str(path), "runs": len(runs)}
+            if len(runs) < settings.baseline_runs:
+                verdict.warnings.append(
+                    f"baseline saved with {len(runs)} of {settings.baseline_runs} runs: the others were measured "
+                    "while other processes took the CPU"
+                )
+        else:
+            verdict.warnings.append("baseline not saved: every measurement was contended (other processes took CPU)")
     return verdict
 
 

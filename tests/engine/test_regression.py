@@ -3,10 +3,19 @@ processes as measured (log-normal), against a baseline of several runs."""
 
 from __future__ import annotations
 
+import math
 import random
+import statistics
 
 from pytest_mlestimate.core.metrics import METRIC
-from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, FAMILY_ALPHA, Run, compare_runs, compare_timing
+from pytest_mlestimate.verdicts.regression import (
+    DRIFT_FLOOR,
+    FAMILY_ALPHA,
+    Run,
+    compare_runs,
+    compare_timing,
+    smallest_failing_slowdown,
+)
 
 TOTAL = METRIC["total_training_time"]
 
@@ -78,3 +87,29 @@ def test_a_baseline_measured_in_one_quiet_minute_does_not_make_machine_drift_a_r
     assert floored is not None and not floored.regressed
     slower = compare_timing(TOTAL, tight, runs(rng, 2, 1.5, 0.005), 0.02, FAMILY_ALPHA, floor=DRIFT_FLOOR["cpu"])
     assert slower is not None and slower.regressed
+
+
+def test_drift_is_a_margin_the_change_clears_not_noise_that_widens_the_bound() -> None:
+    """Tight runs, a 10 % drift margin: +16 % is caught with two new runs; were the drift counted as noise
+    between runs (divided by the run counts, widened by Student's t), it would need about +27 %."""
+    rng = random.Random(5)
+    tight = runs(rng, 5, 1.0, 0.005)
+    for scale, caught in ((1.16, True), (1.08, False)):
+        change = compare_timing(TOTAL, tight, runs(rng, 2, scale, 0.005), 0.02, FAMILY_ALPHA / 3, floor=0.10)
+        assert change is not None and change.regressed is caught, (scale, change)
+
+
+def test_the_computed_smallest_failing_slowdown_is_where_verdicts_turn() -> None:
+    """``smallest_failing_slowdown`` and ``compare_timing`` agree: just above it fails, just below passes."""
+    base = [Run({"total_training_time": 100.0 * (1 + d)}, {}) for d in (-0.02, -0.01, 0.0, 0.01, 0.02)]
+    logs = [math.log(r.metrics["total_training_time"]) for r in base]  # type: ignore[arg-type]
+    mean = statistics.fmean(logs)
+    spread = math.sqrt(math.fsum((x - mean) ** 2 for x in logs) / (len(logs) + 2 - 2))  # the pooled spread
+    alpha = FAMILY_ALPHA / 3
+    smallest = smallest_failing_slowdown(0.02, 0.10, spread, 5, 2, alpha)
+    centre = math.exp(mean)
+    for factor, fails in ((1.002, True), (0.998, False)):
+        new = [Run({"total_training_time": centre * (1 + smallest) * factor}, {}) for _ in range(2)]
+        change = compare_timing(TOTAL, base, new, 0.02, alpha, floor=0.10)
+        assert change is not None and change.regressed is fails
+        assert change.detectable is not None and math.isclose(change.detectable, smallest, rel_tol=1e-9)

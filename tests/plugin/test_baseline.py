@@ -100,11 +100,22 @@ def test_idle_gpu_is_a_regression(root: Path) -> None:
     assert outcome(judged(root, run(peak_gpu_utilization=40.0)))["peak_gpu_utilization"] is False
 
 
-def test_contended_runs_do_not_judge_timings(root: Path) -> None:
+def test_contended_runs_do_not_judge_timings_and_leave_them_inconclusive_not_passed(root: Path) -> None:
     slow = Run(run(1.5).metrics, run(1.5).samples, contended=True)
     result = judged(root, slow)
-    assert "forward_pass" not in outcome(result)
-    assert any("contended" in w for w in result.warnings)
+    (forward,) = [check for check in result.checks if check.metric == "forward_pass"]
+    assert forward.passed is None and forward.decision == "inconclusive"
+    assert forward.verdict_text() == "INCONCLUSIVE"
+    assert any("every new measurement was contended" in w for w in result.warnings)
+
+
+def test_a_one_run_baseline_leaves_timings_inconclusive_not_passed(root: Path) -> None:
+    save_baseline(root, "scenarios/gpu.yaml", "one", SCENARIO, ENV, [run()])
+    result = compare(root, "scenarios/gpu.yaml", "one", SCENARIO, ENV, [run(1.01)], {})
+    forward = next(check for check in result.checks if check.metric == "forward_pass")
+    assert forward.decision == "inconclusive" and forward.passed is None
+    assert forward.detectable is not None and forward.detectable > 0  # what such a check could catch
+    assert any("holds one run" in w for w in result.warnings)
 
 
 def test_other_environment_skips_with_what_differs(root: Path) -> None:

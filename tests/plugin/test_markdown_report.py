@@ -93,7 +93,7 @@ def test_the_comment_renders_as_a_table_with_the_failure_first() -> None:
     first = rows_of(html)[0]
     assert "<code>fasterrcnn-slower</code>" in first
     assert "51.1 ms → 62.1 ms" in first
-    assert "+21.5% (99% CI +14.2%..+29.3%, runs 5:2)" in first
+    assert "+21.5% (98% CI +14.2%..+29.3%, runs 5:2)" in first
     assert "&lt;= 80.0 ms, 22% left" in first
     assert "❌ regressed" in first
     assert "roi_heads forward + backward +11.0 ms (20.0 ms -&gt; 31.0 ms)" in html

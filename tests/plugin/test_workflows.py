@@ -66,6 +66,12 @@ def test_gpu_workflow_runs_shards_merges_them_and_keeps_the_reports() -> None:
     for option in ('--splits "$SHARDS" --group "$GROUP"', "-n ", "--mlestimate-json", "--mlestimate-no-cache"):
         assert option in run
     assert "--mlestimate-compare baselines" in run  # when baselines/ exists
+    # a pull request: side by side with its base commit, which the checkout's whole history holds
+    step = next(step for step in job["steps"] if "--mlestimate" in step.get("run", ""))
+    assert step["env"]["BASE_SHA"] == "${{ github.event.pull_request.base.sha }}"
+    assert '--mlestimate-against "$BASE_SHA" --mlestimate-strict' in run
+    checkout = next(step for step in job["steps"] if step.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
     merge = gpu["jobs"]["merge"]
     assert merge["needs"] == "scenarios" and merge["runs-on"] == "ubuntu-latest"
     merging = next(step["run"] for step in merge["steps"] if "mlestimate merge" in step.get("run", ""))

@@ -1,0 +1,103 @@
+"""``--mlestimate-against REF``: the base commit checked out beside the run, and each scenario's side there.
+
+The base side of a scenario is the scenario of the same name in the same file at REF, built from REF's code
+(``checkouts``). A scenario the base lacks is reported as added; one only the base has, as removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.core.checkouts import Checkout, CheckoutError, checked_out
+from pytest_mlestimate.core.errors import EstimateError
+from pytest_mlestimate.scenarios.files import ScenarioFileError
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
+from pytest_mlestimate.scenarios.table import scenarios_in
+from pytest_mlestimate.verdicts.against import BaseMeasurementError, BaseSide
+from pytest_mlestimate.verdicts.regression import Run
+from pytest_mlestimate.verdicts.verdict import run_of
+
+CHECKOUT = pytest.StashKey[Checkout]()
+
+
+class BaseCheckout:
+    """Holds REF's worktree for the whole run, and says at the end which scenarios only the base has."""
+
+    def __init__(self, config: pytest.Config, ref: str) -> None:
+        self._stack = contextlib.ExitStack()
+        try:
+            self.checkout = self._stack.enter_context(checked_out(Path(config.rootpath), ref))
+        except CheckoutError as exc:
+            raise pytest.UsageError(f"pytest-mlestimate: --mlestimate-against: {exc}") from None
+        config.stash[CHECKOUT] = self.checkout
+        self.removed: list[str] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        names: dict[tuple[Path, str], set[str]] = defaultdict(set)
+        for item in session.items:
+            if type(item).__name__ == "ScenarioItem":
+                names[item.path, item.file].add(item.name)  # type: ignore[attr-defined]
+        for (path, shown), here in names.items():
+            there = self.checkout.file(path)
+            with contextlib.suppress(ScenarioFileError, OSError, UnicodeDecodeError):
+                if there is not None and there.is_file():
+                    self.removed += [f"{shown}::{e.name}" for e in scenarios_in(there, shown) if e.name not in here]
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        checkout = self.checkout
+        line = f"pytest-mlestimate: against {checkout.ref} ({checkout.commit[:12]}), measured side by side"
+        terminalreporter.write_line(line)
+        if self.removed:
+            terminalreporter.write_line(f"  removed since {checkout.ref}: {', '.join(self.removed)}")
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self._stack.close()
+
+
+def base_side(
+    config: pytest.Config,
+    path: Path,
+    shown: str,
+    name: str,
+    measure_candidate: Callable[[], Run],
+    measure: Callable[[Scenario, Checkout], Run],
+) -> BaseSide | None:
+    """How ``name`` of the file ``path`` (``shown`` in messages) is measured at the base commit; None without
+    --mlestimate-against."""
+    checkout = config.stash.get(CHECKOUT, None)
+    if checkout is None:
+        return None
+    ref, commit = checkout.ref, checkout.commit
+
+    def missing(why: str, status: str = "added") -> BaseSide:
+        return BaseSide(ref, commit, None, measure_candidate, problem=why, status=status)
+
+    there = checkout.file(path)
+    if there is None or not there.is_file():
+        return missing(f"{shown} is not in {ref}: the scenario was added")
+    try:
+        entry = next((e for e in scenarios_in(there, shown) if e.name == name), None)
+    except (ScenarioFileError, OSError, UnicodeDecodeError) as exc:
+        return missing(f"{shown} cannot be read at {ref} ({exc}): compared with nothing", "failed")
+    if entry is None:
+        return missing(f"no scenario '{name}' in {shown} at {ref}: the scenario was added")
+    try:
+        scenario = parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
+    except ScenarioError as exc:
+        return missing(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
+    return BaseSide(ref, commit, lambda: measure(scenario, checkout), measure_candidate)
+
+
+def measure_at(checkout: Checkout, scenario: Scenario, **options: Any) -> Run:
+    """One fresh profile of ``scenario`` built from the checkout's code."""
+    try:
+        return run_of(estimate(scenario, cache=False, checkout=checkout, **options))
+    except EstimateError as exc:
+        raise BaseMeasurementError(str(exc)) from None

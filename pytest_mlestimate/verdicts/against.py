@@ -1,0 +1,180 @@
+"""A scenario judged against the base commit: pairs of fresh profiles, base and candidate in alternating order,
+measured until ``paired.look`` decides or the pairs are spent.
+
+A pair with a contended profile on either side is measured again rather than judged (it counts against the
+budget: at most as many again as ``LOOKS[-1]``), so a machine busy with other work delays a verdict and never
+decides it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_mlestimate.verdicts.budgets import Check
+from pytest_mlestimate.verdicts.paired import LOOKS, Look, PairedTiming, look
+from pytest_mlestimate.verdicts.regression import Change, Run, run_of
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.scenarios.scenario import Scenario
+
+Measure = Callable[[], Run]
+
+
+class BaseMeasurementError(Exception):
+    """The scenario could not be measured at the base commit (its model did not build or run there)."""
+
+
+@dataclass
+class Against:
+    ref: str
+    commit: str
+    status: str = "compared"
+    """compared; added (no such scenario in the base); failed (the base side could not be measured)."""
+    message: str | None = None
+    pairs: list[tuple[Run, Run]] = field(default_factory=list)
+    timings: list[PairedTiming] = field(default_factory=list)
+    peaks: list[Change] = field(default_factory=list)
+    contended: int = 0
+    """Pairs measured and set aside because a profile of theirs was contended."""
+
+    @property
+    def checks(self) -> list[Check]:
+        runs = (len(self.pairs), len(self.pairs))
+        timed = [
+            Check(t.metric, "against", t.limit, t.value, t.base, t.interval, t.confidence, runs, t.decision,
+                  t.detectable)
+            for t in self.timings
+        ]  # fmt: skip
+        peaked = [
+            Check(c.metric, "against", c.limit, c.value, c.baseline, runs=runs,
+                  decision="regressed" if c.regressed else "no regression")
+            for c in self.peaks
+        ]  # fmt: skip
+        return timed + peaked
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return [t.metric for t in self.timings if t.decision == "inconclusive"]
+
+    def warnings(self) -> list[str]:
+        if self.status != "compared":
+            return [f"against {self.ref}: {self.message}"] if self.message else []
+        found = []
+        if self.contended:
+            found.append(f"against {self.ref}: {self.contended} pairs set aside, measured while other processes took "
+                         "the CPU")  # fmt: skip
+        if not self.pairs:
+            found.append(f"against {self.ref}: no pair was measured without contention: timings not judged")
+        for timing in self.timings:
+            if timing.decision == "inconclusive":
+                found.append(
+                    f"against {self.ref}: {timing.metric} inconclusive after {timing.pairs} pairs: changed "
+                    f"{timing.change:+.1%}, bounds {timing.interval[0]:+.1%}..{timing.interval[1]:+.1%}; this run "
+                    f"could catch a slowdown of {timing.detectable:+.1%}"
+                )
+        return found
+
+    def to_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"status": self.status, "ref": self.ref, "commit": self.commit}
+        if self.message:
+            found["message"] = self.message
+        if self.status == "compared":
+            found.update(pairs=len(self.pairs), contended_pairs=self.contended, inconclusive=self.inconclusive)
+        return found
+
+
+@dataclass(frozen=True)
+class BaseSide:
+    """How to measure a scenario at the base commit (``measure`` None: the base has no such scenario, and
+    ``problem`` says so), and the candidate again."""
+
+    ref: str
+    commit: str
+    measure: Measure | None
+    measure_candidate: Measure
+    problem: str | None = None
+    status: str = "added"
+    """Without ``measure``: added (the base has no such scenario) or failed (the base cannot be read)."""
+
+    def compare(self, first: Run, tolerances: Mapping[str, float], looks: Sequence[int] = LOOKS) -> Against:
+        if self.measure is None:
+            return Against(self.ref, self.commit, self.status, self.problem)
+        return compare_against(self.ref, self.commit, first, self.measure, self.measure_candidate, tolerances, looks)
+
+
+def compare_against(
+    ref: str,
+    commit: str,
+    first: Run,
+    measure_base: Measure,
+    measure_candidate: Measure,
+    tolerances: Mapping[str, float],
+    looks: Sequence[int] = LOOKS,
+) -> Against:
+    """``first`` is the candidate's profile the scenario was measured with; pairs alternate from it: candidate
+    then base, base then candidate, and so on."""
+    result = Against(ref, commit)
+    budget = 2 * looks[-1]
+    outcome: Look | None = None
+    while len(result.pairs) + result.contended < budget:
+        measured = len(result.pairs) + result.contended
+        try:
+            if measured == 0:
+                candidate, base = first, measure_base()
+            elif measured % 2 == 0:
+                candidate, base = measure_candidate(), measure_base()
+            else:
+                base, candidate = measure_base(), measure_candidate()
+        except BaseMeasurementError as exc:
+            return Against(ref, commit, "failed", f"the base could not be measured: {exc}")
+        if base.contended or candidate.contended:
+            result.contended += 1
+            continue
+        result.pairs.append((base, candidate))
+        if len(result.pairs) in looks:
+            outcome = look(result.pairs, tolerances, looks)
+            if outcome.timings is not None:
+                break
+    if result.pairs and (outcome is None or outcome.timings is None):  # the budget ran out between looks
+        outcome = look(result.pairs, tolerances, looks, final=True)
+    if outcome is not None:
+        result.timings, result.peaks = outcome.timings or [], outcome.peaks
+    return result
+
+
+def against_commit(
+    scenario: Scenario | Mapping[str, Any],
+    ref: str,
+    *,
+    repository: Path | None = None,
+    base_scenario: Scenario | Mapping[str, Any] | None = None,
+    tolerances: Mapping[str, float] | None = None,
+    timeout: float | None = None,
+    looks: Sequence[int] = LOOKS,
+) -> Against:
+    """The Python API of ``--mlestimate-against``: ``scenario`` built from this checkout's code, measured side by
+    side with ``base_scenario`` (the same one unless given) built from ``ref``'s code, in the git repository
+    holding ``repository`` (the working directory unless given)."""
+    from pytest_mlestimate.api import estimate
+    from pytest_mlestimate.core.checkouts import checked_out
+    from pytest_mlestimate.core.errors import EstimateError
+    from pytest_mlestimate.scenarios.scenario import parse_scenario
+
+    candidate_scenario = parse_scenario(scenario)
+    base = parse_scenario(base_scenario) if base_scenario is not None else candidate_scenario
+    with checked_out(repository or Path.cwd(), ref) as checkout:
+
+        def measure_candidate() -> Run:
+            return run_of(estimate(candidate_scenario, cache=False, timeout=timeout))
+
+        def measure_base() -> Run:
+            try:
+                return run_of(estimate(base, checkout=checkout, timeout=timeout))
+            except EstimateError as exc:
+                raise BaseMeasurementError(str(exc)) from None
+
+        first = measure_candidate()
+        return compare_against(ref, checkout.commit, first, measure_base, measure_candidate, tolerances or {}, looks)
