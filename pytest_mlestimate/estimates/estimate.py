@@ -353,7 +353,11 @@ class Estimate:
                 "divergence_restarts": profile.divergence_restarts,
                 "contended": profile.contended,
                 "contention_remeasured": profile.contention_remeasured,
+                "inference_remeasured": profile.inference_remeasured,
                 "contention": profile.contention.describe() if profile.contention else None,
+                "inference_contention": (
+                    profile.inference_contention.describe() if profile.inference_contention else None
+                ),
             },
             "image_size": list(scenario.image_size),
             "effective_input_size": list(profile.effective_input_size) if profile.effective_input_size else None,

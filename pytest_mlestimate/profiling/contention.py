@@ -2,9 +2,10 @@
 
 Oversubscribed OpenMP threads slow each other by multiples: on a 2-core machine shared at load 3-4, a
 0.45 s step took 10-16 s, with stretches at 0.45 s in between. Such a measurement describes the neighbours,
-not the model, so it is flagged instead of averaged in. Two signals: the CPU time other processes used on
+not the model, so it is flagged instead of averaged in. The signals: the CPU time other processes used on
 the CPUs this process may run on (host-wide per-CPU counters minus this process tree's own time), and a
-tail of steps several times the median.
+tail of steps several times the median; the time a CPU quota of this process's cgroup held it back
+(``cpu.stat``); on a GPU, other processes computing on the same device (NVML's process list).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -37,7 +39,13 @@ MIN_WINDOW_S = 0.5
 """CPU counters advance in 10 ms ticks: over a shorter window (a fixed handful of fast steps) a tick or two
 reads as a whole core of a neighbour, so such a window is never called contended."""
 
+THROTTLED_SHARE_LIMIT = 0.02
+"""Share of the window's wall time the cgroup's CPU quota held this process back beyond which it is contended:
+a quota that bites stretches steps as a neighbour does (a CI container given 1.5 CPUs of a larger host)."""
+
 _PROC_STAT = Path("/proc/stat")
+_PROC_CGROUP = Path("/proc/self/cgroup")
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
 def _busy_seconds(cpus: set[int]) -> float:
@@ -67,6 +75,51 @@ def _busy_seconds(cpus: set[int]) -> float:
     return busy / tick
 
 
+def cpu_stat_files() -> list[tuple[Path, str, float]]:
+    """Each ``cpu.stat`` that counts CPU-quota throttling of this process: its cgroup's and its ancestors' (a
+    parent's quota throttles it too), with the key and the key's unit in seconds. cgroup v2 counts
+    ``throttled_usec``, v1's cpu controller ``throttled_time`` in ns; none where there are no cgroups."""
+    try:
+        lines = _PROC_CGROUP.read_text().splitlines()
+    except OSError:
+        return []
+    found: list[tuple[Path, str, float]] = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "-", "")
+        if controllers == "":
+            mounts = [(_CGROUP_ROOT, "throttled_usec", 1e-6), (_CGROUP_ROOT / "unified", "throttled_usec", 1e-6)]
+        elif "cpu" in controllers.split(","):
+            mounts = [(_CGROUP_ROOT / controllers, "throttled_time", 1e-9)]  # cpu, or cpu,cpuacct
+        else:
+            continue
+        for mount, key, unit in mounts:
+            if not (mount / "cgroup.procs").is_file() and not (mount / "cpu.stat").is_file():
+                continue
+            folder = mount / path.strip("/")
+            while True:
+                if (folder / "cpu.stat").is_file():
+                    found.append((folder / "cpu.stat", key, unit))
+                if folder == mount:
+                    break
+                folder = folder.parent
+            break
+    return found
+
+
+def throttled_seconds(files: list[tuple[Path, str, float]]) -> dict[Path, float]:
+    """Seconds each file says its cgroup was throttled, since the cgroup began."""
+    seconds: dict[Path, float] = {}
+    for file, key, unit in files:
+        try:
+            for line in file.read_text().splitlines():
+                name, _, value = line.partition(" ")
+                if name == key:
+                    seconds[file] = int(value) * unit
+        except (OSError, ValueError):
+            continue
+    return seconds
+
+
 def usable_cpus() -> set[int]:
     if hasattr(os, "sched_getaffinity"):
         return set(os.sched_getaffinity(0))
@@ -92,6 +145,10 @@ class Contention(BaseModel):
     median_step: float
     slow_steps: int
     """Steps longer than ``SLOW_FACTOR`` x the median."""
+    throttled_seconds: float = 0.0
+    """Time the CPU quota of this process's cgroup (or an ancestor's) held it back over the window."""
+    gpu_neighbours: int = 0
+    """Other processes computing on the same GPU during the window (NVML's list; 0 on a CPU)."""
     contended: bool
 
     @property
@@ -100,21 +157,37 @@ class Contention(BaseModel):
 
     def describe(self) -> str:
         verdict = "contended" if self.contended else "not contended"
-        return (
+        said = (
             f"{verdict}: other processes used {self.others_cores:.2f} cores of the {self.cpus} CPU(s) this "
             f"process may run on (it needs {self.needed_cores}, torch uses {self.threads} threads, it used "
             f"{self.own_cpu_seconds / max(self.wall_seconds, 1e-9):.2f} cores) over {self.wall_seconds:.1f} s; "
             f"{self.slow_steps} of {self.steps} steps took more than {SLOW_FACTOR:g}x the median "
             f"{self.median_step * 1000:.1f} ms"
         )
+        if self.throttled_seconds:
+            said += f"; the cgroup's CPU quota held it back {self.throttled_seconds:.2f} s"
+        if self.gpu_neighbours:
+            said += f"; {self.gpu_neighbours} other process(es) computed on the same GPU"
+        return said
 
 
 def judge(
-    others_cores: float, needed_cores: int, cpus: int, slow_steps: int, steps: int, wall_seconds: float = MIN_WINDOW_S
+    others_cores: float,
+    needed_cores: int,
+    cpus: int,
+    slow_steps: int,
+    steps: int,
+    wall_seconds: float = MIN_WINDOW_S,
+    *,
+    throttled_share: float = 0.0,
+    gpu_neighbours: int = 0,
 ) -> bool:
     """Contended when others used more than the cores this process leaves free (plus a margin for the
-    machine's background), or used some and the steps show a tail of slow ones; never over a window too
-    short for the counters (``MIN_WINDOW_S``)."""
+    machine's background), or used some and the steps show a tail of slow ones, or a CPU quota held this
+    process back, or another process computed on its GPU; the CPU counters are not read over a window too
+    short for them (``MIN_WINDOW_S``)."""
+    if gpu_neighbours > 0 or throttled_share > THROTTLED_SHARE_LIMIT:
+        return True
     if wall_seconds < MIN_WINDOW_S:
         return False
     beyond_spare = others_cores - max(cpus - needed_cores, 0)
@@ -124,14 +197,22 @@ def judge(
 
 
 class Window:
-    """Counts CPU time from ``start()`` to ``finish()``: this process tree's and everyone's on our CPUs."""
+    """Counts CPU time from ``start()`` to ``finish()``: this process tree's and everyone's on our CPUs, and the
+    time a CPU quota held this process back. ``gpu_neighbours`` (on a GPU) counts the other processes
+    computing on the device; it is asked at the start and the finish, the larger count kept."""
 
-    def __init__(self, tree: ProcessTree | None = None) -> None:
+    def __init__(self, tree: ProcessTree | None = None, gpu_neighbours: Callable[[], int] | None = None) -> None:
         self.tree = tree or ProcessTree()
         self.cpus = usable_cpus()
+        self._stat_files = cpu_stat_files()
+        self._gpu_neighbours = gpu_neighbours
         self._start = (0.0, 0.0, 0.0)
+        self._throttled: dict[Path, float] = {}
+        self._neighbours = 0
 
     def start(self) -> None:
+        self._neighbours = self._gpu_neighbours() if self._gpu_neighbours else 0
+        self._throttled = throttled_seconds(self._stat_files)
         self._start = (time.perf_counter(), self.tree.cpu_seconds(), _busy_seconds(self.cpus))
 
     def finish(self, step_times: list[float], threads: int, on_gpu: bool = False) -> Contention:
@@ -143,6 +224,9 @@ class Window:
         needed = max(1, round(own_cores + 0.49)) if on_gpu else min(threads, len(self.cpus))
         median = statistics.median(step_times) if step_times else 0.0
         slow = sum(1 for t in step_times if t > SLOW_FACTOR * median)
+        now = throttled_seconds(self._stat_files)
+        throttled = max((now[f] - self._throttled[f] for f in now if f in self._throttled), default=0.0)
+        neighbours = max(self._neighbours, self._gpu_neighbours() if self._gpu_neighbours else 0)
         return Contention(
             wall_seconds=wall,
             own_cpu_seconds=own,
@@ -153,5 +237,16 @@ class Window:
             steps=len(step_times),
             median_step=median,
             slow_steps=slow,
-            contended=judge(others / wall if wall > 0 else 0.0, needed, len(self.cpus), slow, len(step_times), wall),
+            throttled_seconds=max(throttled, 0.0),
+            gpu_neighbours=neighbours,
+            contended=judge(
+                others / wall if wall > 0 else 0.0,
+                needed,
+                len(self.cpus),
+                slow,
+                len(step_times),
+                wall,
+                throttled_share=throttled / wall if wall > 0 else 0.0,
+                gpu_neighbours=neighbours,
+            ),
         )

@@ -7,13 +7,17 @@ at fixed points of each step, and threaded, where a background thread samples at
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 from pytest_mlestimate.core.devices import is_gpu, nvml_device
+from pytest_mlestimate.profiling.contention import Window
 from pytest_mlestimate.profiling.energy import GpuEnergy
 from pytest_mlestimate.profiling.process_tree import ProcessTree
 from pytest_mlestimate.profiling.profile import PhasePeaks
@@ -49,6 +53,21 @@ class Nvml:
         except Exception:  # NVMLError, or NVMLLibraryMismatchError (not an NVMLError) on an older driver
             return None
 
+    def other_processes(self) -> int:
+        """Processes other than this one and its family computing on the device: each takes SMs and memory
+        bandwidth from the steps measured. Where NVML lists PIDs of another namespace (this process is not
+        among them), every process but one is counted as another's; 0 where NVML cannot tell."""
+        if self.handle is None:
+            return 0
+        try:
+            pids = {proc.pid for proc in self._nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)}
+        except Exception:  # NVMLError, or a binding without the call
+            return 0
+        family = _family_pids()
+        if os.getpid() in pids:
+            return len(pids - family)
+        return max(len(pids) - 1, 0)
+
     def utilization(self) -> float | None:
         if self.handle is None:
             return None
@@ -56,6 +75,16 @@ class Nvml:
             return float(self._nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
         except Exception:  # NVML_ERROR_NOT_SUPPORTED on MIG slices, among others
             return None
+
+
+def _family_pids() -> set[int]:
+    """This process, its descendants and its ancestors (a parent that holds a CUDA context computes nothing
+    while it waits for this one)."""
+    me = psutil.Process()
+    family = {me.pid}
+    with contextlib.suppress(psutil.Error):
+        family |= {p.pid for p in me.children(recursive=True)} | {p.pid for p in me.parents()}
+    return family
 
 
 @dataclass
@@ -112,6 +141,10 @@ class ResourceMonitor:
                 return "profiled on the CPU as the scenario's device asks"
             return "profiled on the CPU: no CUDA device is available here"
         return self.nvml.unavailable if self.nvml else None
+
+    def window(self) -> Window:
+        """A contention window over this monitor's process tree and, on a GPU, its device's other processes."""
+        return Window(self.tree, self.nvml.other_processes if self.nvml is not None else None)
 
     @property
     def warnings(self) -> list[str]:

@@ -89,9 +89,15 @@ class Profile(BaseModel):
     precision_met: bool | None = None
     contention: Contention | None = None
     """CPU contention figures of the kept measurement of the steps."""
+    inference_contention: Contention | None = None
+    """CPU and GPU contention figures of the kept measurement of the inference calls."""
     contended: bool = False
-    """The kept measurement was contended even after one re-measurement: not a clean figure to cache."""
+    """The kept measurement of the steps or of the inference calls was contended even after one re-measurement:
+    not a clean figure to cache or to judge."""
     contention_remeasured: bool = False
+    """The steps were measured a second time because the first measurement was contended."""
+    inference_remeasured: bool = False
+    """The inference calls were measured a second time because the first measurement was contended."""
     gpu_energy: EnergyReading | None = None
     """None: not measured (no training steps ran)."""
     cpu_energy: EnergyReading | None = None

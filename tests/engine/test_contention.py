@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,7 +88,7 @@ def _verdicts(monkeypatch: pytest.MonkeyPatch, verdicts: list[bool]) -> None:
 
 
 def test_a_contended_measurement_is_taken_again_and_a_clean_one_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    _verdicts(monkeypatch, [True, False])
+    _verdicts(monkeypatch, [True, False, False])  # the steps twice, then inference
     original = profiler._measure
     measured: list[list[float]] = []
 
@@ -110,7 +111,7 @@ def test_a_contended_measurement_is_taken_again_and_a_clean_one_kept(monkeypatch
 
 
 def test_contended_twice_keeps_the_faster_measurement_and_flags_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    _verdicts(monkeypatch, [True, True])
+    _verdicts(monkeypatch, [True, True, False])
     measured: list[list[float]] = []
     original = profiler._measure
 
@@ -148,3 +149,109 @@ def test_profiles_round_trip_the_contention_record() -> None:
     again = Profile.model_validate_json(profile.model_dump_json())
     assert again.contention == record and again.contended
     assert record.others_cores == pytest.approx(0.9)
+
+
+def fake_cgroups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, membership: str) -> Path:
+    """A cgroup mount under ``tmp_path`` and a /proc/self/cgroup that places this process as ``membership``
+    says; returns the mount."""
+    proc = tmp_path / "cgroup"
+    proc.write_text(membership)
+    monkeypatch.setattr(contention, "_PROC_CGROUP", proc)
+    monkeypatch.setattr(contention, "_CGROUP_ROOT", tmp_path / "sys")
+    return tmp_path / "sys"
+
+
+def test_a_cpu_quota_of_a_parent_cgroup_that_holds_the_steps_back_is_contention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mount = fake_cgroups(tmp_path, monkeypatch, "0::/ci/job\n")
+    (mount / "ci" / "job").mkdir(parents=True)
+    (mount / "cgroup.procs").write_text("")
+    (mount / "ci" / "job" / "cpu.stat").write_text("usage_usec 5\nthrottled_usec 0\n")
+    parent = mount / "ci" / "cpu.stat"
+    parent.write_text("usage_usec 9\nnr_throttled 0\nthrottled_usec 1000000\n")
+    window = Window()
+    window.start()
+    time.sleep(0.2)
+    quiet = window.finish([0.05] * 4, threads=2)
+    assert quiet.throttled_seconds == 0.0 and not quiet.contended
+    window.start()
+    parent.write_text("usage_usec 9\nnr_throttled 40\nthrottled_usec 1150000\n")  # 0.15 s held back
+    time.sleep(0.6)
+    throttled = window.finish([0.05] * 12, threads=2)
+    assert throttled.throttled_seconds == pytest.approx(0.15)
+    assert throttled.contended
+    assert "the cgroup's CPU quota held it back 0.15 s" in throttled.describe()
+
+
+def test_cgroup_v1_throttling_is_read_in_nanoseconds_from_the_cpu_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mount = fake_cgroups(tmp_path, monkeypatch, "5:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n")
+    controller = mount / "cpu,cpuacct"
+    controller.mkdir(parents=True)  # a container sees its own cgroup as the mount's root
+    (controller / "cpu.stat").write_text("nr_periods 10\nnr_throttled 2\nthrottled_time 2500000000\n")
+    (files,) = contention.cpu_stat_files()
+    assert files == (controller / "cpu.stat", "throttled_time", 1e-9)
+    assert contention.throttled_seconds([files]) == {controller / "cpu.stat": pytest.approx(2.5)}
+
+
+def test_no_cgroups_reads_as_no_throttling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(contention, "_PROC_CGROUP", tmp_path / "missing")
+    assert contention.cpu_stat_files() == []
+    assert not judge(0.0, 2, 2, 0, 8, throttled_share=0.019) and judge(0.0, 2, 2, 0, 8, throttled_share=0.021)
+
+
+def test_another_process_on_the_gpu_is_contention_even_with_idle_cpus() -> None:
+    window = Window(gpu_neighbours=lambda: 1)
+    window.start()
+    figures = window.finish([0.01] * 4, threads=2, on_gpu=True)  # too short a window for the CPU counters
+    assert figures.gpu_neighbours == 1 and figures.contended
+    assert "1 other process(es) computed on the same GPU" in figures.describe()
+
+
+class FakeNvml:
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: object) -> list[Any]:
+        return [type("Proc", (), {"pid": pid, "usedGpuMemory": 1})() for pid in self.pids]
+
+
+@pytest.mark.parametrize(
+    ("pids", "others"),
+    [
+        ([os.getpid()], 0),
+        ([os.getpid(), os.getppid()], 0),  # the waiting parent computes nothing
+        ([os.getpid(), 2**22 + 7], 1),
+        ([11, 12, 13], 2),  # PIDs of another namespace: one of them is this process
+        ([], 0),
+    ],
+)
+def test_nvml_counts_the_processes_computing_beside_this_one(pids: list[int], others: int) -> None:
+    from pytest_mlestimate.profiling.monitor import Nvml
+
+    nvml = Nvml.__new__(Nvml)
+    nvml._nvml, nvml.handle = FakeNvml(pids), object()
+    assert nvml.other_processes() == others
+
+
+def test_contended_inference_is_measured_again_and_flagged_if_it_stays_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    _verdicts(monkeypatch, [False, True, True])  # the steps quiet; both inference measurements contended
+    profile = estimate(TINY, isolate=False, cache=False).profile
+    assert not (profile.contention and profile.contention.contended)
+    assert profile.inference_contention is not None and profile.inference_contention.contended
+    assert profile.contended and profile.inference_remeasured and not profile.contention_remeasured
+    assert any("while inference was measured" in w for w in profile.warnings)
+    _verdicts(monkeypatch, [False, False])
+    quiet = estimate(TINY, isolate=False, cache=False).profile
+    kept = (len(profile.inference_one_times), len(profile.inference_batch_times))
+    assert kept == (len(quiet.inference_one_times), len(quiet.inference_batch_times))  # one measurement's calls
+
+
+def test_inference_contended_once_keeps_the_clean_measurement(monkeypatch: pytest.MonkeyPatch) -> None:
+    _verdicts(monkeypatch, [False, True, False])
+    result = estimate(TINY, isolate=False, cache=False)
+    assert not result.profile.contended and result.profile.inference_remeasured
+    assert result.profile.inference_contention is not None and not result.profile.inference_contention.contended
+    assert "not contended" in result.to_dict()["details"]["measurement"]["inference_contention"]
