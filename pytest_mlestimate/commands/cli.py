@@ -136,10 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare two earlier runs without measuring again",
         description="Judge NEW against OLD as --mlestimate-compare would, without measuring again. OLD and NEW "
         "are each a JSON report written by --mlestimate-json or a folder written by --mlestimate-save-baseline. "
-        "Exits 0 when nothing regressed, 1 when something did, 2 when OLD, NEW or a --tolerance cannot be read.",
+        "With --against REF, measure instead each scenario of SCENARIOS (files or folders; default: scenarios) "
+        "side by side with the same scenario at the git revision REF, as --mlestimate-against does. "
+        "Exits 0 when nothing regressed, 1 when something did, 2 when an input or a --tolerance cannot be read.",
     )
-    compare.add_argument("old", type=Path, metavar="OLD", help="the earlier run: a JSON report or a baseline folder")
-    compare.add_argument("new", type=Path, metavar="NEW", help="the later run: a JSON report or a baseline folder")
+    compare.add_argument(
+        "inputs",
+        type=Path,
+        nargs="*",
+        metavar="OLD NEW | SCENARIOS",
+        help="the earlier run and the later one (a JSON report or a baseline folder each); with --against, "
+        "scenario files or folders",
+    )
+    compare.add_argument(
+        "--against",
+        metavar="REF",
+        help="measure the scenarios side by side with REF's (a branch, a tag or a SHA of the repository holding "
+        "the working directory), built from REF's code",
+    )
+    compare.add_argument("--timeout", type=float, help="seconds one profile may take (with --against)")
     compare.add_argument(
         "--tolerance",
         action="append",
@@ -148,7 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the change allowed, e.g. 'forward_pass=20%%', as --mlestimate-tolerance (repeatable)",
     )
     compare.add_argument(
-        "--strict", action="store_true", help="fail scenarios only in NEW, as --mlestimate-strict-baseline"
+        "--strict",
+        action="store_true",
+        help="fail scenarios only in NEW, as --mlestimate-strict-baseline; with --against, fail a timing left "
+        "inconclusive, as --mlestimate-strict",
     )
     compare.set_defaults(run=compare_command)
     html = commands.add_parser(
@@ -238,10 +256,38 @@ def compare_command(args: argparse.Namespace) -> int:
     from pytest_mlestimate.commands.compare import InputError, compare_paths
     from pytest_mlestimate.verdicts.budgets import BudgetError
 
+    if args.against is not None:
+        return against_command(args)
+    if len(args.inputs) != 2:
+        given = f"{len(args.inputs)} path(s)"
+        print(f"mlestimate compare: give OLD and NEW (or --against REF), not {given}", file=sys.stderr)
+        return 2
     try:
-        outcome = compare_paths(args.old, args.new, args.tolerance, strict=args.strict)
+        outcome = compare_paths(*args.inputs, args.tolerance, strict=args.strict)
     except InputError as exc:
         print(f"mlestimate compare: {exc}", file=sys.stderr)
+        return 2
+    except BudgetError as exc:
+        print(f"mlestimate compare: --tolerance: {'; '.join(exc.problems)}", file=sys.stderr)
+        return 2
+    print(outcome.render())
+    return outcome.exit_code
+
+
+def against_command(args: argparse.Namespace) -> int:
+    from pytest_mlestimate.commands.against import judge_against
+    from pytest_mlestimate.core.checkouts import CheckoutError
+    from pytest_mlestimate.verdicts.budgets import BudgetError
+
+    paths = args.inputs or [Path("scenarios")]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        print(f"mlestimate compare: no such scenario file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        outcome = judge_against(args.against, paths, args.tolerance, strict=args.strict, timeout=args.timeout)
+    except CheckoutError as exc:
+        print(f"mlestimate compare: --against: {exc}", file=sys.stderr)
         return 2
     except BudgetError as exc:
         print(f"mlestimate compare: --tolerance: {'; '.join(exc.problems)}", file=sys.stderr)

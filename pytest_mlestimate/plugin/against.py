@@ -14,15 +14,10 @@ from typing import Any
 
 import pytest
 
-from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.checkouts import Checkout, CheckoutError, checked_out
-from pytest_mlestimate.core.errors import EstimateError
-from pytest_mlestimate.scenarios.files import ScenarioFileError
-from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
-from pytest_mlestimate.scenarios.table import scenarios_in
-from pytest_mlestimate.verdicts.against import BaseMeasurementError, BaseSide
+from pytest_mlestimate.scenarios.scenario import Scenario
+from pytest_mlestimate.verdicts.against import BaseSide, base_side_in, removed_since
 from pytest_mlestimate.verdicts.regression import Run
-from pytest_mlestimate.verdicts.verdict import run_of
 
 CHECKOUT = pytest.StashKey[Checkout]()
 
@@ -45,10 +40,7 @@ class BaseCheckout:
             if type(item).__name__ == "ScenarioItem":
                 names[item.path, item.file].add(item.name)  # type: ignore[attr-defined]
         for (path, shown), here in names.items():
-            there = self.checkout.file(path)
-            with contextlib.suppress(ScenarioFileError, OSError, UnicodeDecodeError):
-                if there is not None and there.is_file():
-                    self.removed += [f"{shown}::{e.name}" for e in scenarios_in(there, shown) if e.name not in here]
+            self.removed += removed_since(self.checkout, path, shown, here)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         checkout = self.checkout
@@ -74,30 +66,4 @@ def base_side(
     checkout = config.stash.get(CHECKOUT, None)
     if checkout is None:
         return None
-    ref, commit = checkout.ref, checkout.commit
-
-    def missing(why: str, status: str = "added") -> BaseSide:
-        return BaseSide(ref, commit, None, measure_candidate, problem=why, status=status)
-
-    there = checkout.file(path)
-    if there is None or not there.is_file():
-        return missing(f"{shown} is not in {ref}: the scenario was added")
-    try:
-        entry = next((e for e in scenarios_in(there, shown) if e.name == name), None)
-    except (ScenarioFileError, OSError, UnicodeDecodeError) as exc:
-        return missing(f"{shown} cannot be read at {ref} ({exc}): compared with nothing", "failed")
-    if entry is None:
-        return missing(f"no scenario '{name}' in {shown} at {ref}: the scenario was added")
-    try:
-        scenario = parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
-    except ScenarioError as exc:
-        return missing(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
-    return BaseSide(ref, commit, lambda: measure(scenario, checkout), measure_candidate)
-
-
-def measure_at(checkout: Checkout, scenario: Scenario, **options: Any) -> Run:
-    """One fresh profile of ``scenario`` built from the checkout's code."""
-    try:
-        return run_of(estimate(scenario, cache=False, checkout=checkout, **options))
-    except EstimateError as exc:
-        raise BaseMeasurementError(str(exc)) from None
+    return base_side_in(checkout, path, shown, name, measure_candidate, measure)

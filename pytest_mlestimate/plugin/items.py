@@ -20,7 +20,7 @@ from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.planning.capacity import CapacityReport
 from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.planning.request import CapacityRequest, read_request
-from pytest_mlestimate.plugin.against import CHECKOUT, base_side, measure_at
+from pytest_mlestimate.plugin.against import CHECKOUT, base_side
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
 from pytest_mlestimate.plugin.progress_display import progress_for
 from pytest_mlestimate.reports.record import RECORDS, fill_record, metric_properties, new_record
@@ -31,6 +31,7 @@ from pytest_mlestimate.scenarios.files import (
 )
 from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.scenarios.table import scenarios_in
+from pytest_mlestimate.verdicts.against import measure_at
 from pytest_mlestimate.verdicts.baseline import anchored, parse_tolerances
 from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.verdicts.regression import Run

@@ -32,6 +32,7 @@ from pytest_mlestimate.reports.junit_report import write_junit
 from pytest_mlestimate.reports.record import RECORDS, mark_provenance, new_record, outcome_after
 from pytest_mlestimate.scenarios.files import looks_like_scenarios
 from pytest_mlestimate.verdicts.baseline import SavedBaselines
+from pytest_mlestimate.verdicts.regression import FAMILY_ALPHA
 from pytest_mlestimate.verdicts.verdict import PLUGIN_WARNINGS
 
 ALWAYS_SHOWN = (*PLUGIN_WARNINGS, "cache ")
@@ -283,7 +284,8 @@ class MlestimateRun:
             return
         records = self.ordered()
         terminalreporter.write_sep("=", "mlestimate summary")
-        for line in [*terminal.table(records), *terminal.skip_reasons(records), *terminal.explanations(records)]:
+        lines = [*terminal.table(records), *terminal.skip_reasons(records), *terminal.explanations(records)]
+        for line in [*lines, *terminal.error_rate(records, FAMILY_ALPHA)]:
             terminalreporter.write_line(line)
         verbose = self.config.get_verbosity() > 0
         shown, hidden = 0, 0

@@ -95,3 +95,19 @@ def hidden_warnings(count: int, *, after_others: bool) -> str:
     noun = "warning" if count == 1 else "warnings"
     more = "more " if after_others else ""
     return f"{count} {more}{noun} from the measurements not shown: run with -v or read the report"
+
+
+def error_rate(records: list[dict[str, Any]], per_scenario: float) -> list[str]:
+    """What the run's timing comparisons risk: each scenario's share, and the whole run's bound (Bonferroni)."""
+    judged = sum(
+        any(c.get("kind") in ("regression", "against") and c.get("detectable") is not None for c in r["budgets"])
+        for r in records
+        if r.get("budgets")
+    )
+    if not judged:
+        return []
+    run = min(1.0, judged * per_scenario)
+    return [
+        f"timing comparisons: {judged} scenario(s) judged; an unchanged scenario fails at most {per_scenario:.0%} "
+        f"of runs, so this run fails by chance at most {run:.0%} of the time"
+    ]

@@ -18,6 +18,7 @@ from pytest_mlestimate.verdicts.paired import LOOKS, Look, PairedTiming, look
 from pytest_mlestimate.verdicts.regression import Change, Run, run_of
 
 if TYPE_CHECKING:
+    from pytest_mlestimate.core.checkouts import Checkout
     from pytest_mlestimate.scenarios.scenario import Scenario
 
 Measure = Callable[[], Run]
@@ -160,7 +161,6 @@ def against_commit(
     holding ``repository`` (the working directory unless given)."""
     from pytest_mlestimate.api import estimate
     from pytest_mlestimate.core.checkouts import checked_out
-    from pytest_mlestimate.core.errors import EstimateError
     from pytest_mlestimate.scenarios.scenario import parse_scenario
 
     candidate_scenario = parse_scenario(scenario)
@@ -170,11 +170,68 @@ def against_commit(
         def measure_candidate() -> Run:
             return run_of(estimate(candidate_scenario, cache=False, timeout=timeout))
 
-        def measure_base() -> Run:
-            try:
-                return run_of(estimate(base, checkout=checkout, timeout=timeout))
-            except EstimateError as exc:
-                raise BaseMeasurementError(str(exc)) from None
-
         first = measure_candidate()
-        return compare_against(ref, checkout.commit, first, measure_base, measure_candidate, tolerances or {}, looks)
+        return compare_against(
+            ref, checkout.commit, first, lambda: measure_at(checkout, base, timeout=timeout), measure_candidate,
+            tolerances or {}, looks,
+        )  # fmt: skip
+
+
+def base_side_in(
+    checkout: Checkout,
+    path: Path,
+    shown: str,
+    name: str,
+    measure_candidate: Measure,
+    measure: Callable[[Scenario, Checkout], Run],
+) -> BaseSide:
+    """How scenario ``name`` of the file ``path`` (``shown`` in messages) is measured at the checkout's commit:
+    the scenario of the same name in the same file there, built from that commit's code."""
+    from pytest_mlestimate.scenarios.files import ScenarioFileError
+    from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
+    from pytest_mlestimate.scenarios.table import scenarios_in
+
+    ref, commit = checkout.ref, checkout.commit
+
+    def missing(why: str, status: str = "added") -> BaseSide:
+        return BaseSide(ref, commit, None, measure_candidate, problem=why, status=status)
+
+    there = checkout.file(path)
+    if there is None or not there.is_file():
+        return missing(f"{shown} is not in {ref}: the scenario was added")
+    try:
+        entry = next((e for e in scenarios_in(there, shown) if e.name == name), None)
+    except (ScenarioFileError, OSError, UnicodeDecodeError) as exc:
+        return missing(f"{shown} cannot be read at {ref} ({exc}): compared with nothing", "failed")
+    if entry is None:
+        return missing(f"no scenario '{name}' in {shown} at {ref}: the scenario was added")
+    try:
+        scenario = parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
+    except ScenarioError as exc:
+        return missing(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
+    return BaseSide(ref, commit, lambda: measure(scenario, checkout), measure_candidate)
+
+
+def removed_since(checkout: Checkout, path: Path, shown: str, here: set[str]) -> list[str]:
+    """Scenarios the file held at the checkout's commit that are not among ``here`` (as ``file::name``)."""
+    from pytest_mlestimate.scenarios.files import ScenarioFileError
+    from pytest_mlestimate.scenarios.table import scenarios_in
+
+    there = checkout.file(path)
+    if there is None or not there.is_file():
+        return []
+    try:
+        return [f"{shown}::{e.name}" for e in scenarios_in(there, shown) if e.name not in here]
+    except (ScenarioFileError, OSError, UnicodeDecodeError):
+        return []
+
+
+def measure_at(checkout: Checkout, scenario: Scenario, **options: Any) -> Run:
+    """One fresh profile of ``scenario`` built from the checkout's code."""
+    from pytest_mlestimate.api import estimate
+    from pytest_mlestimate.core.errors import EstimateError
+
+    try:
+        return run_of(estimate(scenario, cache=False, checkout=checkout, **options))
+    except EstimateError as exc:
+        raise BaseMeasurementError(str(exc)) from None

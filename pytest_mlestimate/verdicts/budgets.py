@@ -51,6 +51,8 @@ class Check:
 
     @classmethod
     def of_change(cls, change: Change) -> Check:
+        """The comparison's own decision: a timing over its limit whose bound does not clear the drift margin
+        is not a regression, though its interval excludes no change."""
         return cls(
             change.metric,
             "regression",
@@ -60,7 +62,8 @@ class Check:
             change.interval,
             change.confidence,
             change.runs,
-            detectable=change.detectable,
+            "regressed" if change.regressed else "no regression",
+            change.detectable,
         )
 
     @classmethod

@@ -4,7 +4,6 @@ a real torchvision model, cache reuse, errors and the no-GPU behaviour."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -54,11 +53,12 @@ def test_child_process_profile_is_cached_and_scaled_without_remeasuring() -> Non
     assert first.cache["hit"] is False
     assert first.to_dict()["details"]["monitoring"]["mode"] == "threaded"
     assert first.to_dict()["details"]["monitoring"]["samples"] > 2
-    started = time.perf_counter()
     again = estimate({**TINY, "threading": True, "sample_interval_ms": 5, "dataset_size": 10**6, "epochs": 100})
-    assert time.perf_counter() - started < 5  # no profile ran: a profile costs a child process and a model
+    if first.profile.contended:  # other processes took the CPU: not cached, so measured again
+        assert first.cache["stored"] is False and again.cache["hit"] is False
+        return
     assert again.cache["hit"] is True
-    assert again.profile == first.profile
+    assert again.profile == first.profile  # no profile ran: the same measurement, scaled
     steps = again.to_dict()["details"]["steps"]
     assert steps == 500_000 * 100
     refreshed = estimate({**TINY, "threading": True, "sample_interval_ms": 5}, refresh=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pytest_mlestimate.core.metrics import METRIC
 from pytest_mlestimate.verdicts.baseline import (
     SavedBaselines,
     anchored,
@@ -20,6 +21,7 @@ from pytest_mlestimate.verdicts.regression import Run
 from tests.plugin.conftest import RunResult, scenario_file
 
 ENV = {
+    "device": "cuda:0",
     "gpu": "NVIDIA H100 80GB HBM3",
     "driver": "580.1",
     "cuda": "12.8",
@@ -94,6 +96,14 @@ def test_a_change_inside_the_noise_between_runs_passes(tmp_path: Path) -> None:
 
 def test_a_change_within_the_tolerance_passes_however_credible(root: Path) -> None:
     assert outcome(judged(root, run(1.015)))["forward_pass"] is True
+
+
+def test_on_a_gpu_the_tolerance_decides_a_credible_slowdown(root: Path) -> None:
+    """A GPU's drift floor (1 %) is below the tolerances: a +8 % slowdown fails at 5 % and passes at 20 %."""
+    assert outcome(judged(root, run(1.08), run(1.08)))["forward_pass"] is False
+    assert outcome(judged(root, run(1.08), run(1.08), tolerances={"forward_pass": 0.2}))["forward_pass"] is True
+    on_cpu = {**ENV, "device": "cpu"}  # inside the CPU's 10 % drift floor
+    assert outcome(judged(root, run(1.08), run(1.08), env=on_cpu))["forward_pass"] is not False
 
 
 def test_idle_gpu_is_a_regression(root: Path) -> None:
@@ -221,10 +231,12 @@ def test_a_baseline_saved_before_the_breakdown_existed_still_compares(
     stored.write_text(json.dumps(document))
     pytester.makefile(".yaml", scenarios=scenario_file({"name": "a", "breakdown_depth": 2}))
     compared, report = run_scenarios("--mlestimate-compare", "baseline")
-    record = report["scenarios"][0]  # compared: whether a timing passes on this busy machine is not the point
-    assert compared.ret in (0, 1), compared.stdout.str()
+    record = report["scenarios"][0]
     assert not [w for w in record["warnings"] if w.startswith("baseline not compared")], record["warnings"]
-    assert any(check["kind"] == "regression" for check in record["budgets"])
+    compared_checks = [check for check in record["budgets"] if check["kind"] == "regression"]
+    timings = {c["decision"] for c in compared_checks if METRIC[c["metric"]].noise == "timing"}
+    assert timings == {"inconclusive"}  # a one-run baseline cannot judge a timing: neither pass nor fail
+    assert compared.ret == (1 if any(c["passed"] is False for c in compared_checks) else 0), compared.stdout.str()
 
 
 def test_names_that_differ_only_in_other_characters_keep_a_baseline_each(tmp_path: Path) -> None:
