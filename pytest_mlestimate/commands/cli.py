@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure the scenarios side by side with REF's (a branch, a tag or a SHA of the repository holding "
         "the working directory), built from REF's code",
     )
-    compare.add_argument("--timeout", type=float, help="seconds one profile may take (with --against)")
+    compare.add_argument("--timeout", type=timeout_argument, help="seconds one profile may take (with --against)")
     compare.add_argument(
         "--tolerance",
         action="append",

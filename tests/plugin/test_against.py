@@ -186,3 +186,6 @@ def test_the_command_names_a_missing_revision_and_a_missing_path(
     assert "no such scenario file or folder: nowhere.yaml" in capsys.readouterr().err
     assert main(["compare", "only-one.json"]) == 2
     assert "give OLD and NEW (or --against REF), not 1 path(s)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["compare", "--against", "HEAD", "--timeout", "nan"])
+    assert usage.value.code == 2 and "--timeout" in capsys.readouterr().err
