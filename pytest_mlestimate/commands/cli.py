@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from pytest_mlestimate.commands.arguments import timeout_argument
 from pytest_mlestimate.commands.capacity import add_parser as add_capacity_parser
+from pytest_mlestimate.commands.dataset_stats import add_parser as add_dataset_stats_parser
 from pytest_mlestimate.commands.history import add_parser as add_history_parser
 from pytest_mlestimate.commands.merge import add_parser as add_merge_parser
 from pytest_mlestimate.core.errors import clip
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_capacity_parser(commands)
     add_history_parser(commands)
     add_merge_parser(commands)
+    add_dataset_stats_parser(commands)
     return parser
 
 

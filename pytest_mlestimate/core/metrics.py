@@ -44,6 +44,12 @@ class Metric:
             object.__setattr__(self, "column", self.label)
 
     @property
+    def follows_the_clock(self) -> bool:
+        """Timings, and the peaks that move with them (energy, cost, utilisation): a contended run's figure
+        describes the neighbours, so it is never judged."""
+        return self.noise == "timing" or self.unit in ("joules", "money", "percent")
+
+    @property
     def key(self) -> str:
         """The documented key (its last path element)."""
         return self.path[-1]

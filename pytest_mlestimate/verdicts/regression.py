@@ -221,7 +221,8 @@ def compare_runs(
     floor: float = 0.0,
 ) -> list[Change]:
     """Every metric both sides measured; ``floor`` is the least relative spread between runs assumed for
-    timings (``DRIFT_FLOOR``). Contended new runs do not judge timings."""
+    timings (``DRIFT_FLOOR``). Contended new runs judge no timing, nor a peak that follows the clock (energy,
+    cost, utilisation); memory peaks they do."""
     timed = [r for r in new if not r.contended]
     timings = [
         METRIC[name]
@@ -239,7 +240,7 @@ def compare_runs(
                 compare_timing(metric, baseline, timed, tolerance, alpha, floor=floor) if metric in timings else None
             )
         else:
-            change = compare_peak(metric, baseline, new, tolerance)
+            change = compare_peak(metric, baseline, timed if metric.follows_the_clock else new, tolerance)
         if change is not None:
             found.append(change)
     return found

@@ -113,3 +113,14 @@ def test_the_computed_smallest_failing_slowdown_is_where_verdicts_turn() -> None
         change = compare_timing(TOTAL, base, new, 0.02, alpha, floor=0.10)
         assert change is not None and change.regressed is fails
         assert change.detectable is not None and math.isclose(change.detectable, smallest, rel_tol=1e-9)
+
+
+def test_a_contended_run_judges_memory_but_not_the_peaks_that_follow_the_clock() -> None:
+    figures = {"peak_ram_memory": 1e9, "energy_per_training": 100.0, "cost_per_training": 2.0,
+               "peak_cpu_utilization": 180.0, "total_training_time": 60.0}  # fmt: skip
+    baseline = [Run(figures, {}), Run(figures, {})]
+    busy = {name: value * 1.25 for name, value in figures.items()}  # everything 25 % up while others took the CPU
+    judged = {c.metric: c for c in compare_runs(baseline, [Run(busy, {}, contended=True)], {}, floor=0.10)}
+    assert set(judged) == {"peak_ram_memory"} and judged["peak_ram_memory"].regressed
+    quiet = {c.metric: c for c in compare_runs(baseline, [Run(busy, {})], {}, floor=0.10)}
+    assert quiet["energy_per_training"].regressed and quiet["cost_per_training"].regressed

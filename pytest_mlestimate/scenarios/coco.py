@@ -1,0 +1,313 @@
+"""A dataset's shape from its COCO-format annotation file: checked entry by entry, then summarised.
+
+The summary (``DatasetSummary``) is what an estimate needs of the data and no more: how many images and
+instances, their sizes, the categories, the masks' and boxes' extents, and one row per image (its id, size
+and instance count), with the file's SHA-256. It is small enough to travel in a scenario or a service request
+instead of the annotation file. Mask areas are read with pycocotools (the ``coco`` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from pytest_mlestimate.core.files import InputFileError, read_text_bounded
+
+MAX_ANNOTATION_BYTES = 1 << 30
+"""The largest annotation file read (COCO's train2017 instances file is about 450 MB)."""
+
+EDGE_PX = 1.0
+"""How far outside its image a box or polygon point may reach (annotation tools round outwards)."""
+
+
+class DatasetError(ValueError):
+    """An annotation file that cannot be used; the message names the file and the JSON path of the first bad
+    entry (``annotations[12].bbox``)."""
+
+
+class Spread(BaseModel):
+    """Quantiles of one figure over the dataset."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    mean: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread | None:
+        if not values:
+            return None
+        import numpy as np
+
+        found = np.asarray(values, dtype=float)
+        p50, p90, p99 = np.percentile(found, [50, 90, 99])
+        return cls(
+            min=float(found.min()), p50=float(p50), p90=float(p90), p99=float(p99), max=float(found.max()),
+            mean=float(found.mean()),
+        )  # fmt: skip
+
+
+class DatasetSummary(BaseModel):
+    """What an estimate needs of a COCO dataset (``mlestimate dataset-stats`` writes it as JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    format: Literal[1] = 1
+    source: str
+    """The annotation file's name."""
+    sha256: str
+    """Of the annotation file's bytes: what a cache key or a baseline compares."""
+    images: int
+    annotations: int
+    crowd: int
+    """Annotations marked ``iscrowd`` (a crowd region, not an instance torchvision's recipes train on)."""
+    categories: dict[str, str]
+    """Category id (as text) to name."""
+    num_classes: int
+    """The largest category id plus one, as torchvision's detection models count classes (background is 0)."""
+    masks: Literal["polygon", "rle", "mixed"] | None
+    keypoints: int | None
+    """Keypoints per instance, where the annotations carry them."""
+    instances_per_image: Spread
+    image_width: Spread
+    image_height: Spread
+    aspect_ratio: Spread
+    """Width over height."""
+    box_area_fraction: Spread | None
+    """A box's area over its image's."""
+    mask_area_fraction: Spread | None
+    """A mask's area (pycocotools) over its image's."""
+    per_image: list[tuple[int, int, int, int]]
+    """(image id, width, height, instances, crowd regions excluded), in the file's order."""
+
+    def most_crowded(self, count: int = 5) -> list[tuple[int, int]]:
+        """(image id, instances) of the images with the most instances, most first."""
+        ranked = sorted(self.per_image, key=lambda row: (-row[3], row[0]))
+        return [(row[0], row[3]) for row in ranked[:count]]
+
+    def describe(self) -> str:
+        crowded = ", ".join(f"{image} ({n})" for image, n in self.most_crowded(3))
+        return (
+            f"{self.source}: {self.images:,} images, {self.annotations:,} annotations ({self.crowd:,} crowd), "
+            f"{len(self.categories)} categories (num_classes {self.num_classes}), masks: {self.masks or 'none'}, "
+            f"keypoints: {self.keypoints or 'none'}; instances per image: median {self.instances_per_image.p50:g}, "
+            f"max {self.instances_per_image.max:g}; images {self.image_width.min:g}-{self.image_width.max:g} px "
+            f"wide, {self.image_height.min:g}-{self.image_height.max:g} px high; most crowded: {crowded}"
+        )
+
+
+def summarise_file(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> DatasetSummary:
+    """Read, check and summarise a COCO annotation file; ``DatasetError`` names what is wrong and where."""
+    try:
+        text = read_text_bounded(path, max_bytes)
+    except InputFileError as exc:
+        raise DatasetError(str(exc)) from None
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+    return summarise(document, path.name, hashlib.sha256(text.encode()).hexdigest(), where=str(path))
+
+
+def summarise(document: Any, source: str, sha256: str, where: str | None = None) -> DatasetSummary:
+    """The summary of a parsed COCO document (``where`` names it in errors; ``source`` by default)."""
+    where = where or source
+    if not isinstance(document, Mapping):
+        raise DatasetError(f"{where}: a COCO annotation file is a JSON object with images, annotations, categories")
+    images = _images(document, where)
+    categories, keypoint_counts = _categories(document, where)
+    counts = dict.fromkeys(images, 0)
+    box_fractions: list[float] = []
+    mask_fractions: list[float] = []
+    kinds: set[str] = set()
+    keypoints: set[int] = set()
+    crowd = 0
+    annotations = _list(document, "annotations", where)
+    for index, annotation in enumerate(annotations):
+        at = f"{where}: annotations[{index}]"
+        if not isinstance(annotation, Mapping):
+            raise DatasetError(f"{at}: an annotation is an object, not {_kind(annotation)}")
+        image_id = _integer(annotation, "image_id", at)
+        if image_id not in images:
+            raise DatasetError(f"{at}.image_id: {image_id} is not the id of an image of the file")
+        category = _integer(annotation, "category_id", at)
+        if category not in categories:
+            raise DatasetError(f"{at}.category_id: {category} is not one of the categories' ids")
+        width, height = images[image_id]
+        _, _, w, h = _box(annotation.get("bbox"), f"{at}.bbox", width, height)
+        is_crowd = annotation.get("iscrowd", 0)
+        if is_crowd not in (0, 1):
+            raise DatasetError(f"{at}.iscrowd: {is_crowd!r} is not 0 or 1")
+        if is_crowd:
+            crowd += 1
+        else:
+            counts[image_id] += 1
+        box_fractions.append(w * h / (width * height))
+        if "segmentation" in annotation and annotation["segmentation"] not in (None, []):
+            kind, area = _mask_area(annotation["segmentation"], f"{at}.segmentation", width, height)
+            kinds.add(kind)
+            mask_fractions.append(area / (width * height))
+        if annotation.get("keypoints") is not None:
+            keypoints.add(_keypoints(annotation["keypoints"], f"{at}.keypoints", keypoint_counts.get(category)))
+    if len(keypoints) > 1:
+        raise DatasetError(f"{where}: annotations carry {sorted(keypoints)} keypoints: one count for all is allowed")
+    per_image = [(image_id, size[0], size[1], counts[image_id]) for image_id, size in images.items()]
+    return DatasetSummary(
+        source=source,
+        sha256=sha256,
+        images=len(images),
+        annotations=len(annotations),
+        crowd=crowd,
+        categories={str(c): name for c, name in sorted(categories.items())},
+        num_classes=max(categories) + 1,
+        masks=("mixed" if len(kinds) > 1 else next(iter(kinds))) if kinds else None,  # type: ignore[arg-type]
+        keypoints=next(iter(keypoints)) if keypoints else None,
+        instances_per_image=_spread([row[3] for row in per_image]),
+        image_width=_spread([row[1] for row in per_image]),
+        image_height=_spread([row[2] for row in per_image]),
+        aspect_ratio=_spread([row[1] / row[2] for row in per_image]),
+        box_area_fraction=Spread.of(box_fractions),
+        mask_area_fraction=Spread.of(mask_fractions),
+        per_image=per_image,
+    )
+
+
+def _spread(values: Sequence[float]) -> Spread:
+    found = Spread.of(values)
+    assert found is not None  # a file has at least one image
+    return found
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "text", bool: "true or false", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
+def _list(document: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = document.get(key)
+    if not isinstance(value, list):
+        shown = "missing" if key not in document else _kind(value)
+        raise DatasetError(f"{where}: {key}: a list is required, found {shown}")
+    return value
+
+
+def _integer(entry: Mapping[str, Any], key: str, at: str) -> int:
+    value = entry.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = "missing" if key not in entry else repr(value)[:60]
+        raise DatasetError(f"{at}.{key}: an integer is required, found {shown}")
+    return value
+
+
+def _images(document: Mapping[str, Any], where: str) -> dict[int, tuple[int, int]]:
+    images: dict[int, tuple[int, int]] = {}
+    for index, image in enumerate(_list(document, "images", where)):
+        at = f"{where}: images[{index}]"
+        if not isinstance(image, Mapping):
+            raise DatasetError(f"{at}: an image is an object, not {_kind(image)}")
+        image_id = _integer(image, "id", at)
+        width, height = _integer(image, "width", at), _integer(image, "height", at)
+        if width <= 0 or height <= 0:
+            raise DatasetError(f"{at}: width and height must be positive, found {width}x{height}")
+        if image_id in images:
+            raise DatasetError(f"{at}.id: {image_id} is the id of an earlier image too")
+        images[image_id] = (width, height)
+    if not images:
+        raise DatasetError(f"{where}: images: the file has no image")
+    return images
+
+
+def _categories(document: Mapping[str, Any], where: str) -> tuple[dict[int, str], dict[int, int]]:
+    names: dict[int, str] = {}
+    keypoints: dict[int, int] = {}
+    for index, category in enumerate(_list(document, "categories", where)):
+        at = f"{where}: categories[{index}]"
+        if not isinstance(category, Mapping):
+            raise DatasetError(f"{at}: a category is an object, not {_kind(category)}")
+        category_id = _integer(category, "id", at)
+        if category_id < 0 or category_id in names:
+            raise DatasetError(f"{at}.id: {category_id} is negative or the id of an earlier category")
+        name = category.get("name")
+        if not isinstance(name, str):
+            raise DatasetError(f"{at}.name: text is required, found {_kind(name)}")
+        names[category_id] = name
+        if isinstance(category.get("keypoints"), list):
+            keypoints[category_id] = len(category["keypoints"])
+    if not names:
+        raise DatasetError(f"{where}: categories: the file has no category")
+    return names, keypoints
+
+
+def _finite(values: Iterable[Any]) -> bool:
+    return all(not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v) for v in values)
+
+
+def _box(value: Any, at: str, width: int, height: int) -> tuple[float, float, float, float]:
+    if not isinstance(value, list) or len(value) != 4 or not _finite(value):
+        raise DatasetError(f"{at}: [x, y, width, height] of finite numbers is required, found {repr(value)[:60]}")
+    x, y, w, h = (float(v) for v in value)
+    if w <= 0 or h <= 0:
+        raise DatasetError(f"{at}: the box {value} has no area (width and height must be positive)")
+    if x < -EDGE_PX or y < -EDGE_PX or x + w > width + EDGE_PX or y + h > height + EDGE_PX:
+        raise DatasetError(f"{at}: the box {value} reaches outside its {width}x{height} image")
+    return x, y, w, h
+
+
+def _mask_area(value: Any, at: str, width: int, height: int) -> tuple[str, float]:
+    """The mask's kind (polygon or rle) and its area in pixels."""
+    mask = _coco_mask()
+    if isinstance(value, list):
+        for index, polygon in enumerate(value):
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2 or not _finite(polygon):
+                raise DatasetError(
+                    f"{at}[{index}]: a polygon is a list of at least 3 x, y pairs of finite numbers, found "
+                    f"{repr(polygon)[:60]}"
+                )
+            xs, ys = polygon[0::2], polygon[1::2]
+            if min(xs) < -EDGE_PX or min(ys) < -EDGE_PX or max(xs) > width + EDGE_PX or max(ys) > height + EDGE_PX:
+                raise DatasetError(f"{at}[{index}]: the polygon reaches outside its {width}x{height} image")
+        rles = mask.frPyObjects(value, height, width)
+        return "polygon", float(mask.area(mask.merge(rles)))
+    if isinstance(value, Mapping):
+        size, counts = value.get("size"), value.get("counts")
+        if size != [height, width]:
+            raise DatasetError(f"{at}.size: {size!r} is not its image's [height, width], [{height}, {width}]")
+        if isinstance(counts, list) and _finite(counts) and all(isinstance(c, int) and c >= 0 for c in counts):
+            if sum(counts) != width * height:
+                raise DatasetError(f"{at}.counts: the runs cover {sum(counts)} pixels, the image {width * height}")
+            return "rle", float(mask.area(mask.frPyObjects(dict(value), height, width)))
+        if isinstance(counts, str):
+            try:
+                return "rle", float(mask.area({"size": [height, width], "counts": counts.encode("ascii")}))
+            except (UnicodeEncodeError, ValueError) as exc:
+                raise DatasetError(f"{at}.counts: not a compressed RLE ({exc})") from None
+        raise DatasetError(f"{at}.counts: run lengths (a list of counts or compressed text) are required")
+    raise DatasetError(f"{at}: polygons (a list) or an RLE (an object) are required, found {_kind(value)}")
+
+
+def _keypoints(value: Any, at: str, expected: int | None) -> int:
+    if not isinstance(value, list) or len(value) % 3 or not _finite(value):
+        raise DatasetError(f"{at}: x, y, visibility triples of numbers are required, found {repr(value)[:60]}")
+    count = len(value) // 3
+    if expected is not None and count != expected:
+        raise DatasetError(f"{at}: {count} keypoints, where its category names {expected}")
+    return count
+
+
+def _coco_mask() -> Any:
+    try:
+        from pycocotools import mask
+    except ImportError:
+        raise DatasetError("reading masks needs pycocotools: pip install 'pytest-mlestimate[coco]'") from None
+    return mask
