@@ -100,14 +100,17 @@ def test_a_slower_backbone_at_the_candidate_fails_against_the_base_commit(repo: 
     (record,) = report["scenarios"]
     assert record["against"]["status"] == "compared" and record["against"]["ref"] == "HEAD~1"
     checks = against_checks(record)
-    total = checks["total_training_time"]
-    assert total["decision"] == "regressed" and total["passed"] is False
-    assert total["value"] > 1.5 * total["baseline"]  # the base was measured from the base commit's code (4x the sleep)
-    assert 0 < total["detectable"] < 1
+    regressed = [check for check in checks.values() if check["decision"] == "regressed"]
+    assert regressed and all(check["passed"] is False for check in regressed)
+    # the base was measured from the base commit's code: 4x the sleep of the forward pass
+    assert max(check["value"] / check["baseline"] for check in regressed) > 1.5
+    total = checks["total_training_time"]  # on a loaded machine it may stay undecided, but it never passes
+    assert total["decision"] in ("regressed", "inconclusive") and total["passed"] is not True
+    assert total["detectable"] > 0  # what it could catch is stated, however noisy the machine made it
     assert record["against"]["pairs"] <= LOOKS[-1]
-    assert "total_training_time regressed" in output and "against HEAD~1" in output
+    assert f"{regressed[0]['metric']} regressed" in output and "against HEAD~1" in output
     junit = (repo / "report.xml").read_text()
-    assert "total_training_time against the base: FAILED" in junit and "catches +" in junit
+    assert f"{regressed[0]['metric']} against the base: FAILED" in junit and "catches +" in junit
     assert git(repo, "worktree", "list").count("\n") == 0  # the base's worktree is gone
 
 
