@@ -20,6 +20,8 @@ from pytest_mlestimate.commands.merge import add_parser as add_merge_parser
 from pytest_mlestimate.core.errors import clip
 
 if TYPE_CHECKING:
+    from pytest_mlestimate.commands.against import AgainstOutcome
+    from pytest_mlestimate.commands.compare import Outcome
     from pytest_mlestimate.service.settings import ServiceSettings
 
 DEFAULT_HOST = "127.0.0.1"
@@ -255,18 +257,13 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from pytest_mlestimate.commands.compare import InputError, compare_paths
+    from pytest_mlestimate.commands.compare import InputError
+    from pytest_mlestimate.core.checkouts import CheckoutError
     from pytest_mlestimate.verdicts.budgets import BudgetError
 
-    if args.against is not None:
-        return against_command(args)
-    if len(args.inputs) != 2:
-        given = f"{len(args.inputs)} path(s)"
-        print(f"mlestimate compare: give OLD and NEW (or --against REF), not {given}", file=sys.stderr)
-        return 2
     try:
-        outcome = compare_paths(*args.inputs, args.tolerance, strict=args.strict)
-    except InputError as exc:
+        outcome = _against(args) if args.against is not None else _compared(args)
+    except (InputError, CheckoutError) as exc:
         print(f"mlestimate compare: {exc}", file=sys.stderr)
         return 2
     except BudgetError as exc:
@@ -276,26 +273,27 @@ def compare_command(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def against_command(args: argparse.Namespace) -> int:
+def _compared(args: argparse.Namespace) -> Outcome:
+    from pytest_mlestimate.commands.compare import InputError, compare_paths
+
+    if len(args.inputs) != 2:
+        raise InputError(f"give OLD and NEW (or --against REF), not {len(args.inputs)} path(s)")
+    return compare_paths(*args.inputs, args.tolerance, strict=args.strict)
+
+
+def _against(args: argparse.Namespace) -> AgainstOutcome:
     from pytest_mlestimate.commands.against import judge_against
+    from pytest_mlestimate.commands.compare import InputError
     from pytest_mlestimate.core.checkouts import CheckoutError
-    from pytest_mlestimate.verdicts.budgets import BudgetError
 
     paths = args.inputs or [Path("scenarios")]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        print(f"mlestimate compare: no such scenario file or folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+        raise InputError(f"no such scenario file or folder: {', '.join(missing)}")
     try:
-        outcome = judge_against(args.against, paths, args.tolerance, strict=args.strict, timeout=args.timeout)
+        return judge_against(args.against, paths, args.tolerance, strict=args.strict, timeout=args.timeout)
     except CheckoutError as exc:
-        print(f"mlestimate compare: --against: {exc}", file=sys.stderr)
-        return 2
-    except BudgetError as exc:
-        print(f"mlestimate compare: --tolerance: {'; '.join(exc.problems)}", file=sys.stderr)
-        return 2
-    print(outcome.render())
-    return outcome.exit_code
+        raise CheckoutError(f"--against: {exc}") from None
 
 
 def html_command(args: argparse.Namespace) -> int:

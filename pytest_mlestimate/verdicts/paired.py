@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pytest_mlestimate.core.metrics import METRIC, Metric
-from pytest_mlestimate.verdicts.regression import FAMILY_ALPHA, Change, Run, compare_peak
+from pytest_mlestimate.verdicts.regression import (
+    FAMILY_ALPHA,
+    Change,
+    Run,
+    compare_peak,
+    t_quantile,
+    tolerance_log,
+    worse_log,
+)
 
 LOOKS = (3, 6, 10)
 """Pairs measured before each look; the last is the budget of pairs."""
@@ -69,19 +77,13 @@ def timing_metrics(pairs: Sequence[tuple[Run, Run]]) -> list[Metric]:
     return found
 
 
-def _t_quantile(p: float, df: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(p, df))
-
-
 def judge_timing(
     metric: Metric, pairs: Sequence[tuple[Run, Run]], tolerance: float, alpha: float, final: bool
 ) -> PairedTiming | None:
     """One look at one timing, its error rate ``alpha`` (this look's share). Not decided at a look that is not
     ``final``: None."""
     ratios = [
-        _worse(metric, candidate.metrics[metric.name] / base.metrics[metric.name])  # type: ignore[operator]
+        worse_log(metric, candidate.metrics[metric.name] / base.metrics[metric.name])  # type: ignore[operator]
         for base, candidate in pairs
     ]
     n = len(ratios)
@@ -89,8 +91,8 @@ def judge_timing(
         return None
     mean = statistics.fmean(ratios)
     spread = statistics.stdev(ratios)
-    bound = _t_quantile(1 - alpha, n - 1) * spread / math.sqrt(n)
-    margin = math.log1p(tolerance) if not metric.lower_is_worse else -math.log1p(-tolerance)
+    bound = t_quantile(1 - alpha, n - 1) * spread / math.sqrt(n)
+    margin = tolerance_log(metric, tolerance)
     if mean > margin and mean - bound > 0:
         decision: Decision = "regressed"
     elif mean + bound < margin:
@@ -114,11 +116,6 @@ def judge_timing(
         decision,
         math.expm1(max(margin, bound)),
     )
-
-
-def _worse(metric: Metric, ratio: float) -> float:
-    """log of the ratio, signed so that positive is slower."""
-    return -math.log(ratio) if metric.lower_is_worse else math.log(ratio)
 
 
 @dataclass(frozen=True)

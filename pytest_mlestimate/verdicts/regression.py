@@ -123,15 +123,20 @@ class Change:
         return (self.value - self.baseline) / self.baseline if self.baseline else 0.0
 
 
-def _t_quantile(p: float, df: int) -> float:
+def t_quantile(p: float, df: int) -> float:
     from scipy.stats import t
 
     return float(t.ppf(p, df))
 
 
-def _worse(metric: Metric, ratio: float) -> float:
+def worse_log(metric: Metric, ratio: float) -> float:
     """log of the ratio, signed so that positive is worse."""
     return -math.log(ratio) if metric.lower_is_worse else math.log(ratio)
+
+
+def tolerance_log(metric: Metric, tolerance: float) -> float:
+    """The tolerance on the scale of ``worse_log``: a change beyond it is over the limit."""
+    return -math.log1p(-tolerance) if metric.lower_is_worse else math.log1p(tolerance)
 
 
 def compare_timing(
@@ -164,15 +169,15 @@ def compare_timing(
         variance = max(within, math.log1p(floor) ** 2)
     standard_error = math.sqrt(variance * (1 / k + 1 / m))
     if df > 0:
-        bound, screen = _t_quantile(1 - alpha, df), _t_quantile(1 - screen_alpha, df)
+        bound, screen = t_quantile(1 - alpha, df), t_quantile(1 - screen_alpha, df)
     else:
         normal = statistics.NormalDist()
         bound, screen = normal.inv_cdf(1 - alpha), normal.inv_cdf(1 - screen_alpha)
     margin = math.log1p(floor)
     difference = mean_new - mean_old
     baseline_value, value = math.exp(mean_old), math.exp(mean_new)
-    worse = _worse(metric, value / baseline_value)
-    over = worse > math.log1p(tolerance) if not metric.lower_is_worse else worse > -math.log1p(-tolerance)
+    worse = worse_log(metric, value / baseline_value)
+    over = worse > tolerance_log(metric, tolerance)
     limit = baseline_value * (1 - tolerance if metric.lower_is_worse else 1 + tolerance)
     low, high = math.expm1(difference - bound * standard_error), math.expm1(difference + bound * standard_error)
     return Change(
@@ -195,7 +200,7 @@ def smallest_failing_slowdown(
     """The smallest slowdown ``compare_timing`` fails, for runs whose log figures scatter by ``spread`` (their
     standard deviation, at least their own sampling error): the tolerance, or the drift margin plus the bound."""
     df = baseline_runs + new_runs - 2
-    bound = _t_quantile(1 - alpha, df) if df > 0 else statistics.NormalDist().inv_cdf(1 - alpha)
+    bound = t_quantile(1 - alpha, df) if df > 0 else statistics.NormalDist().inv_cdf(1 - alpha)
     spread = spread if df > 0 else max(spread, math.log1p(floor))
     error = spread * math.sqrt(1 / baseline_runs + 1 / new_runs)
     return math.expm1(max(math.log1p(tolerance), math.log1p(floor) + bound * error))
