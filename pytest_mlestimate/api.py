@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_mlestimate.core.checkouts import Checkout
 from pytest_mlestimate.core.devices import device_lock
@@ -15,6 +16,9 @@ from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario
 from pytest_mlestimate.stores.interfaces import profile_store_at
 from pytest_mlestimate.stores.profile_cache import profile_key
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.profiling.turns import TurnEnds
 
 
 def estimate(
@@ -28,6 +32,7 @@ def estimate(
     progress: Listener | None = None,
     price: Price | None = None,
     checkout: Checkout | None = None,
+    turns: TurnEnds | None = None,
 ) -> Estimate:
     """Measure (or recall) the scenario's profile and return its estimate.
 
@@ -40,9 +45,11 @@ def estimate(
     Raises ``ScenarioError`` for invalid input and an ``EstimateError`` when the model cannot be measured;
     a model that does not fit in GPU memory is a result (``Estimate.fits`` is False), not an error.
     ``checkout`` builds the model from another commit's code (``checkouts.checked_out``): isolated, never cached.
+    ``turns`` measures in turns with another profile (``turns.side_by_side``, which holds the device for both):
+    isolated, never cached.
     """
     parsed = parse_scenario(scenario)
-    if checkout is not None:
+    if checkout is not None or turns is not None:
         cache, isolate = False, True
     store = profile_store_at(cache_path) if cache else None
     key = profile_key(parsed) if store else None
@@ -52,12 +59,12 @@ def estimate(
         if found is not None:
             return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
         stale = store.stale
-    with device_lock(parsed.device):
+    with device_lock(parsed.device) if turns is None else contextlib.nullcontext():
         if store is not None and key is not None and not refresh:
             found = store.get(key)  # measured by another thread while this one waited
             if found is not None:
                 return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
-        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None, checkout)
+        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None, checkout, turns)
     info: dict[str, Any] = {"hit": False}
     if stale is not None:
         info["stale"] = stale
@@ -100,11 +107,12 @@ def _measure(
     timeout: float | None,
     progress: Listener | None,
     checkout: Checkout | None = None,
+    turns: TurnEnds | None = None,
 ) -> Profile:
     if isolate:
         from pytest_mlestimate.profiling.isolation import profile_in_child
 
-        return profile_in_child(scenario, timeout, progress, checkout)
+        return profile_in_child(scenario, timeout, progress, checkout, turns)
     from pytest_mlestimate.profiling.profiler import profile_scenario
     from pytest_mlestimate.profiling.sources import recorded
 

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.checkouts import Checkout, checked_out
@@ -21,6 +22,9 @@ from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_
 from pytest_mlestimate.scenarios.table import looks_like_table, scenarios_in
 from pytest_mlestimate.verdicts.against import base_side_in, measure_at, removed_since
 from pytest_mlestimate.verdicts.baseline import parse_tolerances
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.profiling.turns import TurnEnds
 from pytest_mlestimate.verdicts.budgets import BudgetError, parse_assignments
 from pytest_mlestimate.verdicts.regression import FAMILY_ALPHA, Run
 from pytest_mlestimate.verdicts.verdict import Verdict, run_of
@@ -124,16 +128,16 @@ def _judge_file(
             continue
         print(f"measuring scenario '{entry.name}' ({where}) against {checkout.ref} ...", file=sys.stderr, flush=True)
 
-        def measure_candidate(scenario: Scenario = scenario) -> Run:
-            return run_of(estimate(scenario, cache=False, timeout=timeout))
+        def measure_candidate(turns: TurnEnds | None, scenario: Scenario = scenario) -> Run:
+            return run_of(estimate(scenario, cache=False, timeout=timeout, turns=turns))
 
         try:
-            first = measure_candidate()
+            first = measure_candidate(None)
             side = base_side_in(
                 checkout, file, shown, entry.name, measure_candidate,
-                lambda base, at: measure_at(at, base, timeout=timeout),
+                lambda base, at, turns: measure_at(at, base, timeout=timeout, turns=turns), scenario.device,
             )  # fmt: skip
-            against = side.compare(first, {**tolerances, **own})
+            against = side.compare({**tolerances, **own})
         except EstimateError as exc:
             outcome.problems.append(f"scenario '{entry.name}' ({where}) could not be measured: {exc}")
             continue

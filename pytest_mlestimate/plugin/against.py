@@ -10,14 +10,17 @@ import contextlib
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytest_mlestimate.core.checkouts import Checkout, CheckoutError, checked_out
 from pytest_mlestimate.scenarios.scenario import Scenario
-from pytest_mlestimate.verdicts.against import BaseSide, base_side_in, removed_since
+from pytest_mlestimate.verdicts.against import BaseSide, Measure, base_side_in, removed_since
 from pytest_mlestimate.verdicts.regression import Run
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.profiling.turns import TurnEnds
 
 CHECKOUT = pytest.StashKey[Checkout]()
 
@@ -58,12 +61,13 @@ def base_side(
     path: Path,
     shown: str,
     name: str,
-    measure_candidate: Callable[[], Run],
-    measure: Callable[[Scenario, Checkout], Run],
+    measure_candidate: Measure,
+    measure: Callable[[Scenario, Checkout, TurnEnds | None], Run],
+    device: str,
 ) -> BaseSide | None:
-    """How ``name`` of the file ``path`` (``shown`` in messages) is measured at the base commit; None without
-    --mlestimate-against."""
+    """How ``name`` of the file ``path`` (``shown`` in messages) is measured at the base commit, beside the
+    candidate on ``device``; None without --mlestimate-against."""
     checkout = config.stash.get(CHECKOUT, None)
     if checkout is None:
         return None
-    return base_side_in(checkout, path, shown, name, measure_candidate, measure)
+    return base_side_in(checkout, path, shown, name, measure_candidate, measure, device)

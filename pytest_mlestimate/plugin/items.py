@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
@@ -37,6 +37,9 @@ from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budget
 from pytest_mlestimate.verdicts.regression import Run
 from pytest_mlestimate.verdicts.settings import Settings
 from pytest_mlestimate.verdicts.verdict import Verdict, judge, run_of
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.profiling.turns import TurnEnds
 
 T = TypeVar("T")
 SETTINGS = pytest.StashKey[Settings]()
@@ -225,8 +228,9 @@ class ScenarioItem(_RecordedItem):
     def runtest(self) -> None:
         assert self.estimate is not None
         base = base_side(
-            self.config, self.path, self.file, self.name, lambda: run_of(self._measure_again()), self._measure_base
-        )
+            self.config, self.path, self.file, self.name, lambda turns: run_of(self._measure_again(turns)),
+            self._measure_base, self.estimate.scenario.device,
+        )  # fmt: skip
         verdict = judge(
             self.estimate,
             self.budgets,
@@ -244,8 +248,9 @@ class ScenarioItem(_RecordedItem):
         if not verdict.passed:
             raise OverBudget(verdict)
 
-    def _measure_again(self) -> Estimate:
-        """A fresh process, past the cache: another draw of the noise between processes."""
+    def _measure_again(self, turns: TurnEnds | None = None) -> Estimate:
+        """A fresh process, past the cache: another draw of the noise between processes (``turns``: beside the
+        base commit's, in turns)."""
         assert self.scenario is not None
         adaptive = self.scenario.measure_iterations is None
         try:
@@ -256,15 +261,16 @@ class ScenarioItem(_RecordedItem):
                     timeout=self.settings.timeout,
                     progress=listener,
                     price=self.settings.price,
+                    turns=turns,
                 )
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")
 
-    def _measure_base(self, scenario: Scenario, checkout: Checkout) -> Run:
+    def _measure_base(self, scenario: Scenario, checkout: Checkout, turns: TurnEnds | None) -> Run:
         adaptive = scenario.measure_iterations is None
         with progress_for(self.config, f"{self.nodeid} (at {checkout.ref})", adaptive=adaptive) as listener:
             return measure_at(checkout, scenario, timeout=self.settings.timeout, progress=listener,
-                              price=self.settings.price)  # fmt: skip
+                              price=self.settings.price, turns=turns)  # fmt: skip
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, OverBudget):

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 from pydantic import BaseModel, ConfigDict
 
+from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.process_tree import ProcessTree
 
 OTHERS_CORES_LIMIT = 0.35
@@ -196,6 +197,11 @@ def judge(
     return beyond_spare > OTHERS_CORES_HINT and slow_steps >= 2 and slow_steps >= SLOW_SHARE_LIMIT * steps
 
 
+def _partner_cpu() -> float:
+    found = turns.current()
+    return found.partner_cpu if found is not None else 0.0
+
+
 class Window:
     """Counts CPU time from ``start()`` to ``finish()``: this process tree's and everyone's on our CPUs, and the
     time a CPU quota held this process back. ``gpu_neighbours`` (on a GPU) counts the other processes
@@ -209,17 +215,20 @@ class Window:
         self._start = (0.0, 0.0, 0.0)
         self._throttled: dict[Path, float] = {}
         self._neighbours = 0
+        self._partner = 0.0
 
     def start(self) -> None:
         self._neighbours = self._gpu_neighbours() if self._gpu_neighbours else 0
         self._throttled = throttled_seconds(self._stat_files)
+        self._partner = _partner_cpu()
         self._start = (time.perf_counter(), self.tree.cpu_seconds(), _busy_seconds(self.cpus))
 
     def finish(self, step_times: list[float], threads: int, on_gpu: bool = False) -> Contention:
         wall = time.perf_counter() - self._start[0]
         own = self.tree.cpu_seconds() - self._start[1]
         busy = _busy_seconds(self.cpus) - self._start[2]
-        others = max(busy - own, 0.0)
+        partner = _partner_cpu() - self._partner  # measured in turns: the partner's steps are no neighbour's
+        others = max(busy - own - partner, 0.0)
         own_cores = own / wall if wall > 0 else 0.0
         needed = max(1, round(own_cores + 0.49)) if on_gpu else min(threads, len(self.cpus))
         median = statistics.median(step_times) if step_times else 0.0

@@ -21,6 +21,7 @@ from pytest_mlestimate.core.errors import ERROR_TYPES, ProfileCrashError, Profil
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import warm_start
 from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.profiling.turns import TurnEnds
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 DEADLINE_GRACE = 10.0
@@ -66,12 +67,14 @@ def stop_all() -> int:
     return len(children)
 
 
-def _command(timeout: float | None, progress_fd: int | None) -> list[str]:
+def _command(timeout: float | None, progress_fd: int | None, turn_fds: tuple[int, ...] = ()) -> list[str]:
     command = [sys.executable, "-m", WORKER_MODULE, "--parent", str(os.getpid())]
     if timeout is not None:
         command += ["--deadline", f"{timeout + DEADLINE_GRACE:g}"]
     if progress_fd is not None:
         command += ["--progress-fd", str(progress_fd)]
+    if turn_fds:
+        command += ["--turn-fds", ",".join(map(str, turn_fds))]
     return command
 
 
@@ -96,20 +99,29 @@ def profile_in_child(
     timeout: float | None = None,
     progress: Listener | None = None,
     checkout: Checkout | None = None,
+    turns: TurnEnds | None = None,
 ) -> Profile:
-    """The profile, measured in a child process; ``checkout``: the model's code is read from that checkout."""
-    if _stopping.is_set():
-        raise ProfileStoppedError("profiling is shutting down: no new profile is started")
-    if progress is not None:
-        progress(Progress("starting"))
-    if warm_start.available():
-        try:
-            parent = warm_start.warm_parent(_child_environment())
-        except OSError:
-            pass  # no warm parent here: a fresh interpreter measures as well, only later
-        else:
-            return _profile_in_fork(parent, scenario, timeout, progress, checkout)
-    return _profile_in_fresh_interpreter(scenario, timeout, progress, checkout)
+    """The profile, measured in a child process; ``checkout``: the model's code is read from that checkout;
+    ``turns``: the child measures in turns with another (``turns.side_by_side``), and waits while that one
+    computes, so its time limit is twice ``timeout``."""
+    try:
+        if _stopping.is_set():
+            raise ProfileStoppedError("profiling is shutting down: no new profile is started")
+        if progress is not None:
+            progress(Progress("starting"))
+        if turns is not None and timeout is not None:
+            timeout *= 2
+        if warm_start.available():
+            try:
+                parent = warm_start.warm_parent(_child_environment())
+            except OSError:
+                pass  # no warm parent here: a fresh interpreter measures as well, only later
+            else:
+                return _profile_in_fork(parent, scenario, timeout, progress, checkout, turns)
+        return _profile_in_fresh_interpreter(scenario, timeout, progress, checkout, turns)
+    finally:
+        if turns is not None:
+            turns.close()  # the child holds its own copies, if it started
 
 
 def _profile_in_fork(
@@ -118,6 +130,7 @@ def _profile_in_fork(
     timeout: float | None,
     progress: Listener | None,
     checkout: Checkout | None = None,
+    turns: TurnEnds | None = None,
 ) -> Profile:
     reading, writing = os.pipe() if progress is not None else (None, None)
     request = {
@@ -129,7 +142,7 @@ def _profile_in_fork(
         "cpus": sorted(os.sched_getaffinity(0)),  # this thread's: a lane of the service pins its own
     }
     try:
-        child = parent.fork(request, writing)
+        child = parent.fork(request, writing, turns.fds if turns is not None else ())
     except BaseException:
         if reading is not None:
             os.close(reading)
@@ -137,6 +150,8 @@ def _profile_in_fork(
     finally:
         if writing is not None:
             os.close(writing)  # the child holds the only writing end: the relay ends when the child does
+        if turns is not None:
+            turns.close()
     relay = _relay(reading, progress) if reading is not None and progress is not None else None
     _running.add(child)
     try:
@@ -163,12 +178,17 @@ def _profile_in_fork(
 
 
 def _profile_in_fresh_interpreter(
-    scenario: Scenario, timeout: float | None, progress: Listener | None, checkout: Checkout | None = None
+    scenario: Scenario,
+    timeout: float | None,
+    progress: Listener | None,
+    checkout: Checkout | None = None,
+    turns: TurnEnds | None = None,
 ) -> Profile:
     reading, writing = os.pipe() if progress is not None else (None, None)
+    turn_fds = turns.fds if turns is not None else ()
     try:
         child = subprocess.Popen(
-            _command(timeout, writing),
+            _command(timeout, writing, turn_fds),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -176,13 +196,16 @@ def _profile_in_fresh_interpreter(
             env=_child_environment(checkout),
             cwd=checkout.moved(os.getcwd()) if checkout is not None else None,
             process_group=0,
-            pass_fds=() if writing is None else (writing,),
+            pass_fds=(() if writing is None else (writing,)) + turn_fds,
         )
     except BaseException:
         for end in (reading, writing):
             if end is not None:
                 os.close(end)
         raise
+    finally:
+        if turns is not None:
+            turns.close()
     relay = None
     if writing is not None and reading is not None and progress is not None:
         os.close(writing)  # the child holds the only writing end: the relay ends when the child does

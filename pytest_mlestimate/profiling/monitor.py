@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 
 from pytest_mlestimate.core.devices import is_gpu, nvml_device
+from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.contention import Window
 from pytest_mlestimate.profiling.energy import GpuEnergy
 from pytest_mlestimate.profiling.process_tree import ProcessTree
@@ -79,9 +80,12 @@ class Nvml:
 
 def _family_pids() -> set[int]:
     """This process, its descendants and its ancestors (a parent that holds a CUDA context computes nothing
-    while it waits for this one)."""
+    while it waits for this one), and the partner it measures in turns with (it computes only in its turns)."""
     me = psutil.Process()
     family = {me.pid}
+    partner = turns.current()
+    if partner is not None and partner.partner_pid is not None:
+        family.add(partner.partner_pid)
     with contextlib.suppress(psutil.Error):
         family |= {p.pid for p in me.children(recursive=True)} | {p.pid for p in me.parents()}
     return family

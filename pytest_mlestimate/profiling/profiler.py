@@ -26,6 +26,7 @@ from pytest_mlestimate.core.devices import is_gpu, resolve_device
 from pytest_mlestimate.core.environment import torch_fingerprint
 from pytest_mlestimate.core.errors import EstimateError, ModelRunError
 from pytest_mlestimate.core.progress import Listener, Progress
+from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.profiling.contention import Contention
 from pytest_mlestimate.profiling.measurement import Measurement
@@ -267,7 +268,7 @@ def _measure(session: Session, iterations: Iterations) -> Measurement:
     energy = session.energy
     session.sync()
     energy.begin()
-    started = time.perf_counter()
+    started = turns.clock()  # measured in turns, a side's own time: the partner's steps are not its
     looked_at = 0.0
     most = iterations.measure or iterations.max_measure
     while True:
@@ -285,7 +286,7 @@ def _measure(session: Session, iterations: Iterations) -> Measurement:
             if count >= iterations.measure:
                 break
             continue
-        elapsed = time.perf_counter() - started
+        elapsed = turns.clock() - started
         if elapsed >= iterations.max_seconds and count >= 3:
             break
         if elapsed < iterations.min_seconds or count < iterations.min_measure:
@@ -436,9 +437,9 @@ def _time_inference(
         (session.images[:1], one_times, iterations.inference_one),
         (session.images, batch_times, iterations.inference_batch),
     ):
-        started = time.perf_counter()
+        started = turns.clock()
         seconds = INFERENCE_SECONDS if iterations.measure is None else 0.0  # a fixed count stays fixed
-        while len(times) < minimum or (time.perf_counter() - started < seconds and len(times) < INFERENCE_MAX_CALLS):
+        while len(times) < minimum or (turns.clock() - started < seconds and len(times) < INFERENCE_MAX_CALLS):
             session.progress(Progress("inference", calls))
             calls += 1
             elapsed, found = session.infer(images)

@@ -14,6 +14,7 @@ from torch import nn
 
 from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
+from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.profiling.models import num_classes, target_kind
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
@@ -182,6 +183,7 @@ class Session:
         sync = self.sync if phased else _nothing
         spent_marking = 0.0
         lr = float(self.optimizer.param_groups[0]["lr"])
+        turns.swap()  # the last step ended synchronised (its loss was read)
         start = time.perf_counter()
         loss = self.forward_loss()
         sync()
@@ -259,6 +261,7 @@ class Session:
     def infer(self, images: list[torch.Tensor]) -> tuple[float, float]:
         """(seconds, mean detections per image) of one synchronised inference call."""
         self.sync()
+        turns.swap()
         start = time.perf_counter()
         with self.autocast():
             outputs = self.model(images)

@@ -131,13 +131,16 @@ class WarmParent:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def fork(self, request: dict[str, Any], progress: int | None) -> Child:
-        """Start one child; ``request`` (JSON) is what it reads first, ``progress`` a pipe it may write to."""
+    def fork(self, request: dict[str, Any], progress: int | None, turns: tuple[int, ...] = ()) -> Child:
+        """Start one child; ``request`` (JSON) is what it reads first, ``progress`` a pipe it may write to,
+        ``turns`` the ends it takes its turns through (``turns.TurnEnds``)."""
         scenario_r, scenario_w = os.pipe()
         result_r, result_w = os.pipe()
         status_r, status_w = os.pipe()
         output = tempfile.TemporaryFile(prefix="mlestimate-")  # noqa: SIM115 (Child.close closes it); unnamed
         theirs = [scenario_r, result_w, status_w, output.fileno()] + ([progress] if progress is not None else [])
+        request = {**request, "turns": len(theirs) if turns else None}
+        theirs += list(turns)
         try:
             with self._lock:
                 socket.send_fds(self._socket, [b"%d\n" % len(theirs)], theirs)
@@ -314,9 +317,7 @@ def _run_child(fds: list[int], runs: list[tuple[int, int]], parent: int) -> None
     try:
         from pytest_mlestimate.profiling import worker
 
-        populate(runs)
         scenario_r, result_w, status_w, output = fds[:4]
-        progress = fds[4] if len(fds) > 4 else None
         os.close(status_w)
         os.setpgrp()  # a group of its own: the caller kills it with whatever it starts
         os.dup2(output, 1)
@@ -324,6 +325,13 @@ def _run_child(fds: list[int], runs: list[tuple[int, int]], parent: int) -> None
         os.close(output)
         with os.fdopen(scenario_r, "rb") as pipe:
             request = json.loads(pipe.read())
+        at = request.get("turns")
+        progress = fds[4] if len(fds) > 4 and at != 4 else None
+        if at is not None:
+            from pytest_mlestimate.profiling import turns
+
+            turns.install(fds[at], fds[at + 1])  # before anything that computes
+        populate(runs)
         worker.die_with(parent)
         deadline = request.get("deadline")
         worker.watch(parent, time.monotonic() + deadline if deadline else None)

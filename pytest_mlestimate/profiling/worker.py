@@ -112,9 +112,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--parent", type=int, required=True, help="the process this one must not outlive")
     parser.add_argument("--deadline", type=float, help="seconds after which this process stops itself")
     parser.add_argument("--progress-fd", type=int, help="a pipe to write progress reports to, one JSON line each")
+    parser.add_argument("--turn-fds", help="TAKE,GIVE: pipe ends to measure in turns through (profiling.turns)")
     args = parser.parse_args(argv[1:])
     die_with(args.parent)
     watch(args.parent, time.monotonic() + args.deadline if args.deadline else None)
+    if args.turn_fds:
+        from pytest_mlestimate.profiling import turns
+
+        take, give = (int(fd) for fd in args.turn_fds.split(","))
+        turns.install(take, give)
     out = result_channel()
     code = measure(sys.stdin.read(), out, args.progress_fd)
     out.close()

@@ -1,5 +1,6 @@
-"""A scenario judged against the base commit: pairs of fresh profiles, base and candidate in alternating order,
-measured until ``paired.look`` decides or the pairs are spent.
+"""A scenario judged against the base commit: pairs of fresh profiles, base and candidate measured in turns
+(``profiling.turns``: both processes alive, computing one step at a time, so that what the machine's speed
+does falls on both), the side that starts alternating, until ``paired.look`` decides or the pairs are spent.
 
 A pair with a contended profile on either side is measured again rather than judged (it counts against the
 budget: at most as many again as ``LOOKS[-1]``), so a machine busy with other work delays a verdict and never
@@ -19,9 +20,13 @@ from pytest_mlestimate.verdicts.regression import Change, Run, run_of
 
 if TYPE_CHECKING:
     from pytest_mlestimate.core.checkouts import Checkout
+    from pytest_mlestimate.profiling.turns import TurnEnds
     from pytest_mlestimate.scenarios.scenario import Scenario
 
-Measure = Callable[[], Run]
+Measure = Callable[["TurnEnds | None"], Run]
+"""One fresh profile of a side, in turns through the ends given (``estimate(turns=...)``), or alone."""
+MeasurePair = Callable[[bool], tuple[Run, Run]]
+"""(base, candidate) measured together; True: the base takes the first turn."""
 
 
 class BaseMeasurementError(Exception):
@@ -99,36 +104,43 @@ class BaseSide:
     problem: str | None = None
     status: str = "added"
     """Without ``measure``: added (the base has no such scenario) or failed (the base cannot be read)."""
+    devices: tuple[str, ...] = ("cpu",)
+    """What both sides measure on: held for a pair's two profiles at once."""
 
-    def compare(self, first: Run, tolerances: Mapping[str, float], looks: Sequence[int] = LOOKS) -> Against:
+    def compare(self, tolerances: Mapping[str, float], looks: Sequence[int] = LOOKS) -> Against:
         if self.measure is None:
             return Against(self.ref, self.commit, self.status, self.problem)
-        return compare_against(self.ref, self.commit, first, self.measure, self.measure_candidate, tolerances, looks)
+        pair = in_turns(self.measure, self.measure_candidate, self.devices)
+        return compare_against(self.ref, self.commit, pair, tolerances, looks)
+
+
+def in_turns(measure_base: Measure, measure_candidate: Measure, devices: Sequence[str]) -> MeasurePair:
+    def pair(base_first: bool) -> tuple[Run, Run]:
+        from pytest_mlestimate.profiling.turns import side_by_side
+
+        if base_first:
+            return side_by_side(measure_base, measure_candidate, devices)
+        candidate, base = side_by_side(measure_candidate, measure_base, devices)
+        return base, candidate
+
+    return pair
 
 
 def compare_against(
     ref: str,
     commit: str,
-    first: Run,
-    measure_base: Measure,
-    measure_candidate: Measure,
+    measure_pair: MeasurePair,
     tolerances: Mapping[str, float],
     looks: Sequence[int] = LOOKS,
 ) -> Against:
-    """``first`` is the candidate's profile the scenario was measured with; pairs alternate from it: candidate
-    then base, base then candidate, and so on."""
+    """Pairs until a look decides; the side that takes the first turn alternates, the candidate first."""
     result = Against(ref, commit)
     budget = 2 * looks[-1]
     outcome: Look | None = None
     while len(result.pairs) + result.contended < budget:
         measured = len(result.pairs) + result.contended
         try:
-            if measured == 0:
-                candidate, base = first, measure_base()
-            elif measured % 2 == 0:
-                candidate, base = measure_candidate(), measure_base()
-            else:
-                base, candidate = measure_base(), measure_candidate()
+            base, candidate = measure_pair(measured % 2 == 1)
         except BaseMeasurementError as exc:
             return Against(ref, commit, "failed", f"the base could not be measured: {exc}")
         if base.contended or candidate.contended:
@@ -167,14 +179,14 @@ def against_commit(
     base = parse_scenario(base_scenario) if base_scenario is not None else candidate_scenario
     with checked_out(repository or Path.cwd(), ref) as checkout:
 
-        def measure_candidate() -> Run:
-            return run_of(estimate(candidate_scenario, cache=False, timeout=timeout))
+        def measure_candidate(turns: TurnEnds | None) -> Run:
+            return run_of(estimate(candidate_scenario, cache=False, timeout=timeout, turns=turns))
 
-        first = measure_candidate()
-        return compare_against(
-            ref, checkout.commit, first, lambda: measure_at(checkout, base, timeout=timeout), measure_candidate,
-            tolerances or {}, looks,
-        )  # fmt: skip
+        def measure_base(turns: TurnEnds | None) -> Run:
+            return measure_at(checkout, base, timeout=timeout, turns=turns)
+
+        pair = in_turns(measure_base, measure_candidate, (base.device, candidate_scenario.device))
+        return compare_against(ref, checkout.commit, pair, tolerances or {}, looks)
 
 
 def base_side_in(
@@ -183,10 +195,12 @@ def base_side_in(
     shown: str,
     name: str,
     measure_candidate: Measure,
-    measure: Callable[[Scenario, Checkout], Run],
+    measure: Callable[[Scenario, Checkout, TurnEnds | None], Run],
+    device: str = "cpu",
 ) -> BaseSide:
     """How scenario ``name`` of the file ``path`` (``shown`` in messages) is measured at the checkout's commit:
-    the scenario of the same name in the same file there, built from that commit's code."""
+    the scenario of the same name in the same file there, built from that commit's code; ``device``: the
+    candidate's."""
     from pytest_mlestimate.scenarios.files import ScenarioFileError
     from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
     from pytest_mlestimate.scenarios.table import scenarios_in
@@ -209,7 +223,10 @@ def base_side_in(
         scenario = parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
     except ScenarioError as exc:
         return missing(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
-    return BaseSide(ref, commit, lambda: measure(scenario, checkout), measure_candidate)
+    return BaseSide(
+        ref, commit, lambda turns: measure(scenario, checkout, turns), measure_candidate,
+        devices=(scenario.device, device),
+    )  # fmt: skip
 
 
 def removed_since(checkout: Checkout, path: Path, shown: str, here: set[str]) -> list[str]:

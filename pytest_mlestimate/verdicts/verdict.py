@@ -133,7 +133,7 @@ def judge(
     figures = {**estimate.metrics(), **(more_metrics or {})}
     verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
     if base is not None and estimate.fits:
-        against = base.compare(verdict.runs[0], {**settings.tolerances, **tolerances})
+        against = base.compare({**settings.tolerances, **tolerances})
         verdict.against = against.to_dict()
         verdict.checks += against.checks
         verdict.warnings.extend(against.warnings())

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from pytest_mlestimate.verdicts.against import BaseMeasurementError, compare_against
+from pytest_mlestimate.verdicts.against import BaseMeasurementError, MeasurePair, compare_against
 from pytest_mlestimate.verdicts.paired import LOOKS, look, timing_metrics
 from pytest_mlestimate.verdicts.regression import Run
 
@@ -37,11 +37,22 @@ class Machine:
 
         return run
 
+    def pair(self, base_seconds: float, candidate_seconds: float) -> MeasurePair:
+        """Both sides, in the order the comparison asks for (True: the base first)."""
+        base, candidate = self.measure("base", base_seconds), self.measure("candidate", candidate_seconds)
+
+        def measured(base_first: bool) -> tuple[Run, Run]:
+            if base_first:
+                return base(), candidate()
+            found = candidate()
+            return base(), found
+
+        return measured
+
 
 def verdict(seed: int, slowdown: float, noise: float = 0.05, drift: float = 0.01) -> tuple[Counter[str], int]:
     machine = Machine(seed, noise, drift)
-    base, candidate = machine.measure("base", 1.0), machine.measure("candidate", 1.0 + slowdown)
-    result = compare_against("main", "0" * 40, candidate(), base, candidate, {})
+    result = compare_against("main", "0" * 40, machine.pair(1.0, 1.0 + slowdown), {})
     return Counter(t.decision for t in result.timings), machine.profiles
 
 
@@ -63,22 +74,16 @@ def test_a_slowdown_twice_what_the_noise_hides_is_caught_and_a_huge_one_early() 
 
 
 def test_each_verdict_states_the_smallest_slowdown_it_could_catch() -> None:
-    machine = Machine(7, noise=0.05)
-    base, candidate = machine.measure("base", 1.0), machine.measure("candidate", 1.0)
-    result = compare_against("main", "0" * 40, candidate(), base, candidate, {})
-    quiet = Machine(7, noise=0.005)
-    base, candidate = quiet.measure("base", 1.0), quiet.measure("candidate", 1.0)
-    calm = compare_against("main", "0" * 40, candidate(), base, candidate, {})
+    result = compare_against("main", "0" * 40, Machine(7, noise=0.05).pair(1.0, 1.0), {})
+    calm = compare_against("main", "0" * 40, Machine(7, noise=0.005).pair(1.0, 1.0), {})
     noisy_catch = max(t.detectable for t in result.timings)
     calm_catch = max(t.detectable for t in calm.timings)
     assert 0.02 <= calm_catch < noisy_catch < 0.5  # never below the tolerance, and wider with the noise
 
 
-def test_pairs_alternate_their_order_starting_from_the_candidate_already_measured() -> None:
+def test_pairs_alternate_the_side_that_starts_from_the_candidate() -> None:
     machine = Machine(3)
-    base, candidate = machine.measure("base", 1.0), machine.measure("candidate", 1.5)
-    first = candidate()
-    compare_against("main", "0" * 40, first, base, candidate, {})
+    compare_against("main", "0" * 40, machine.pair(1.0, 1.5), {})
     # candidate-base, base-candidate, ...: a trend in the machine's speed falls on both sides alike
     assert machine.order[:6] == ["candidate", "base", "base", "candidate", "candidate", "base"]
 
@@ -86,8 +91,7 @@ def test_pairs_alternate_their_order_starting_from_the_candidate_already_measure
 def test_a_contended_profile_sets_its_pair_aside_and_never_decides() -> None:
     machine = Machine(5)
     machine.contended = lambda n: n in (2, 5, 6)  # the first pair's base, and the third pair
-    base, candidate = machine.measure("base", 1.0), machine.measure("candidate", 3.0)
-    result = compare_against("main", "0" * 40, candidate(), base, candidate, {})
+    result = compare_against("main", "0" * 40, machine.pair(1.0, 3.0), {})
     assert result.contended == 2
     assert all(not b.contended and not c.contended for b, c in result.pairs)
     assert "2 pairs set aside" in " ".join(result.warnings())
@@ -96,20 +100,17 @@ def test_a_contended_profile_sets_its_pair_aside_and_never_decides() -> None:
 def test_a_machine_contended_throughout_decides_nothing() -> None:
     machine = Machine(5)
     machine.contended = lambda _n: True
-    base, candidate = machine.measure("base", 1.0), machine.measure("candidate", 3.0)
-    result = compare_against("main", "0" * 40, candidate(), base, candidate, {})
+    result = compare_against("main", "0" * 40, machine.pair(1.0, 3.0), {})
     assert result.pairs == [] and result.checks == []
     assert result.contended == 2 * LOOKS[-1]
     assert "no pair was measured without contention" in " ".join(result.warnings())
 
 
 def test_a_base_that_cannot_be_measured_is_said_and_compares_nothing() -> None:
-    def broken() -> Run:
+    def broken(_base_first: bool) -> tuple[Run, Run]:
         raise BaseMeasurementError("ModuleNotFoundError: no module named 'mymodels.head'")
 
-    machine = Machine(1)
-    candidate = machine.measure("candidate", 1.0)
-    result = compare_against("main", "0" * 40, candidate(), broken, candidate, {})
+    result = compare_against("main", "0" * 40, broken, {})
     assert result.status == "failed" and result.checks == []
     assert "the base could not be measured: ModuleNotFoundError" in result.warnings()[0]
 
