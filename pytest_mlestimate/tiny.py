@@ -40,7 +40,7 @@ class TinyDetector(nn.Module):
     def forward(
         self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]] | None = None
     ) -> dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]:
-        batch = torch.stack(images)
+        batch = _padded(images)
         height, width = batch.shape[-2:]
         scale = torch.tensor([width, height, width, height], dtype=batch.dtype, device=batch.device)
         features = self.backbone(batch)
@@ -67,7 +67,7 @@ class TinyDetector(nn.Module):
             "loss_box_reg": F.smooth_l1_loss(boxes.mean(dim=(2, 3)), wanted),
         }
         if self.mask_head is not None:
-            masks = torch.stack([t["masks"][0] for t in targets]).float()
+            masks = _padded([t["masks"][0][None].float() for t in targets])[:, 0]
             predicted = F.interpolate(self.mask_head(features), size=masks.shape[-2:], mode="bilinear")
             losses["loss_mask"] = F.binary_cross_entropy_with_logits(predicted[:, 0], masks)
         return losses
@@ -93,6 +93,16 @@ class TinyDetector(nn.Module):
                 result["masks"] = mask.sigmoid().expand(len(keep), -1, -1, -1)
             outputs.append(result)
         return outputs
+
+
+def _padded(images: list[torch.Tensor]) -> torch.Tensor:
+    """The batch as one tensor, each image padded with zeros to the largest height and width, as torchvision's
+    detection models batch images of mixed sizes."""
+    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+    batch = images[0].new_zeros(len(images), images[0].shape[0], height, width)
+    for slot, image in zip(batch, images, strict=True):
+        slot[:, : image.shape[-2], : image.shape[-1]].copy_(image)
+    return batch
 
 
 def tiny_detector(

@@ -16,11 +16,20 @@ from typing import TYPE_CHECKING
 from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.checkouts import Checkout, checked_out
 from pytest_mlestimate.core.errors import EstimateError
+from pytest_mlestimate.core.metrics import METRIC
+from pytest_mlestimate.core.units import format_quantity
 from pytest_mlestimate.reports.terminal import error_rate
 from pytest_mlestimate.scenarios.files import ScenarioFileError, looks_like_scenarios
 from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.scenarios.table import looks_like_table, scenarios_in
-from pytest_mlestimate.verdicts.against import base_side_in, measure_at, removed_since
+from pytest_mlestimate.verdicts.against import (
+    BaseMeasurementError,
+    BaseProblem,
+    base_side_in,
+    measure_at,
+    removed_names,
+    scenario_at,
+)
 from pytest_mlestimate.verdicts.baseline import parse_tolerances
 
 if TYPE_CHECKING:
@@ -146,4 +155,27 @@ def _judge_file(
         if strict and against.inconclusive:
             verdict.failure = f"not decided: {', '.join(against.inconclusive)} inconclusive (--strict)"
         outcome.verdicts.append(verdict)
-    outcome.removed += removed_since(checkout, file, shown, {e.name for e in entries})
+    for name in removed_names(checkout, file, shown, {e.name for e in entries}):
+        outcome.removed.append(_measured_at_base(checkout, file, shown, name, timeout))
+
+
+HEADLINE = ("total_training_time", "inference_batch", "peak_ram_memory", "peak_gpu_memory")
+
+
+def _measured_at_base(checkout: Checkout, file: Path, shown: str, name: str, timeout: float | None) -> str:
+    """A scenario only REF has, measured there once: its name and headline figures, or why it was not."""
+    where = f"{shown}::{name}"
+    scenario = scenario_at(checkout, file, shown, name)
+    if isinstance(scenario, BaseProblem):
+        return f"{where} ({scenario.message})"
+    print(f"measuring removed scenario '{name}' ({shown}) at {checkout.ref} ...", file=sys.stderr, flush=True)
+    try:
+        run = measure_at(checkout, scenario, timeout=timeout)
+    except BaseMeasurementError as exc:
+        return f"{where} (could not be measured at {checkout.ref}: {exc})"
+    figures = [
+        f"{METRIC[m].label} {format_quantity(run.metrics[m], METRIC[m].unit)}"
+        for m in HEADLINE
+        if run.metrics.get(m) is not None
+    ]
+    return f"{where}, measured at {checkout.ref}: {', '.join(figures)}"

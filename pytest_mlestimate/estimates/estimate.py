@@ -361,6 +361,7 @@ class Estimate:
             },
             "image_size": list(scenario.image_size),
             "effective_input_size": list(profile.effective_input_size) if profile.effective_input_size else None,
+            "dataset": profile.dataset,
             "parameter_count": profile.parameter_count,
             "device": profile.device,
             "device_name": profile.device_name,

@@ -31,7 +31,7 @@ from pytest_mlestimate.scenarios.files import (
 )
 from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.scenarios.table import scenarios_in
-from pytest_mlestimate.verdicts.against import measure_at
+from pytest_mlestimate.verdicts.against import Against, BaseProblem, measure_at, removed_names, scenario_at
 from pytest_mlestimate.verdicts.baseline import anchored, parse_tolerances
 from pytest_mlestimate.verdicts.budgets import Budget, BudgetError, merge_budgets, parse_budgets
 from pytest_mlestimate.verdicts.regression import Run
@@ -77,6 +77,11 @@ class ScenarioFile(pytest.File):
             return
         for entry in entries:
             yield ScenarioItem.from_parent(self, name=entry.name, entry=entry)
+        checkout = self.config.stash.get(CHECKOUT, None)
+        if checkout is not None:
+            here = {entry.name for entry in entries}
+            for name in removed_names(checkout, self.path, relative_file(self.config, self.path), here):
+                yield RemovedScenarioItem.from_parent(self, name=name, checkout=checkout)
 
 
 class _RecordedItem(pytest.Item):
@@ -124,6 +129,41 @@ class BrokenFile(_RecordedItem):
 
     def runtest(self) -> None:  # setup always fails
         raise AssertionError("unreachable")
+
+
+class RemovedScenarioItem(_RecordedItem):
+    """A scenario this file holds at the base commit and no longer here: measured there once and reported as
+    removed (its record's ``against.status``), so that a comparison shows what went away. It passes: a scenario
+    the change removed has no budget left to break."""
+
+    def __init__(self, *, checkout: Checkout, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checkout = checkout
+        self.line = 1
+        self._start_record()
+
+    def runtest(self) -> None:
+        checkout, settings = self.checkout, self.config.stash[SETTINGS]
+        record = self.stash[RECORDS][0]
+        found = scenario_at(checkout, self.path, self.file, self.name)
+        if isinstance(found, BaseProblem):
+            gone = Against(checkout.ref, checkout.commit, "removed", f"removed since {checkout.ref}; {found.message}")
+            record["against"], record["warnings"] = gone.to_dict(), gone.warnings()
+            return
+        record["scenario"] = found.model_dump(mode="json")
+        gone = Against(checkout.ref, checkout.commit, "removed", f"removed since {checkout.ref}: measured there only")
+        try:
+            with progress_for(self.config, f"{self.nodeid} (at {checkout.ref})", adaptive=True) as listener:
+                measured = estimate(found, cache=False, checkout=checkout, timeout=settings.timeout,
+                                    progress=listener, price=settings.price)  # fmt: skip
+        except EstimateError as exc:
+            gone.message = f"removed since {checkout.ref}, where it could not be measured: {exc}"
+            record["against"], record["warnings"] = gone.to_dict(), gone.warnings()
+            return
+        verdict = Verdict(self.name, self.where, runs=[run_of(measured)], warnings=gone.warnings())
+        verdict.against = gone.to_dict()
+        fill_record(record, measured, verdict)
+        self.user_properties.extend(metric_properties(measured))
 
 
 def _describe(problem: str) -> str:

@@ -5,6 +5,8 @@ Nothing here is extrapolated: turning a profile into the documented numbers is `
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline
@@ -58,6 +60,8 @@ class Profile(BaseModel):
     device_name: str
     gpu_unavailable: str | None = None
     effective_input_size: tuple[int, int] | None = None
+    dataset: dict[str, Any] | None = None
+    """The scenario's dataset as the batches were drawn from it (``DatasetBatches.describe``)."""
     parameter_count: int = 0
     build_seconds: float = 0.0
     ram_before: int = 0

@@ -136,6 +136,7 @@ def profile_scenario(
         profile.parameter_count = parameter_count(model)
         session = Session(scenario, model, device, monitor, progress)
         profile.effective_input_size = effective_input_size(model, session.images[0])
+        profile.dataset = session.data.describe() if session.data is not None else None
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
         _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
@@ -208,6 +209,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
                     "the starting state was restored and every step measured again with finite losses. Training "
                     "with these settings may diverge: lower optimizer.lr or lengthen optimizer.warmup_steps"
                 )
+            session.train_on_worst_batches()
     finally:
         snapshot.close()
         session.scheduler = None  # it holds the optimizer, whose state must not count in inference's peaks

@@ -15,6 +15,7 @@ from torch import nn
 from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
+from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.profiling.models import num_classes, target_kind
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
@@ -97,7 +98,14 @@ class Session:
         self.monitor = monitor
         self.on_gpu = is_gpu(self.device)
         training = scenario.application_type == "training"
-        if training:
+        self.data: DatasetBatches | None = None
+        if scenario.dataset is not None:
+            self.data = draw_batches(
+                scenario.dataset, scenario.batch_size, target_kind(scenario), num_classes(scenario)
+            )
+            first = self.data.sample[0]
+            images, targets = first.images, first.targets if training else []
+        elif training:
             images, targets = make_batch(
                 scenario.batch_size,
                 scenario.image_size,
@@ -109,8 +117,11 @@ class Session:
         else:  # inference never reads targets: they would only inflate its memory figures
             generator = torch.Generator().manual_seed(0)
             images, targets = make_images(scenario.batch_size, *scenario.image_size, generator), []
-        self.images = [image.to(self.device) for image in images]
-        self.targets = [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+        self.images, self.targets = self._on_device(images, targets)
+        self._batches = (
+            [self._on_device(b.images, b.targets) for b in self.data.sample] if self.data and training else []
+        )
+        """The dataset's sampled batches, on the device: training steps cycle through them."""
         amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[scenario.amp]
         self.amp_dtype = amp
         self.scaler = torch.amp.GradScaler(self.device.type) if scenario.amp == "fp16" else None
@@ -126,6 +137,26 @@ class Session:
             RaplEnergy(),
             no_gpu=f"no GPU: {monitor.gpu_unavailable or 'profiled on the CPU'}",
         )
+
+    def _on_device(
+        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
+    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        return [i.to(self.device) for i in images], [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+
+    def train_on_worst_batches(self) -> None:
+        """One training step on each of the dataset's worst batches, untimed: the phase's peaks include them."""
+        if self.data is None:
+            return
+        kept = self.images, self.targets
+        try:
+            for batch in self.data.worst():
+                self.images, self.targets = self._on_device(batch.images, batch.targets)
+                del batch
+                with contextlib.suppress(Diverged):  # its memory was held all the same
+                    self._step(phased=False)
+                self.images, self.targets = kept
+        finally:
+            self.images, self.targets = kept
 
     def sync(self) -> None:
         if self.on_gpu:
@@ -178,6 +209,11 @@ class Session:
         ``phased`` synchronises between phases and samples the monitor at the fixed points; the
         samples' own cost is left out of the step time. Raises ``Diverged`` on a non-finite or exploding loss.
         """
+        if self._batches:
+            self.images, self.targets = self._batches[self.steps % len(self._batches)]
+        return self._step(phased)
+
+    def _step(self, phased: bool) -> tuple[float, float, float, float]:
         assert self.optimizer is not None
         mark = self.monitor.mark if phased else None
         sync = self.sync if phased else _nothing

@@ -8,9 +8,11 @@ instead of the annotation file. Mask areas are read with pycocotools (the ``coco
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -108,6 +110,30 @@ class DatasetSummary(BaseModel):
 
 def summarise_file(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> DatasetSummary:
     """Read, check and summarise a COCO annotation file; ``DatasetError`` names what is wrong and where."""
+    summary, document = read_dataset(path, max_bytes)
+    if document is None:
+        raise DatasetError(f"{path}: a summary already, not a COCO annotation file")
+    return summary
+
+
+def dataset_summary(path: str) -> DatasetSummary:
+    """The summary of a scenario's ``dataset`` (relative paths from the working directory), read once per
+    version of the file."""
+    try:
+        found = os.stat(path)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    return _summary_of(os.path.abspath(path), found.st_mtime_ns, found.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _summary_of(path: str, _mtime_ns: int, _size: int) -> DatasetSummary:
+    return read_dataset(Path(path))[0]
+
+
+def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[DatasetSummary, Any | None]:
+    """A scenario's ``dataset``: a COCO annotation file (its summary, and the parsed file, whose annotations
+    batches are drawn from), or a summary ``mlestimate dataset-stats`` wrote (and None: no annotations)."""
     try:
         text = read_text_bounded(path, max_bytes)
     except InputFileError as exc:
@@ -116,7 +142,13 @@ def summarise_file(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> Dataset
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    return summarise(document, path.name, hashlib.sha256(text.encode()).hexdigest(), where=str(path))
+    if isinstance(document, Mapping) and "per_image" in document:
+        try:
+            return DatasetSummary.model_validate(document), None
+        except ValueError as exc:
+            first = str(exc).splitlines()[1:3]
+            raise DatasetError(f"{path}: not a summary mlestimate dataset-stats wrote: {' '.join(first)}") from None
+    return summarise(document, path.name, hashlib.sha256(text.encode()).hexdigest(), where=str(path)), document
 
 
 def summarise(document: Any, source: str, sha256: str, where: str | None = None) -> DatasetSummary:

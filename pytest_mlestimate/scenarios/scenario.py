@@ -102,6 +102,11 @@ class Scenario(BaseModel):
     unset: 0.01 on a GPU, 0.03 on a CPU."""
     sample_interval_ms: int = Field(DEFAULT_SAMPLE_INTERVAL_MS, ge=1, le=10_000)
     weights_path: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    dataset: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
+    """A COCO annotation file, or the summary ``mlestimate dataset-stats`` wrote of one: training batches are drawn
+    from its images and instances (``profiling.dataset_batches``); ``dataset_size`` and ``num_classes`` default to
+    its image count and its largest category id plus one, ``image_size`` (which the drawn batches do not use) to
+    its median image's."""
     detection_load: Literal["max", "weights"] | int = "max"
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
@@ -140,7 +145,31 @@ class Scenario(BaseModel):
                     raise ValueError(f"{brief(key)} is {brief(scalar)}; {allowed}")
         return value
 
-    @field_validator("weights_path")
+    @model_validator(mode="before")
+    @classmethod
+    def _dataset_defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        """``dataset_size``, ``num_classes`` and ``image_size`` (the median image's) from the dataset, where the
+        scenario leaves them out, read from the file once. A caller that reads no file a request names (a
+        service) says why in the context's ``files_refused``."""
+        if not isinstance(data, Mapping) or data.get("dataset") is None:
+            return data
+        refused = (info.context or {}).get("files_refused")
+        if refused:
+            raise ValueError(f"dataset: {refused}")
+        if not isinstance(data["dataset"], str) or "\x00" in data["dataset"]:
+            return data  # the field's own check says what is wrong
+        if all(key in data for key in ("dataset_size", "num_classes", "image_size")):
+            return data
+        from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
+
+        try:
+            summary = dataset_summary(data["dataset"])
+        except DatasetError as exc:
+            raise ValueError(f"dataset: {exc}") from None
+        typical = [round(summary.image_height.p50), round(summary.image_width.p50)]
+        return {"dataset_size": summary.images, "num_classes": summary.num_classes, "image_size": typical, **data}
+
+    @field_validator("weights_path", "dataset")
     @classmethod
     def _weights_path(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
@@ -205,7 +234,10 @@ class Scenario(BaseModel):
     def profile_fields(self) -> dict[str, Any]:
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
-        return self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
+        fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
+        if fields["dataset"] is None:  # the profiles measured before scenarios had a dataset keep their keys
+            del fields["dataset"]
+        return fields
 
 
 _PLAIN: dict[str, str] = {

@@ -39,6 +39,12 @@ def _short(found: Problem) -> Problem:
     return {**found, "loc": loc, "msg": clip(found["msg"], MAX_MESSAGE)}
 
 
+FILES_REFUSED = (
+    "this service reads no dataset file a request names; measure a scenario with a dataset with pytest "
+    "--mlestimate or the Python API (estimate)"
+)
+
+
 def problem(field: str, message: str, kind: str = "value_error", loc: list[str | int] | None = None) -> Problem:
     if loc is None:
         loc = [int(p) if p.isdigit() else p for p in field.split(".")] if field else []
@@ -47,7 +53,9 @@ def problem(field: str, message: str, kind: str = "value_error", loc: list[str |
 
 def scenario_from_body(body: bytes, settings: ServiceSettings) -> Scenario:
     try:
-        scenario = Scenario.model_validate_json(body, context={"allowed_factories": settings.allowed_factories})
+        scenario = Scenario.model_validate_json(
+            body, context={"allowed_factories": settings.allowed_factories, "files_refused": FILES_REFUSED}
+        )
     except ValidationError as exc:
         raise InvalidRequest(
             [

@@ -146,6 +146,8 @@ def profile_key(scenario: Scenario) -> str:
         "model_source": _factory_source_digest(scenario.architecture),
         "weights": _file_digest(scenario.weights_path),
     }
+    if scenario.dataset is not None:
+        material["dataset"] = _file_digest(scenario.dataset)
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

@@ -38,7 +38,8 @@ class Against:
     ref: str
     commit: str
     status: str = "compared"
-    """compared; added (no such scenario in the base); failed (the base side could not be measured)."""
+    """compared; added (no such scenario in the base); removed (only the base has it: measured there);
+    failed (the base side could not be measured)."""
     message: str | None = None
     pairs: list[tuple[Run, Run]] = field(default_factory=list)
     timings: list[PairedTiming] = field(default_factory=list)
@@ -201,36 +202,52 @@ def base_side_in(
     """How scenario ``name`` of the file ``path`` (``shown`` in messages) is measured at the checkout's commit:
     the scenario of the same name in the same file there, built from that commit's code; ``device``: the
     candidate's."""
+    ref, commit = checkout.ref, checkout.commit
+    found = scenario_at(checkout, path, shown, name)
+    if isinstance(found, BaseProblem):
+        return BaseSide(ref, commit, None, measure_candidate, problem=found.message, status=found.status)
+    return BaseSide(
+        ref, commit, lambda turns: measure(found, checkout, turns), measure_candidate,
+        devices=(found.device, device),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BaseProblem:
+    message: str
+    status: str
+    """added (the base has no such scenario) or failed (the base cannot be read)."""
+
+
+def scenario_at(checkout: Checkout, path: Path, shown: str, name: str) -> Scenario | BaseProblem:
+    """Scenario ``name`` of the file ``path`` as the checkout's commit has it."""
     from pytest_mlestimate.scenarios.files import ScenarioFileError
     from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
     from pytest_mlestimate.scenarios.table import scenarios_in
 
-    ref, commit = checkout.ref, checkout.commit
-
-    def missing(why: str, status: str = "added") -> BaseSide:
-        return BaseSide(ref, commit, None, measure_candidate, problem=why, status=status)
-
+    ref = checkout.ref
     there = checkout.file(path)
     if there is None or not there.is_file():
-        return missing(f"{shown} is not in {ref}: the scenario was added")
+        return BaseProblem(f"{shown} is not in {ref}: the scenario was added", "added")
     try:
         entry = next((e for e in scenarios_in(there, shown) if e.name == name), None)
     except (ScenarioFileError, OSError, UnicodeDecodeError) as exc:
-        return missing(f"{shown} cannot be read at {ref} ({exc}): compared with nothing", "failed")
+        return BaseProblem(f"{shown} cannot be read at {ref} ({exc}): compared with nothing", "failed")
     if entry is None:
-        return missing(f"no scenario '{name}' in {shown} at {ref}: the scenario was added")
+        return BaseProblem(f"no scenario '{name}' in {shown} at {ref}: the scenario was added", "added")
     try:
-        scenario = parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
+        return parse_scenario(entry.fields, where=f"{shown}:{entry.line} at {ref}")
     except ScenarioError as exc:
-        return missing(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
-    return BaseSide(
-        ref, commit, lambda turns: measure(scenario, checkout, turns), measure_candidate,
-        devices=(scenario.device, device),
-    )  # fmt: skip
+        return BaseProblem(f"the scenario is invalid at {ref}: {'; '.join(exc.problems)}", "failed")
 
 
 def removed_since(checkout: Checkout, path: Path, shown: str, here: set[str]) -> list[str]:
     """Scenarios the file held at the checkout's commit that are not among ``here`` (as ``file::name``)."""
+    return [f"{shown}::{name}" for name in removed_names(checkout, path, shown, here)]
+
+
+def removed_names(checkout: Checkout, path: Path, shown: str, here: set[str]) -> list[str]:
+    """Names of the scenarios the file held at the checkout's commit that are not among ``here``."""
     from pytest_mlestimate.scenarios.files import ScenarioFileError
     from pytest_mlestimate.scenarios.table import scenarios_in
 
@@ -238,7 +255,7 @@ def removed_since(checkout: Checkout, path: Path, shown: str, here: set[str]) ->
     if there is None or not there.is_file():
         return []
     try:
-        return [f"{shown}::{e.name}" for e in scenarios_in(there, shown) if e.name not in here]
+        return [e.name for e in scenarios_in(there, shown) if e.name not in here]
     except (ScenarioFileError, OSError, UnicodeDecodeError):
         return []
 

@@ -3,6 +3,7 @@ non-neighbour, and a side that fails leaves the other to finish."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 from typing import Any
@@ -71,9 +72,9 @@ def test_two_profiles_in_turns_never_compute_at_once_and_are_no_neighbours_of_ea
     passes = forward_passes(tmp_path / "stamps")
     sides = {pid for pid, _, _ in passes}
     assert len(sides) == 2  # two processes
-    overlapping = [(a, b) for a, b in zip(passes, passes[1:], strict=False) if a[0] != b[0] and b[1] < a[2]]
+    overlapping = [(a, b) for a, b in itertools.pairwise(passes) if a[0] != b[0] and b[1] < a[2]]
     assert overlapping == []
-    switches = sum(a[0] != b[0] for a, b in zip(passes, passes[1:], strict=False))
+    switches = sum(a[0] != b[0] for a, b in itertools.pairwise(passes))
     both_running = min(max(start for pid, start, _ in passes if pid == side) for side in sides)
     while_both = [row for row in passes if row[1] <= both_running]
     assert switches >= 0.95 * len(while_both)  # step by step while both ran, not one profile then the other

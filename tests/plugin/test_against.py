@@ -132,6 +132,10 @@ def test_an_unchanged_model_is_not_failed_and_added_and_removed_scenarios_are_na
     assert by_name["new"]["against"]["status"] == "added"
     assert "the scenario was added" in " ".join(by_name["new"]["warnings"])
     assert "removed since HEAD~1: scenarios/models.yaml::dropped" in output
+    dropped = by_name["dropped"]  # measured at the base once, its figures the base's
+    assert dropped["against"]["status"] == "removed" and dropped["outcome"] == "passed"
+    assert len(dropped["runs"]) == 1 and dropped["runs"][0]["metrics"]["total_training_time"] > 0
+    assert "removed since HEAD~1: measured there only" in " ".join(dropped["warnings"])
 
 
 def test_a_revision_that_does_not_exist_is_a_usage_error_naming_it(repo: Path) -> None:
@@ -171,7 +175,9 @@ def test_the_command_compares_scenario_files_with_the_base_and_fails_a_slowdown(
     assert "against HEAD~1 (" in done.stdout and "measured side by side" in done.stdout
     assert "scenario 'kept' (scenarios/models.yaml:" in done.stdout
     assert "total_training_time" in done.stdout and "regressed" in done.stdout
-    assert "removed since HEAD~1: scenarios/models.yaml::dropped" in done.stdout
+    assert (
+        "removed since HEAD~1: scenarios/models.yaml::dropped, measured at HEAD~1: total training time" in done.stdout
+    )
     assert "1 failed, 0 passed" in done.stdout
     assert git(repo, "worktree", "list").count("\n") == 0
 

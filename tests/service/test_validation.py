@@ -135,3 +135,16 @@ async def test_a_pinned_device_is_used_for_auto_and_others_refused(two_gpus, mea
     assert "measures on 'cuda:1'" in problem["msg"]
     assert response.status_code == 200
     assert measure.calls[0].device == "cuda:1"
+
+
+async def test_a_dataset_file_named_in_a_request_is_never_read(tmp_path, measure):
+    """Not even to fill in the defaults a dataset gives: the server's files are not the request's to name."""
+    secret = tmp_path / "instances.json"
+    secret.write_text('{"images": [], "note": "not for requests"}')
+    async with client_for(create_app(ServiceSettings(), measure=measure)) as client:
+        for body in (EXAMPLE | {"dataset": str(secret)}, {k: v for k, v in EXAMPLE.items() if k != "dataset_size"}
+                     | {"dataset": str(secret)}):  # fmt: skip
+            (problem,) = await problems_of(client, body)
+            assert "reads no dataset file a request names" in problem["msg"]
+            assert "not for requests" not in problem["msg"] and "images" not in problem["msg"]
+    assert measure.calls == []

@@ -1,0 +1,183 @@
+"""Batches shaped like a scenario's dataset: its images' sizes and its instances.
+
+From a COCO annotation file, an image's batch entry is its real size (the pixels stay synthetic) with its real
+boxes, labels (the category ids, as torchvision's COCO recipes train on them), masks rasterised from its
+polygons or RLE, and keypoints; crowd regions and boxes without area are left out, as torchvision's reference
+training does, and so are images left with no instance. From a summary (``mlestimate dataset-stats``), which
+carries no annotation, an image keeps its real size and instance count, and its boxes are drawn as a synthetic
+batch's are.
+
+Time is measured on ``SAMPLE_BATCHES`` batches drawn at random (seeded) from the images, one after another,
+as an epoch would visit them. Peak memory is set by the worst batch, which a sample rarely holds: the batch of
+the largest images (the padded input a batch costs is its widest by its tallest image) and the batch of the
+most crowded images (masks and the ROI heads' work grow with the instances) are each trained on once after
+the measured steps, so the phase's peaks include them, and the result names their image ids.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pytest_mlestimate.core.errors import ModelBuildError
+from pytest_mlestimate.profiling.synthetic import make_target
+from pytest_mlestimate.scenarios.architectures import TargetKind
+from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, read_dataset
+
+SAMPLE_BATCHES = 8
+"""Batches the time is measured on, in turn; the measured steps cycle through them."""
+
+DATA_SEED = 0
+
+
+@dataclass
+class DrawnBatch:
+    images: list[torch.Tensor]
+    targets: list[dict[str, torch.Tensor]]
+    ids: list[int]
+
+
+@dataclass(frozen=True)
+class _Image:
+    id: int
+    width: int
+    height: int
+    instances: int
+
+
+@dataclass
+class DatasetBatches:
+    summary: DatasetSummary
+    annotated: bool
+    """True: targets from the annotation file; False: synthetic targets at the summary's sizes and counts."""
+    sample: list[DrawnBatch]
+    """Held in memory for the whole profile, as a data loader holds the batches it has prepared."""
+    worst_images: dict[str, list[_Image]]
+    """``largest images`` and ``most instances``: built only when trained on (``worst``), one at a time, so that
+    the peak holds one of them, as a training run would."""
+    build: Callable[[Sequence[_Image]], DrawnBatch]
+
+    def worst(self) -> Iterator[DrawnBatch]:
+        for images in self.worst_images.values():
+            yield self.build(images)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.summary.source,
+            "sha256": self.summary.sha256,
+            "images": self.summary.images,
+            "targets": "the annotation file's" if self.annotated else "synthetic, at the summary's sizes and counts",
+            "sample_seed": DATA_SEED,
+            "sampled_batches": [batch.ids for batch in self.sample],
+            "worst_batches": {name: _describe(images) for name, images in self.worst_images.items()},
+        }
+
+
+def _describe(images: Sequence[_Image]) -> dict[str, Any]:
+    return {
+        "image_ids": [i.id for i in images],
+        "padded": [max(i.height for i in images), max(i.width for i in images)],
+        "instances": sum(i.instances for i in images),
+    }
+
+
+def draw_batches(path: str, batch_size: int, kind: TargetKind, num_classes: int) -> DatasetBatches:
+    """The sample and the worst batches of the dataset at ``path`` (a ``ModelBuildError`` names what is wrong)."""
+    try:
+        summary, document = read_dataset(Path(path))
+    except DatasetError as exc:
+        raise ModelBuildError(f"dataset '{path}': {exc}") from None
+    annotations = _usable_annotations(document) if document is not None else None
+    if annotations is not None:
+        images = [_Image(i, w, h, len(annotations.get(i, ()))) for i, w, h, _ in summary.per_image]
+    else:
+        images = [_Image(*row) for row in summary.per_image]
+    images = [image for image in images if image.instances > 0]
+    if not images:
+        raise ModelBuildError(f"dataset '{path}': no image has an instance to train on (crowd regions excluded)")
+    if annotations is not None and summary.num_classes > num_classes:
+        raise ModelBuildError(
+            f"dataset '{path}': its category ids reach {summary.num_classes - 1}, and the model has "
+            f"{num_classes} classes; num_classes must be at least {summary.num_classes} (the largest id plus one)"
+        )
+    if kind == "masks" and annotations is not None and summary.masks is None:
+        raise ModelBuildError(f"dataset '{path}': the model trains on masks, and the annotations carry none")
+    if kind == "keypoints" and annotations is not None and summary.keypoints is None:
+        raise ModelBuildError(f"dataset '{path}': the model trains on keypoints, and the annotations carry none")
+    generator = torch.Generator().manual_seed(DATA_SEED)
+    draw = random.Random(DATA_SEED)
+    size = min(batch_size, len(images))
+
+    def batch(chosen: Sequence[_Image]) -> DrawnBatch:
+        found = DrawnBatch([], [], [])
+        for image in chosen:
+            found.images.append(torch.rand(3, image.height, image.width, generator=generator))
+            if annotations is not None:
+                found.targets.append(_target(annotations[image.id], image, kind))
+            else:
+                found.targets.append(
+                    make_target(image.height, image.width, image.instances, num_classes, kind, generator)
+                )
+            found.ids.append(image.id)
+        return found
+
+    sample = [batch(draw.sample(images, size)) for _ in range(SAMPLE_BATCHES)]
+    largest = sorted(images, key=lambda i: (-i.width * i.height, -i.instances, i.id))[:size]
+    crowded = sorted(images, key=lambda i: (-i.instances, -i.width * i.height, i.id))[:size]
+    worst = {"largest images": largest, "most instances": crowded}
+    return DatasetBatches(summary, annotations is not None, sample, worst, batch)
+
+
+def _usable_annotations(document: Mapping[str, Any]) -> dict[int, list[Mapping[str, Any]]]:
+    """Each image's annotations that training uses: not a crowd region, a box with area."""
+    found: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for annotation in document["annotations"]:
+        _, _, w, h = annotation["bbox"]
+        if annotation.get("iscrowd", 0) or w < 1 or h < 1:
+            continue
+        found[annotation["image_id"]].append(annotation)
+    return found
+
+
+def _target(annotations: Sequence[Mapping[str, Any]], image: _Image, kind: TargetKind) -> dict[str, torch.Tensor]:
+    boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image.width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image.height)
+    boxes[:, 2:] = torch.maximum(boxes[:, 2:], boxes[:, :2] + 1.0)
+    target = {"boxes": boxes, "labels": torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64)}
+    if kind == "masks":
+        target["masks"] = torch.stack([_mask(a.get("segmentation"), a["bbox"], image) for a in annotations])
+    elif kind == "keypoints":
+        rows = [a.get("keypoints") or [] for a in annotations]
+        count = max(len(row) for row in rows) // 3
+        target["keypoints"] = torch.tensor(
+            [row if len(row) == 3 * count else [0.0] * (3 * count) for row in rows], dtype=torch.float32
+        ).reshape(len(rows), count, 3)
+    return target
+
+
+def _mask(segmentation: Any, bbox: Sequence[float], image: _Image) -> torch.Tensor:
+    """The instance's mask at its image's size: its polygons or RLE, rasterised by pycocotools; its box where
+    the annotation has no segmentation."""
+    height, width = image.height, image.width
+    if not segmentation:
+        mask = torch.zeros(height, width, dtype=torch.uint8)
+        x, y, w, h = (round(v) for v in bbox)
+        mask[y : y + max(h, 1), x : x + max(w, 1)] = 1
+        return mask
+    from pycocotools import mask as coco_mask  # the summary read the masks already, so it is installed
+
+    if isinstance(segmentation, list):
+        rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation.get("counts"), list):
+        rle = coco_mask.frPyObjects(dict(segmentation), height, width)
+    else:
+        rle = {"size": [height, width], "counts": segmentation["counts"].encode("ascii")}
+    return torch.from_numpy(coco_mask.decode(rle)).to(torch.uint8)

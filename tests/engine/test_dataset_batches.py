@@ -1,0 +1,160 @@
+"""A scenario's dataset: batches drawn from its annotation file (real sizes, boxes, labels, masks), or from the
+summary of one; the worst batches for memory named by their image ids; the defaults a dataset gives a
+scenario; the cache key follows the file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.core.errors import ModelBuildError
+from pytest_mlestimate.profiling.dataset_batches import SAMPLE_BATCHES, draw_batches
+from pytest_mlestimate.scenarios.coco import summarise_file
+from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
+from pytest_mlestimate.stores.profile_cache import profile_key
+from tests.tiny_scenario import TINY
+
+TRIANGLE = [[0.0, 0.0, 40.0, 0.0, 0.0, 40.0]]  # 800 px
+
+
+def coco(big: bool = False, small: int = 10) -> dict[str, Any]:
+    """``small`` 64x48 images with one or two instances, one with a crowd region; ``big`` adds a 640x480 image
+    holding 30 instances."""
+    images = [{"id": 100 + i, "width": 64, "height": 48} for i in range(small)]
+    annotations: list[dict[str, Any]] = []
+    for i in range(small):
+        for j in range(1 + i % 2):
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": 100 + i, "category_id": 3, "bbox": [4 + j, 6, 20, 10],
+                 "segmentation": TRIANGLE if j == 0 else {"size": [48, 64], "counts": [0, 48, 48 * 63]}}
+            )  # fmt: skip
+    annotations.append(
+        {"id": 99, "image_id": 100, "category_id": 1, "bbox": [0, 0, 64, 48], "iscrowd": 1,
+         "segmentation": {"size": [48, 64], "counts": [0, 48 * 64]}}
+    )  # fmt: skip
+    if big:
+        images.append({"id": 7, "width": 640, "height": 480})
+        for k in range(30):
+            annotations.append(
+                {"id": 1000 + k, "image_id": 7, "category_id": 1, "bbox": [10 * k, 10, 12, 300],
+                 "segmentation": [[10.0 * k, 10, 10.0 * k + 12, 10, 10.0 * k + 12, 310, 10.0 * k, 310]]}
+            )  # fmt: skip
+    categories = [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@pytest.fixture
+def annotations(tmp_path: Path) -> Path:
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(coco(big=True)))
+    return path
+
+
+def test_batches_hold_the_files_images_and_instances_and_leave_crowds_out(annotations: Path) -> None:
+    drawn = draw_batches(str(annotations), 2, "masks", 4)
+    assert drawn.annotated and len(drawn.sample) == SAMPLE_BATCHES
+    document = coco(big=True)
+    sizes = {image["id"]: (image["height"], image["width"]) for image in document["images"]}
+    for batch in drawn.sample:
+        assert len(batch.ids) == 2 and len(set(batch.ids)) == 2
+        for image_id, image, target in zip(batch.ids, batch.images, batch.targets, strict=True):
+            assert tuple(image.shape[1:]) == sizes[image_id]
+            own = [a for a in document["annotations"] if a["image_id"] == image_id and not a.get("iscrowd")]
+            assert len(target["boxes"]) == len(own)
+            x, y, w, h = own[0]["bbox"]
+            assert target["boxes"][0].tolist() == [x, y, x + w, y + h]
+            assert target["labels"].tolist() == [a["category_id"] for a in own]
+            assert tuple(target["masks"].shape) == (len(own), *sizes[image_id])
+            if image_id != 7:  # the triangle's pixels, rasterised as pycocotools does
+                assert 760 <= int(target["masks"][0].sum()) <= 860
+    described = drawn.describe()
+    worst = described["worst_batches"]
+    assert worst["largest images"]["image_ids"][0] == 7 and worst["most instances"]["image_ids"][0] == 7
+    assert worst["most instances"]["instances"] == 30 + 2  # 7, then an image with two
+    assert worst["largest images"]["padded"] == [480, 640]
+    largest, crowded = drawn.worst()
+    assert largest.ids == worst["largest images"]["image_ids"] and len(crowded.targets[0]["boxes"]) == 30
+    assert described["sha256"] == summarise_file(annotations).sha256
+
+
+def test_the_same_file_draws_the_same_batches(annotations: Path) -> None:
+    first, again = draw_batches(str(annotations), 3, "boxes", 4), draw_batches(str(annotations), 3, "boxes", 4)
+    assert [b.ids for b in first.sample] == [b.ids for b in again.sample]
+
+
+def test_a_summary_gives_the_images_sizes_and_instance_counts(annotations: Path, tmp_path: Path) -> None:
+    summary = tmp_path / "summary.json"
+    summary.write_text(summarise_file(annotations).model_dump_json())
+    drawn = draw_batches(str(summary), 2, "boxes", 4)
+    assert not drawn.annotated
+    rows = {row[0]: row for row in summarise_file(annotations).per_image}
+    for batch in drawn.sample:
+        for image_id, image, target in zip(batch.ids, batch.images, batch.targets, strict=True):
+            assert tuple(image.shape[1:]) == (rows[image_id][2], rows[image_id][1])
+            assert len(target["boxes"]) == rows[image_id][3]
+            assert bool((target["boxes"][:, 2:] > target["boxes"][:, :2]).all())
+
+
+def test_a_model_with_fewer_classes_than_the_datasets_ids_is_told_what_it_needs(annotations: Path) -> None:
+    with pytest.raises(ModelBuildError, match=r"category ids reach 3.*num_classes must be at least 4"):
+        draw_batches(str(annotations), 2, "boxes", 3)
+
+
+def test_a_dataset_gives_the_scenario_its_size_classes_and_typical_image(annotations: Path) -> None:
+    bare = {key: value for key, value in TINY.items() if key not in ("dataset_size", "image_size")}
+    scenario = parse_scenario({**bare, "dataset": str(annotations)})
+    assert scenario.dataset_size == 11 and scenario.num_classes == 4 and scenario.image_size == (48, 64)
+    kept = parse_scenario({**TINY, "dataset": str(annotations), "num_classes": 10})
+    assert kept.dataset_size == TINY["dataset_size"] and kept.num_classes == 10
+    with pytest.raises(ScenarioError, match=r"dataset: .*missing\.json: cannot be read"):
+        parse_scenario({**TINY, "dataset": str(annotations.parent / "missing.json")})
+
+
+def test_the_cache_key_follows_the_files_content(annotations: Path) -> None:
+    scenario = parse_scenario({**TINY, "dataset": str(annotations)})
+    before = profile_key(scenario)
+    assert profile_key(parse_scenario(TINY)) != before
+    annotations.write_text(json.dumps(coco(big=False)))
+    assert profile_key(parse_scenario({**TINY, "dataset": str(annotations)})) != before
+
+
+def test_the_worst_batch_sets_the_peak_and_is_named(tmp_path: Path) -> None:
+    """The same small images with and without one large crowded image, which the sample does not draw: the
+    peak includes it all the same."""
+    small, large = tmp_path / "small.json", tmp_path / "large.json"
+    small.write_text(json.dumps(coco(big=False, small=300)))
+    document = coco(big=True, small=300)
+    document["images"][-1].update(width=2400, height=1800)
+    large.write_text(json.dumps(document))
+    peaks = {}
+    for path in (small, large):
+        scenario = {**TINY, "architecture": "pytest_mlestimate.tiny:tiny_segmenter", "task_type": "instance",
+                    "dataset": str(path), "measure_iterations": 4, "breakdown_depth": 0}  # fmt: skip
+        found = estimate(scenario, cache=False)
+        peaks[path.name] = found.profile.training.peak_rss if found.profile.training else 0
+        drawn = found.to_dict()["details"]["dataset"]
+        worst = drawn["worst_batches"]
+        if path is large:
+            assert all(7 not in batch for batch in drawn["sampled_batches"])  # only a worst batch holds it
+            assert worst["largest images"]["image_ids"][0] == 7
+            assert worst["largest images"]["padded"] == [1800, 2400]
+    # holding the large image's batch and its 30 masks costs about 480 MB; training on it, about 1.1 GB
+    assert peaks["large.json"] > peaks["small.json"] + 800 * 2**20, peaks
+
+
+def test_the_tiny_model_trains_on_images_of_mixed_sizes_as_torchvisions_models_do() -> None:
+    from pytest_mlestimate.tiny import tiny_segmenter
+
+    images = [torch.rand(3, 48, 64), torch.rand(3, 100, 30)]
+    targets = [
+        {"boxes": torch.tensor([[1.0, 2.0, 20.0, 30.0]]), "labels": torch.tensor([1]),
+         "masks": torch.ones(1, *image.shape[1:], dtype=torch.uint8)}
+        for image in images
+    ]  # fmt: skip
+    losses = tiny_segmenter()(images, targets)
+    assert all(bool(torch.isfinite(loss)) for loss in losses.values()) and "loss_mask" in losses
