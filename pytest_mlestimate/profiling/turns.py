@@ -107,6 +107,14 @@ def install(take: int, give: int) -> Turns:
     return _current
 
 
+def finish() -> None:
+    """This side is done (its result is written): a last token says what it spent, so that the partner, which runs
+    on alone from now on, does not count this side's last stretch as a neighbour's load."""
+    if _current is not None:
+        _current.give()
+        _current._end()
+
+
 def current() -> Turns | None:
     return _current
 

@@ -104,6 +104,10 @@ def measure(scenario_json: str, out: IO[str], progress_fd: int | None) -> int:
         traceback.print_exc()
         code = 1
     out.write(json.dumps(result))
+    out.flush()
+    from pytest_mlestimate.profiling import turns
+
+    turns.finish()
     return code
 
 

@@ -47,7 +47,14 @@ def stamped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("STAMPS", str(tmp_path / "stamps"))
     monkeypatch.setenv("MLESTIMATE_LOCK_DIR", str(tmp_path / "locks"))
-    return {**TINY, "architecture": "stamped_model:build", "device": "cpu", "measure_iterations": None}
+    # 40 steps of about 10 ms a side: a contention window of about a second, past the counters' 10 ms ticks
+    return {
+        **TINY,
+        "architecture": "stamped_model:build",
+        "device": "cpu",
+        "measure_iterations": 40,
+        "breakdown_depth": 0,
+    }
 
 
 def measure(scenario: dict[str, Any]) -> Any:
@@ -77,11 +84,11 @@ def test_two_profiles_in_turns_never_compute_at_once_and_are_no_neighbours_of_ea
     switches = sum(a[0] != b[0] for a, b in itertools.pairwise(passes))
     both_running = min(max(start for pid, start, _ in passes if pid == side) for side in sides)
     while_both = [row for row in passes if row[1] <= both_running]
-    assert switches >= 0.95 * len(while_both)  # step by step while both ran, not one profile then the other
+    assert switches >= 0.9 * len(while_both)  # step by step while both ran, not one profile then the other
     for found in (first, second):
         assert found.profile.contention is not None
         assert not found.profile.contended, found.profile.contention.describe()  # the partner is no neighbour
-        assert len(found.profile.step_times) >= 8
+        assert len(found.profile.step_times) == 40
 
 
 def test_a_side_that_fails_leaves_the_other_to_finish_and_its_error_is_raised(
