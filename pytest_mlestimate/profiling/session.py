@@ -117,11 +117,11 @@ class Session:
         else:  # inference never reads targets: they would only inflate its memory figures
             generator = torch.Generator().manual_seed(0)
             images, targets = make_images(scenario.batch_size, *scenario.image_size, generator), []
-        self.images, self.targets = self._on_device(images, targets)
         self._batches = (
             [self._on_device(b.images, b.targets) for b in self.data.sample] if self.data and training else []
         )
         """The dataset's sampled batches, on the device: training steps cycle through them."""
+        self.images, self.targets = self._batches[0] if self._batches else self._on_device(images, targets)
         amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[scenario.amp]
         self.amp_dtype = amp
         self.scaler = torch.amp.GradScaler(self.device.type) if scenario.amp == "fp16" else None

@@ -171,7 +171,7 @@ class Scenario(BaseModel):
 
     @field_validator("weights_path", "dataset")
     @classmethod
-    def _weights_path(cls, value: str | None) -> str | None:
+    def _file_path(cls, value: str | None) -> str | None:
         if value is not None and "\x00" in value:
             raise ValueError("a path cannot contain a NUL byte (\\x00); allowed: a file path")
         return value
