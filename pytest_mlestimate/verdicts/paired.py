@@ -35,7 +35,7 @@ from pytest_mlestimate.verdicts.regression import (
     worse_log,
 )
 
-LOOKS = (3, 6, 10)
+LOOKS = (3, 6, 9)
 """Pairs measured before each look; the last is the budget of pairs."""
 
 Decision = Literal["regressed", "no regression", "inconclusive"]
