@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--weights-dir", type=Path, help="directory requests' weights_path may name files in (MLESTIMATE_WEIGHTS_DIR)"
     )
     serve.add_argument(
+        "--data-dir",
+        type=Path,
+        help="directory requests' dataset may name annotation files or summaries in (MLESTIMATE_DATA_DIR)",
+    )
+    serve.add_argument(
         "--profile-cpus",
         metavar="LIST",
         help="CPUs (e.g. 1 or 2-3) kept for profiling, the rest serve requests (MLESTIMATE_PROFILE_CPUS)",
@@ -213,6 +218,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         max_batch_size=args.max_batch_size,
         max_image_side=args.max_image_side,
         weights_dir=args.weights_dir,
+        data_dir=args.data_dir,
         profile_cpus=cpus,
         max_body_size=args.max_body_size,
         price_per_device_hour=args.price_per_device_hour,

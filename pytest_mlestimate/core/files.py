@@ -8,6 +8,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from pytest_mlestimate.core.errors import brief
+
 MAX_INPUT_BYTES = 256 * 2**20
 """The most a report, baseline or table file is read: a 2,000-scenario JSON report is about 30 MB."""
 
@@ -38,6 +40,24 @@ def read_text_bounded(path: Path, limit: int | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputFileError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def file_inside(root: Path, name: str, what: str) -> str:
+    """The absolute path of the regular file ``name`` names relative to an operator's directory ``root``
+    (``what`` says which, in the message): a name that leads outside it, through ``..`` or a link, is refused."""
+    shown = brief(name)
+    if "\x00" in name:
+        raise InputFileError(f"{shown} has a NUL byte (\\x00); allowed: a file name")
+    folder = os.path.realpath(root)
+    try:
+        resolved = os.path.realpath(os.path.join(folder, name))
+    except (OSError, ValueError) as exc:
+        raise InputFileError(f"{shown} is not a path ({exc}); allowed: a file name") from None
+    if os.path.commonpath([folder, resolved]) != folder:
+        raise InputFileError(f"{shown} is outside this service's {what} directory")
+    if not os.path.isfile(resolved):
+        raise InputFileError(f"{shown} is not a file in this service's {what} directory")
+    return resolved
 
 
 def same_file(one: Path, other: Path) -> bool:

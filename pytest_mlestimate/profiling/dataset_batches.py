@@ -16,6 +16,7 @@ the measured steps, so the phase's peaks include them, and the result names thei
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -62,6 +63,8 @@ class DatasetBatches:
     """``largest images`` and ``most instances``: built only when trained on (``worst``), one at a time, so that
     the peak holds one of them, as a training run would."""
     build: Callable[[Sequence[_Image]], DrawnBatch]
+    group_factor: int | None = None
+    """Aspect-ratio grouping of the batches (torchvision's ``--aspect-ratio-group-factor``), if any."""
 
     def worst(self) -> Iterator[DrawnBatch]:
         for images in self.worst_images.values():
@@ -74,6 +77,7 @@ class DatasetBatches:
             "images": self.summary.images,
             "targets": "the annotation file's" if self.annotated else "synthetic, at the summary's sizes and counts",
             "sample_seed": DATA_SEED,
+            "aspect_ratio_group_factor": self.group_factor,
             "sampled_batches": [batch.ids for batch in self.sample],
             "worst_batches": {name: _describe(images) for name, images in self.worst_images.items()},
         }
@@ -87,12 +91,23 @@ def _describe(images: Sequence[_Image]) -> dict[str, Any]:
     }
 
 
-def draw_batches(path: str, batch_size: int, kind: TargetKind, num_classes: int) -> DatasetBatches:
-    """The sample and the worst batches of the dataset at ``path`` (a ``ModelBuildError`` names what is wrong)."""
-    try:
-        summary, document = read_dataset(Path(path))
-    except DatasetError as exc:
-        raise ModelBuildError(f"dataset '{path}': {exc}") from None
+def draw_batches(
+    dataset: str | DatasetSummary,
+    batch_size: int,
+    kind: TargetKind,
+    num_classes: int,
+    group_factor: int | None = None,
+) -> DatasetBatches:
+    """The sample and the worst batches of a scenario's dataset: a file's path, or a summary carried inline
+    (``group_factor``: batches from one aspect-ratio group; a ``ModelBuildError`` names what is wrong)."""
+    if isinstance(dataset, DatasetSummary):
+        summary, document, name = dataset, None, f"summary of {dataset.source}"
+    else:
+        try:
+            summary, document = read_dataset(Path(dataset))
+        except DatasetError as exc:
+            raise ModelBuildError(f"dataset '{dataset}': {exc}") from None
+        name = dataset
     annotations = _usable_annotations(document) if document is not None else None
     if annotations is not None:
         images = [_Image(i, w, h, len(annotations.get(i, ()))) for i, w, h, _ in summary.per_image]
@@ -100,16 +115,16 @@ def draw_batches(path: str, batch_size: int, kind: TargetKind, num_classes: int)
         images = [_Image(*row) for row in summary.per_image]
     images = [image for image in images if image.instances > 0]
     if not images:
-        raise ModelBuildError(f"dataset '{path}': no image has an instance to train on (crowd regions excluded)")
+        raise ModelBuildError(f"dataset '{name}': no image has an instance to train on (crowd regions excluded)")
     if annotations is not None and summary.num_classes > num_classes:
         raise ModelBuildError(
-            f"dataset '{path}': its category ids reach {summary.num_classes - 1}, and the model has "
+            f"dataset '{name}': its category ids reach {summary.num_classes - 1}, and the model has "
             f"{num_classes} classes; num_classes must be at least {summary.num_classes} (the largest id plus one)"
         )
     if kind == "masks" and annotations is not None and summary.masks is None:
-        raise ModelBuildError(f"dataset '{path}': the model trains on masks, and the annotations carry none")
+        raise ModelBuildError(f"dataset '{name}': the model trains on masks, and the annotations carry none")
     if kind == "keypoints" and annotations is not None and summary.keypoints is None:
-        raise ModelBuildError(f"dataset '{path}': the model trains on keypoints, and the annotations carry none")
+        raise ModelBuildError(f"dataset '{name}': the model trains on keypoints, and the annotations carry none")
     generator = torch.Generator().manual_seed(DATA_SEED)
     draw = random.Random(DATA_SEED)
     size = min(batch_size, len(images))
@@ -127,11 +142,53 @@ def draw_batches(path: str, batch_size: int, kind: TargetKind, num_classes: int)
             found.ids.append(image.id)
         return found
 
-    sample = [batch(draw.sample(images, size)) for _ in range(SAMPLE_BATCHES)]
-    largest = sorted(images, key=lambda i: (-i.width * i.height, -i.instances, i.id))[:size]
-    crowded = sorted(images, key=lambda i: (-i.instances, -i.width * i.height, i.id))[:size]
-    worst = {"largest images": largest, "most instances": crowded}
-    return DatasetBatches(summary, annotations is not None, sample, worst, batch)
+    groups = aspect_ratio_groups(images, group_factor) if group_factor is not None else [images]
+    sample = [batch(_drawn(draw, images, groups, size)) for _ in range(SAMPLE_BATCHES)]
+    worst = {
+        "largest images": max(
+            (_first(group, size, lambda i: (-i.width * i.height, -i.instances, i.id)) for group in groups),
+            key=lambda chosen: (_padded_area(chosen), -chosen[0].id),
+        ),
+        "most instances": max(
+            (_first(group, size, lambda i: (-i.instances, -i.width * i.height, i.id)) for group in groups),
+            key=lambda chosen: (sum(i.instances for i in chosen), -chosen[0].id),
+        ),
+    }
+    return DatasetBatches(summary, annotations is not None, sample, worst, batch, group_factor)
+
+
+def aspect_ratio_groups(images: Sequence[_Image], factor: int) -> list[list[_Image]]:
+    """The images split as torchvision's reference training groups them (``GroupedBatchSampler`` over
+    ``_quantize``): width over height against the bin edges ``2 ** linspace(-1, 1, 2 * factor + 1)``."""
+    edges = [2 ** (step / factor - 1) for step in range(2 * factor + 1)] if factor else [1.0]
+    found: dict[int, list[_Image]] = defaultdict(list)
+    for image in images:
+        found[bisect.bisect_right(edges, image.width / image.height)].append(image)
+    return [found[key] for key in sorted(found)]
+
+
+def _drawn(
+    draw: random.Random, images: Sequence[_Image], groups: Sequence[Sequence[_Image]], size: int
+) -> list[_Image]:
+    """One batch as a shuffled epoch meets it: any images; grouped, a random image's group-mates (repeated where
+    the group is smaller than a batch, as the grouped sampler completes its last batches)."""
+    if len(groups) == 1:
+        return draw.sample(list(images), size)
+    first = draw.choice(list(images))
+    group = next(g for g in groups if first in g)
+    others = [image for image in group if image is not first]
+    chosen = [first, *draw.sample(others, min(size - 1, len(others)))]
+    while len(chosen) < size:
+        chosen.append(draw.choice(group))
+    return chosen
+
+
+def _first(images: Sequence[_Image], size: int, order: Callable[[_Image], Any]) -> list[_Image]:
+    return sorted(images, key=order)[:size]
+
+
+def _padded_area(images: Sequence[_Image]) -> int:
+    return max(i.height for i in images) * max(i.width for i in images)
 
 
 def _usable_annotations(document: Mapping[str, Any]) -> dict[int, list[Mapping[str, Any]]]:

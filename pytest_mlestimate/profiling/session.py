@@ -101,7 +101,11 @@ class Session:
         self.data: DatasetBatches | None = None
         if scenario.dataset is not None:
             self.data = draw_batches(
-                scenario.dataset, scenario.batch_size, target_kind(scenario), num_classes(scenario)
+                scenario.dataset,
+                scenario.batch_size,
+                target_kind(scenario),
+                num_classes(scenario),
+                scenario.aspect_ratio_group_factor,
             )
             first = self.data.sample[0]
             images, targets = first.images, first.targets if training else []

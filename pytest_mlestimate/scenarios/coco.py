@@ -92,6 +92,10 @@ class DatasetSummary(BaseModel):
     per_image: list[tuple[int, int, int, int]]
     """(image id, width, height, instances, crowd regions excluded), in the file's order."""
 
+    def digest(self) -> str:
+        """SHA-256 of the summary's own content: what a cache key holds of a summary carried inline."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
     def most_crowded(self, count: int = 5) -> list[tuple[int, int]]:
         """(image id, instances) of the images with the most instances, most first."""
         ranked = sorted(self.per_image, key=lambda row: (-row[3], row[0]))

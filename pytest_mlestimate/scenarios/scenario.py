@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,12 +19,14 @@ from pydantic import (
 )
 
 from pytest_mlestimate.core.errors import ECHO_LIMIT, brief
+from pytest_mlestimate.core.files import InputFileError, file_inside
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.scenarios.architectures import (
     TORCHVISION,
     is_custom_factory,
     unknown_architecture_message,
 )
+from pytest_mlestimate.scenarios.coco import DatasetSummary
 
 MAX_IMAGE_SIDE = 8192
 MAX_BATCH_SIZE = 4096
@@ -31,6 +34,8 @@ MAX_DATASET_SIZE = 10**9
 MAX_EPOCHS = 100_000
 
 MAX_DETECTIONS_PER_IMAGE = 10_000
+MAX_INSTANCES_PER_IMAGE = 10_000
+"""Instances one image of a dataset may hold (COCO's most crowded image holds about 90)."""
 MAX_PARAMETERS = 10**13
 MAX_MODEL_KWARGS = 64
 MAX_TEXT = 4096
@@ -102,11 +107,15 @@ class Scenario(BaseModel):
     unset: 0.01 on a GPU, 0.03 on a CPU."""
     sample_interval_ms: int = Field(DEFAULT_SAMPLE_INTERVAL_MS, ge=1, le=10_000)
     weights_path: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
-    dataset: str | None = Field(None, min_length=1, max_length=MAX_TEXT)
-    """A COCO annotation file, or the summary ``mlestimate dataset-stats`` wrote of one: training batches are drawn
-    from its images and instances (``profiling.dataset_batches``); ``dataset_size`` and ``num_classes`` default to
-    its image count and its largest category id plus one, ``image_size`` (which the drawn batches do not use) to
-    its median image's."""
+    dataset: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)] | DatasetSummary | None = None
+    """A COCO annotation file, the summary ``mlestimate dataset-stats`` wrote of one, or that summary itself (what
+    a service request carries): training batches are drawn from its images and instances
+    (``profiling.dataset_batches``); ``dataset_size`` and ``num_classes`` default to its image count and its
+    largest category id plus one, ``image_size`` (which the drawn batches do not use) to its median image's."""
+    aspect_ratio_group_factor: int | None = Field(None, ge=0, le=10)
+    """Batches hold images of one aspect-ratio group, as torchvision's reference training groups them
+    (``--aspect-ratio-group-factor``, 3 there): ``2k + 1`` bin edges from 1/2 to 2; unset, batches mix any
+    images. Only with a ``dataset``."""
     detection_load: Literal["max", "weights"] | int = "max"
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
@@ -149,30 +158,75 @@ class Scenario(BaseModel):
     @classmethod
     def _dataset_defaults(cls, data: Any, info: ValidationInfo) -> Any:
         """``dataset_size``, ``num_classes`` and ``image_size`` (the median image's) from the dataset, where the
-        scenario leaves them out, read from the file once. A caller that reads no file a request names (a
-        service) says why in the context's ``files_refused``."""
+        scenario leaves them out, read from the file once. A caller that reads files a request names only in an
+        operator's directory (a service) passes it as the context's ``data_dir`` (None: no file at all)."""
         if not isinstance(data, Mapping) or data.get("dataset") is None:
             return data
-        refused = (info.context or {}).get("files_refused")
-        if refused:
-            raise ValueError(f"dataset: {refused}")
-        if not isinstance(data["dataset"], str) or "\x00" in data["dataset"]:
+        dataset = data["dataset"]
+        context = info.context or {}
+        if isinstance(dataset, Mapping):
+            try:
+                summary = DatasetSummary.model_validate(dataset)
+            except ValidationError as exc:
+                first = describe_errors(exc)[0]
+                raise ValueError(f"dataset: not a summary mlestimate dataset-stats wrote: {first}") from None
+            data = {**data, "dataset": summary}
+        elif not isinstance(dataset, str) or "\x00" in dataset:
             return data  # the field's own check says what is wrong
-        if all(key in data for key in ("dataset_size", "num_classes", "image_size")):
-            return data
-        from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
+        else:
+            if "data_dir" in context:
+                data = {**data, "dataset": _in_data_dir(dataset, context["data_dir"])}
+            if all(key in data for key in ("dataset_size", "num_classes", "image_size")):
+                return data
+            from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
 
-        try:
-            summary = dataset_summary(data["dataset"])
-        except DatasetError as exc:
-            raise ValueError(f"dataset: {exc}") from None
+            try:
+                summary = dataset_summary(data["dataset"])
+            except DatasetError as exc:
+                raise ValueError(f"dataset: {exc}") from None
         typical = [round(summary.image_height.p50), round(summary.image_width.p50)]
         return {"dataset_size": summary.images, "num_classes": summary.num_classes, "image_size": typical, **data}
 
+    @model_validator(mode="after")
+    def _dataset_within_limits(self) -> Scenario:
+        if self.dataset is None:
+            if self.aspect_ratio_group_factor is not None:
+                raise ValueError(
+                    "aspect_ratio_group_factor groups a dataset's images by aspect ratio; set dataset too, or "
+                    "leave it out (synthetic batches are all one size)"
+                )
+            return self
+        summary = self.dataset_summary()
+        for image_id, width, height, instances in summary.per_image:
+            if not (1 <= width <= MAX_IMAGE_SIDE and 1 <= height <= MAX_IMAGE_SIDE):
+                raise ValueError(
+                    f"dataset: image {image_id} is {width}x{height} px; image sides from 1 to {MAX_IMAGE_SIDE}"
+                )
+            if not 0 <= instances <= MAX_INSTANCES_PER_IMAGE:
+                raise ValueError(
+                    f"dataset: image {image_id} has {instances} instances; from 0 to {MAX_INSTANCES_PER_IMAGE}"
+                )
+        if not any(row[3] for row in summary.per_image):
+            raise ValueError("dataset: no image has an instance to train on (crowd regions excluded)")
+        return self
+
+    def dataset_summary(self) -> DatasetSummary:
+        """The dataset's summary: carried inline, or read from its file (once per version of the file)."""
+        if isinstance(self.dataset, DatasetSummary):
+            return self.dataset
+        if self.dataset is None:
+            raise ValueError("the scenario has no dataset")
+        from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
+
+        try:
+            return dataset_summary(self.dataset)
+        except DatasetError as exc:
+            raise ValueError(f"dataset: {exc}") from None
+
     @field_validator("weights_path", "dataset")
     @classmethod
-    def _file_path(cls, value: str | None) -> str | None:
-        if value is not None and "\x00" in value:
+    def _file_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\x00" in value:
             raise ValueError("a path cannot contain a NUL byte (\\x00); allowed: a file path")
         return value
 
@@ -235,8 +289,11 @@ class Scenario(BaseModel):
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
         fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
-        if fields["dataset"] is None:  # the profiles measured before scenarios had a dataset keep their keys
-            del fields["dataset"]
+        for name in ("dataset", "aspect_ratio_group_factor"):
+            if fields[name] is None:  # the profiles measured before scenarios had these keep their keys
+                del fields[name]
+        if isinstance(self.dataset, DatasetSummary):  # a summary counts by its content, not by its rows
+            fields["dataset"] = {"summary": self.dataset.digest()}
         return fields
 
 
@@ -331,3 +388,16 @@ def parse_scenario(data: Any, where: str = "", context: dict[str, Any] | None = 
         return Scenario.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(describe_errors(exc), where) from None
+
+
+def _in_data_dir(name: str, data_dir: Path | None) -> str:
+    """A request's dataset file, inside the operator's data directory."""
+    if data_dir is None:
+        raise ValueError(
+            "dataset: this service takes no dataset files (no data directory is set); send the summary "
+            "'mlestimate dataset-stats' writes as the dataset instead"
+        )
+    try:
+        return file_inside(data_dir, name, "data")
+    except InputFileError as exc:
+        raise ValueError(f"dataset: {exc}") from None

@@ -255,6 +255,7 @@ async def environment(request: Request) -> dict[str, Any]:
             "profile_timeout_seconds": settings.profile_timeout,
             "capacity_time_limit_seconds": settings.capacity_time_limit,
             "weights_files": settings.weights_dir is not None,
+            "dataset_files": settings.data_dir is not None,
             "body_bytes": settings.max_body_size,
             "model_kwargs": {"*": DEFAULT_MODEL_KWARG_LIMIT, **settings.max_model_kwargs},
         },

@@ -145,6 +145,8 @@ class Limits(Closed):
     profile_timeout_seconds: float
     capacity_time_limit_seconds: float
     weights_files: bool
+    dataset_files: bool
+    """Whether requests may name a dataset file (in the operator's data directory); a summary is always taken."""
     body_bytes: int
     model_kwargs: dict[str, float] = Field(description="Operator limits by keyword; '*' a custom factory's others")
 

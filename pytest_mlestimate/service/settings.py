@@ -47,6 +47,7 @@ ENVIRONMENT = {
     "max_batch_size": "MLESTIMATE_MAX_BATCH_SIZE",
     "max_image_side": "MLESTIMATE_MAX_IMAGE_SIDE",
     "weights_dir": "MLESTIMATE_WEIGHTS_DIR",
+    "data_dir": "MLESTIMATE_DATA_DIR",
     "profile_cpus": "MLESTIMATE_PROFILE_CPUS",
     "max_body_size": "MLESTIMATE_MAX_BODY_SIZE",
     "max_model_kwargs": "MLESTIMATE_MAX_MODEL_KWARGS",
@@ -91,6 +92,9 @@ class ServiceSettings:
     max_image_side: int = MAX_IMAGE_SIDE
     weights_dir: Path | None = None
     """Requests may name a ``weights_path`` inside this directory only; without it, none at all."""
+    data_dir: Path | None = None
+    """Requests may name a ``dataset`` file inside this directory only; without it, none (a request may still
+    carry the summary ``mlestimate dataset-stats`` writes)."""
     profile_cpus: frozenset[int] = field(default_factory=frozenset)
     """CPUs kept for profiling (and kept free of serving), so that CPU figures do not depend on traffic."""
     job_limit: int = 1000
@@ -212,7 +216,7 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return frozenset(filter(None, re.split(r"[,\s]+", raw)))
         if name == "profile_cpus":
             return parse_cpus(raw)
-        if name == "weights_dir":
+        if name in ("weights_dir", "data_dir"):
             return Path(raw)
         if name == "max_model_kwargs":
             return parse_kwarg_limits(re.split(r"[,\s]+", raw))

@@ -7,7 +7,6 @@ Everything a request echoes back is cut short: a message repeats at most ``ECHO_
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from annotated_types import Le
@@ -15,6 +14,7 @@ from pydantic import ValidationError
 
 from pytest_mlestimate.core import devices
 from pytest_mlestimate.core.errors import ECHO_LIMIT, DeviceUnavailableError, brief, clip
+from pytest_mlestimate.core.files import InputFileError, file_inside
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.input_size import SIZE_KWARGS, InputSizeError, model_resize, resized
 from pytest_mlestimate.scenarios.scenario import Scenario, describe_errors
@@ -39,12 +39,6 @@ def _short(found: Problem) -> Problem:
     return {**found, "loc": loc, "msg": clip(found["msg"], MAX_MESSAGE)}
 
 
-FILES_REFUSED = (
-    "this service reads no dataset file a request names; measure a scenario with a dataset with pytest "
-    "--mlestimate or the Python API (estimate)"
-)
-
-
 def problem(field: str, message: str, kind: str = "value_error", loc: list[str | int] | None = None) -> Problem:
     if loc is None:
         loc = [int(p) if p.isdigit() else p for p in field.split(".")] if field else []
@@ -54,7 +48,7 @@ def problem(field: str, message: str, kind: str = "value_error", loc: list[str |
 def scenario_from_body(body: bytes, settings: ServiceSettings) -> Scenario:
     try:
         scenario = Scenario.model_validate_json(
-            body, context={"allowed_factories": settings.allowed_factories, "files_refused": FILES_REFUSED}
+            body, context={"allowed_factories": settings.allowed_factories, "data_dir": settings.data_dir}
         )
     except ValidationError as exc:
         raise InvalidRequest(
@@ -140,6 +134,18 @@ def operator_problems(scenario: Scenario, settings: ServiceSettings) -> list[Pro
                 problem(
                     f"image_size.{index}",
                     f"this service accepts image sides up to {settings.max_image_side} (got {side})",
+                    "less_than_equal",
+                )
+            )
+    if scenario.dataset is not None:
+        summary = scenario.dataset_summary()
+        side = max(max(row[1], row[2]) for row in summary.per_image)
+        if side > settings.max_image_side:
+            found.append(
+                problem(
+                    "dataset",
+                    f"this service accepts image sides up to {settings.max_image_side}; the dataset's largest "
+                    f"image has a side of {side}",
                     "less_than_equal",
                 )
             )
@@ -231,15 +237,7 @@ def _weights_file(path: str, settings: ServiceSettings) -> tuple[str | None, lis
     """The absolute path of a weights file named relative to the operator's weights directory."""
     if settings.weights_dir is None:
         return None, [problem("weights_path", "this service takes no weights files (no weights directory is set)")]
-    if "\x00" in path:
-        return None, [problem("weights_path", f"{brief(path)} has a NUL byte (\\x00); allowed: a file name")]
-    root = os.path.realpath(settings.weights_dir)
     try:
-        resolved = os.path.realpath(os.path.join(root, path))
-    except (OSError, ValueError) as exc:
-        return None, [problem("weights_path", f"{brief(path)} is not a path ({exc}); allowed: a file name")]
-    if os.path.commonpath([root, resolved]) != root:
-        return None, [problem("weights_path", f"{brief(path)} is outside this service's weights directory")]
-    if not os.path.isfile(resolved):
-        return None, [problem("weights_path", f"{brief(path)} is not a file in this service's weights directory")]
-    return resolved, []
+        return file_inside(settings.weights_dir, path, "weights"), []
+    except InputFileError as exc:
+        return None, [problem("weights_path", str(exc))]

@@ -146,8 +146,10 @@ def profile_key(scenario: Scenario) -> str:
         "model_source": _factory_source_digest(scenario.architecture),
         "weights": _file_digest(scenario.weights_path),
     }
-    if scenario.dataset is not None:
+    if isinstance(scenario.dataset, str):
         material["dataset"] = _file_digest(scenario.dataset)
+    elif scenario.dataset is not None:
+        material["dataset"] = scenario.dataset.digest()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 

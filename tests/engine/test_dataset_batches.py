@@ -15,7 +15,7 @@ from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.dataset_batches import SAMPLE_BATCHES, draw_batches
 from pytest_mlestimate.scenarios.coco import summarise_file
-from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
+from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError, parse_scenario
 from pytest_mlestimate.stores.profile_cache import profile_key
 from tests.tiny_scenario import TINY
 
@@ -158,3 +158,70 @@ def test_the_tiny_model_trains_on_images_of_mixed_sizes_as_torchvisions_models_d
     ]  # fmt: skip
     losses = tiny_segmenter()(images, targets)
     assert all(bool(torch.isfinite(loss)) for loss in losses.values()) and "loss_mask" in losses
+
+
+def test_a_summary_carried_inline_is_the_dataset(annotations: Path) -> None:
+    """What a service request carries instead of a file: the same defaults and batches, keyed by its content."""
+    summary = summarise_file(annotations)
+    bare = {key: value for key, value in TINY.items() if key not in ("dataset_size", "image_size")}
+    scenario = parse_scenario({**bare, "dataset": json.loads(summary.model_dump_json())})
+    assert scenario.dataset == summary and scenario.dataset_size == 11 and scenario.num_classes == 4
+    assert Scenario.model_validate_json(scenario.model_dump_json()) == scenario  # as it reaches the profiling child
+    drawn = draw_batches(summary, 2, "boxes", 4)
+    assert not drawn.annotated and drawn.describe()["worst_batches"]["most instances"]["image_ids"][0] == 7
+    assert len(json.dumps(scenario.profile_fields())) < 2000  # a digest, not one row per image
+    fewer = summary.model_copy(update={"per_image": summary.per_image[:-1]})
+    assert profile_key(parse_scenario({**TINY, "dataset": fewer.model_dump(mode="json")})) != profile_key(scenario)
+    with pytest.raises(ScenarioError, match="dataset: not a summary mlestimate dataset-stats wrote"):
+        parse_scenario({**TINY, "dataset": {"per_image": "rows"}})
+
+
+def orientations(tmp_path: Path) -> Path:
+    """Six landscape and six portrait images, one instance each, then a wide one (300x64) and a tall one
+    (64x200, three instances)."""
+    sizes = [(96, 64)] * 6 + [(64, 96)] * 6 + [(300, 64), (64, 200)]
+    images = [{"id": i + 1, "width": w, "height": h} for i, (w, h) in enumerate(sizes)]
+    annotations = [
+        {"id": n + 1, "image_id": image_id, "category_id": 1, "bbox": [2, 2, 20, 20]}
+        for n, image_id in enumerate([*range(1, 15), 14, 14])
+    ]
+    path = tmp_path / "orientations.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "a"}]}))
+    return path
+
+
+def test_grouped_batches_hold_one_aspect_ratio_group_and_so_does_the_worst(tmp_path: Path) -> None:
+    path = orientations(tmp_path)
+    landscape = {1, 2, 3, 4, 5, 6, 13}
+    mixed = draw_batches(str(path), 2, "boxes", 2)
+    assert any(len({i in landscape for i in batch.ids}) == 2 for batch in mixed.sample)
+    assert mixed.describe()["worst_batches"]["largest images"]["padded"] == [200, 300]  # the wide with the tall
+    grouped = draw_batches(str(path), 2, "boxes", 2, group_factor=0)
+    for batch in grouped.sample:
+        assert len({i in landscape for i in batch.ids}) == 1, batch.ids
+    worst = grouped.describe()["worst_batches"]
+    assert worst["largest images"] == {"image_ids": [13, 1], "padded": [64, 300], "instances": 2}
+    assert worst["most instances"]["image_ids"][0] == 14
+    assert grouped.describe()["aspect_ratio_group_factor"] == 0
+
+
+def test_aspect_ratio_groups_are_torchvisions_bins() -> None:
+    """torchvision's reference training: ``np.digitize`` of width / height over ``2 ** linspace(-1, 1, 2k + 1)``."""
+    import numpy as np
+
+    from pytest_mlestimate.profiling.dataset_batches import _Image, aspect_ratio_groups
+
+    ratios = [0.3, 0.5, 0.62, 0.63, 0.8, 1.0, 1.25, 1.26, 1.6, 2.0, 3.5]
+    images = [_Image(n, round(r * 1000), 1000, 1) for n, r in enumerate(ratios)]
+    for factor in (0, 1, 3):
+        edges = (2 ** np.linspace(-1, 1, 2 * factor + 1)).tolist() if factor else [1.0]
+        expected: dict[int, list[int]] = {}
+        for image in images:
+            expected.setdefault(int(np.digitize(image.width / image.height, edges)), []).append(image.id)
+        found = [[image.id for image in group] for group in aspect_ratio_groups(images, factor)]
+        assert found == [expected[key] for key in sorted(expected)]
+
+
+def test_grouping_without_a_dataset_is_refused() -> None:
+    with pytest.raises(ScenarioError, match="aspect_ratio_group_factor groups a dataset's images"):
+        parse_scenario({**TINY, "aspect_ratio_group_factor": 3})

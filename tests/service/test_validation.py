@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
 
+from pytest_mlestimate.scenarios.coco import summarise_file
 from pytest_mlestimate.service.app import create_app
 from pytest_mlestimate.service.settings import ServiceSettings
 from tests.service.fakes import EXAMPLE, TINY, client_for
 
 pytestmark = pytest.mark.anyio
+
+COCO = {
+    "images": [{"id": 1, "width": 64, "height": 48}, {"id": 2, "width": 64, "height": 48}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 20, 10]}],
+    "categories": [{"id": 1, "name": "thing"}],
+}
 
 
 async def problems_of(client, body, endpoint="estimate-resource"):
@@ -137,14 +145,63 @@ async def test_a_pinned_device_is_used_for_auto_and_others_refused(two_gpus, mea
     assert measure.calls[0].device == "cuda:1"
 
 
-async def test_a_dataset_file_named_in_a_request_is_never_read(tmp_path, measure):
-    """Not even to fill in the defaults a dataset gives: the server's files are not the request's to name."""
+async def test_a_dataset_file_only_from_the_operators_data_directory(tmp_path, measure):
+    """Not even read to fill in the defaults a dataset gives: the server's other files are not the request's to
+    name."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "instances.json").write_text(json.dumps(COCO))
     secret = tmp_path / "instances.json"
     secret.write_text('{"images": [], "note": "not for requests"}')
+    bare = {k: v for k, v in EXAMPLE.items() if k not in ("dataset_size", "image_size")}
+
     async with client_for(create_app(ServiceSettings(), measure=measure)) as client:
-        for body in (EXAMPLE | {"dataset": str(secret)}, {k: v for k, v in EXAMPLE.items() if k != "dataset_size"}
-                     | {"dataset": str(secret)}):  # fmt: skip
+        for body in (EXAMPLE | {"dataset": str(secret)}, bare | {"dataset": "instances.json"}):
             (problem,) = await problems_of(client, body)
-            assert "reads no dataset file a request names" in problem["msg"]
-            assert "not for requests" not in problem["msg"] and "images" not in problem["msg"]
+            assert "takes no dataset files" in problem["msg"] and "summary" in problem["msg"]
+            assert "not for requests" not in problem["msg"]
+
+    async with client_for(create_app(ServiceSettings(data_dir=tmp_path / "data"), measure=measure)) as client:
+        for name in ("../instances.json", str(secret)):
+            (problem,) = await problems_of(client, bare | {"dataset": name})
+            assert problem["loc"] == ["body"] and "outside this service's data directory" in problem["msg"]
+            assert "not for requests" not in problem["msg"]
+        response = await client.post("/api/v1/estimate-resource", json=bare | {"dataset": "instances.json"})
+
+    assert response.status_code == 200, response.text
+    (scenario,) = measure.calls
+    assert scenario.dataset == str((tmp_path / "data" / "instances.json").resolve())
+    assert scenario.dataset_size == 2 and scenario.image_size == (48, 64)
+
+
+async def test_a_request_may_carry_the_datasets_summary(tmp_path, measure):
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(COCO))
+    summary = json.loads(summarise_file(path).model_dump_json())
+    bare = {k: v for k, v in EXAMPLE.items() if k != "dataset_size"}
+    async with client_for(create_app(ServiceSettings(), measure=measure)) as client:
+        response = await client.post("/api/v1/estimate-resource", json=bare | {"dataset": summary})
+        (problem,) = await problems_of(client, bare | {"dataset": {**summary, "images": "many"}})
+
+    assert response.status_code == 200, response.text
+    assert measure.calls[0].dataset == summarise_file(path) and measure.calls[0].dataset_size == 2
+    assert "not a summary mlestimate dataset-stats wrote" in problem["msg"] and "images" in problem["msg"]
+
+
+async def test_a_carried_summary_cannot_ask_for_more_than_the_limits(tmp_path, measure):
+    """A summary's rows are what the profile allocates: an image of a million pixels a side, or a million
+    instances, would take the server's memory."""
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(COCO))
+    summary = json.loads(summarise_file(path).model_dump_json())
+    row = summary["per_image"][0]
+    async with client_for(create_app(ServiceSettings(max_image_side=512), measure=measure)) as client:
+        cases = {
+            "image 1 is 1000000x48 px; image sides from 1 to 8192": [[row[0], 10**6, row[2], row[3]]],
+            "image 1 has 1000000 instances; from 0 to 10000": [[row[0], row[1], row[2], 10**6]],
+            "no image has an instance to train on": [[row[0], row[1], row[2], 0]],
+            "accepts image sides up to 512; the dataset's largest image has a side of 4000": [[1, 4000, 48, 1]],
+        }
+        for words, rows in cases.items():
+            problems = await problems_of(client, EXAMPLE | {"dataset": {**summary, "per_image": rows}})
+            assert any(words in p["msg"] for p in problems), problems
     assert measure.calls == []
