@@ -1,19 +1,21 @@
 """How close an estimate with a ``dataset`` comes to a plain training loop over that dataset.
 
-Two COCO annotation files are generated (seeded): ``mixed`` (images of four sizes and both orientations, 1-12
-instances) and ``crowded`` (fewer, larger images, up to 60 instances, one of 90), polygon masks throughout. For
-each, Mask R-CNN (random weights, ``min_size``/``max_size`` small enough for this CPU, torchvision's recipe:
-SGD with its linear warm-up) is
+Mask R-CNN (random weights, ``min_size``/``max_size`` small enough for this CPU, torchvision's recipe: SGD with
+its linear warm-up), batch 2, on generated COCO files (seeded, polygon masks):
 
-- estimated: ``estimate({..., "dataset": FILE})`` in a fresh process, its Total Training Time and Peak RAM
-  Memory (which includes the worst batches);
-- trained for one epoch by a plain loop written here without the estimator (pycocotools' ``COCO`` reads the
-  file and rasterises the masks; images in the file's order, random pixels at each image's size), its wall time
-  over all steps and the peak RSS of its process.
+- time: ``sparse`` (images of four sizes, both orientations, 1-3 small objects each) and ``crowded`` (mixed
+  aspect ratios, 20-60 large objects each). For each, the estimate given the file (``estimate({...,
+  "dataset": FILE})`` in a fresh process: Total Training Time) against a plain loop written here without the
+  estimator (pycocotools reads the file and rasterises the masks; one epoch, images shuffled with a seed, random
+  pixels at each image's size; the sum of its steps' wall time), alternating, each in a fresh process,
+  ``--repeats`` times, medians compared. Then the estimate without the file, as a user would state the data
+  without it (the file's median image size, the default 5 synthetic boxes an image), once.
+- the worst batch: a ``--worst-images`` file (200) of sparse images with four crowded, larger ones (ids 101, 102,
+  151, 152: 80-100 instances each), batched in the file's order so that a pass meets two crowded batches. The
+  plain loop's peak RSS over the full pass against the estimate's Peak RAM Memory, and the image ids of the
+  estimate's named worst batches.
 
-The two arms alternate, each in a fresh process, ``--repeats`` times; the medians are compared.
-
-    .venv/bin/python bench/dataset_accuracy.py [--repeats 3] [--images 40]
+    .venv/bin/python bench/dataset_accuracy.py [--repeats 2] [--images 40] [--worst-images 200]
 """
 
 from __future__ import annotations
@@ -33,45 +35,67 @@ from typing import Any
 
 BATCH = 2
 MODEL_KWARGS = {"min_size": 160, "max_size": 256}
-SIZES = {"mixed": [(480, 640), (640, 480), (427, 640), (512, 512)], "crowded": [(640, 640), (720, 960)]}
+SIZES = {"sparse": [(480, 640), (640, 480), (427, 640), (512, 512)], "crowded": [(640, 640), (480, 960), (960, 540)]}
+CROWDED_IDS = (101, 102, 151, 152)
+
+
+def polygon_instance(draw: random.Random, image_id: int, width: int, height: int, scale: tuple[float, float],
+                     number: int) -> dict[str, Any]:  # fmt: skip
+    w, h = draw.uniform(*scale) * width, draw.uniform(*scale) * height
+    x, y = draw.uniform(0, width - w), draw.uniform(0, height - h)
+    polygon = [x, y, x + w, y, x + w * 0.8, y + h, x + w * 0.1, y + h * 0.7]
+    return {"id": number, "image_id": image_id, "category_id": draw.randint(1, 10), "bbox": [x, y, w, h],
+            "segmentation": [polygon], "area": w * h, "iscrowd": 0}  # fmt: skip
 
 
 def generate(kind: str, images: int, seed: int) -> dict[str, Any]:
+    """``sparse``, ``crowded`` or ``worst`` (sparse images with the four crowded ones of ``CROWDED_IDS``)."""
     draw = random.Random(seed)
-    document: dict[str, Any] = {"images": [], "annotations": [], "categories": []}
+    document: dict[str, Any] = {"images": [], "annotations": []}
     document["categories"] = [{"id": c, "name": f"c{c}"} for c in range(1, 11)]
-    count = images if kind == "mixed" else images // 2
-    for image_id in range(1, count + 1):
-        height, width = draw.choice(SIZES[kind])
+    for image_id in range(1, images + 1):
+        crowded = kind == "crowded" or (kind == "worst" and image_id in CROWDED_IDS)
+        if kind == "worst" and crowded:
+            height, width, count, scale = 800, 1066, 100 - 5 * CROWDED_IDS.index(image_id), (0.2, 0.5)
+        elif crowded:
+            (height, width), count, scale = draw.choice(SIZES["crowded"]), draw.randint(20, 60), (0.2, 0.6)
+        else:
+            (height, width), count, scale = draw.choice(SIZES["sparse"]), draw.randint(1, 3), (0.05, 0.15)
         document["images"].append({"id": image_id, "width": width, "height": height})
-        instances = draw.randint(1, 12) if kind == "mixed" else (90 if image_id == 3 else draw.randint(5, 60))
-        for _ in range(instances):
-            w, h = draw.uniform(0.05, 0.4) * width, draw.uniform(0.05, 0.4) * height
-            x, y = draw.uniform(0, width - w), draw.uniform(0, height - h)
-            polygon = [x, y, x + w, y, x + w * 0.8, y + h, x + w * 0.1, y + h * 0.7]
-            document["annotations"].append(
-                {"id": len(document["annotations"]) + 1, "image_id": image_id, "category_id": draw.randint(1, 10),
-                 "bbox": [x, y, w, h], "segmentation": [polygon], "area": w * h, "iscrowd": 0}
-            )  # fmt: skip
+        for _ in range(count):
+            number = len(document["annotations"]) + 1
+            document["annotations"].append(polygon_instance(draw, image_id, width, height, scale, number))
     return document
 
 
-def scenario(path: Path, images: int) -> dict[str, Any]:
-    return {
+def scenario(path: Path, images: int, with_file: bool = True) -> dict[str, Any]:
+    found = {
         "task_type": "instance", "architecture": "maskrcnn_resnet50_fpn", "batch_size": BATCH, "device": "cpu",
-        "dataset": str(path), "dataset_size": images, "model_kwargs": MODEL_KWARGS, "breakdown_depth": 0,
+        "dataset_size": images, "model_kwargs": MODEL_KWARGS, "breakdown_depth": 0, "num_classes": 11,
     }  # fmt: skip
+    if with_file:
+        return found | {"dataset": str(path)}
+    document = json.loads(path.read_text())
+    heights = sorted(image["height"] for image in document["images"])
+    widths = sorted(image["width"] for image in document["images"])
+    return found | {"image_size": [heights[len(heights) // 2], widths[len(widths) // 2]]}
 
 
-def estimated(path: Path, images: int) -> dict[str, float]:
+def estimated(path: Path, images: int, with_file: bool) -> dict[str, Any]:
     from pytest_mlestimate.api import estimate
 
-    found = estimate(scenario(path, images), cache=False).to_dict()
-    return {"seconds": found["training_time"]["Total Training Time"], "peak_rss": found["resource"]["Peak RAM Memory"]}
+    found = estimate(scenario(path, images, with_file), cache=False).to_dict()
+    dataset = found["details"].get("dataset") or {}
+    return {
+        "seconds": found["training_time"]["Total Training Time"],
+        "peak_rss": found["resource"]["Peak RAM Memory"],
+        "worst_batches": {name: batch["image_ids"] for name, batch in (dataset.get("worst_batches") or {}).items()},
+    }
 
 
-def plain_loop(path: Path) -> dict[str, float]:
-    """One epoch of Mask R-CNN over the file, as a user's training script would run it."""
+def plain_loop(path: Path, shuffle: bool) -> dict[str, float]:
+    """One epoch of Mask R-CNN over the file, as a user's training script would run it (shuffled with a seed, or
+    in the file's order)."""
     import torch
     from pycocotools.coco import COCO
     from torchvision.models.detection import maskrcnn_resnet50_fpn
@@ -94,9 +118,11 @@ def plain_loop(path: Path) -> dict[str, float]:
     model = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=11, **MODEL_KWARGS)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.02, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)  # the scenario default
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=1000)
     ids = sorted(coco.getImgIds())
+    if shuffle:
+        random.Random(0).shuffle(ids)
     seconds = 0.0  # the steps' own time: data loading is not what the estimate counts
     for first in range(0, len(ids), BATCH):
         batch = [sample(image_id) for image_id in ids[first : first + BATCH]]
@@ -112,9 +138,9 @@ def plain_loop(path: Path) -> dict[str, float]:
     return {"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def in_fresh_process(arm: str, path: Path, images: int) -> dict[str, float]:
+def in_fresh_process(arm: str, path: Path) -> dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, __file__, "--arm", arm, "--file", str(path), "--images", str(images)],
+        [sys.executable, __file__, "--arm", arm, "--file", str(path)],
         capture_output=True, text=True, check=False, timeout=3600,
     )  # fmt: skip
     if done.returncode != 0:
@@ -122,39 +148,79 @@ def in_fresh_process(arm: str, path: Path, images: int) -> dict[str, float]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def error(estimate: float, loop: float) -> str:
+    return f"{estimate / loop - 1:+.1%}"
+
+
+def time_arms(folder: Path, repeats: int, images: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for seed, kind in enumerate(("sparse", "crowded")):
+        path = folder / f"{kind}.json"
+        document = generate(kind, images, seed)
+        path.write_text(json.dumps(document))
+        runs: dict[str, list[dict[str, Any]]] = {"estimate": [], "loop": []}
+        for repeat in range(repeats):
+            for arm in ("estimate", "loop") if repeat % 2 == 0 else ("loop", "estimate"):
+                runs[arm].append(in_fresh_process(arm, path))
+                print(kind, arm, runs[arm][-1], flush=True)
+        without = in_fresh_process("estimate-without-file", path)
+        print(kind, "estimate without the file", without, flush=True)
+        median = {arm: statistics.median(r["seconds"] for r in found) for arm, found in runs.items()}
+        results[kind] = {
+            "images": len(document["images"]),
+            "instances": len(document["annotations"]),
+            "estimate s": [round(r["seconds"], 1) for r in runs["estimate"]],
+            "loop s": [round(r["seconds"], 1) for r in runs["loop"]],
+            "estimate error (bar: within 5 %)": error(median["estimate"], median["loop"]),
+            "without the file s": round(without["seconds"], 1),
+            "without the file against the loop": error(without["seconds"], median["loop"]),
+        }
+    return results
+
+
+def worst_arm(folder: Path, images: int) -> dict[str, Any]:
+    path = folder / "worst.json"
+    path.write_text(json.dumps(generate("worst", images, 7)))
+    estimate = in_fresh_process("estimate", path)
+    print("worst estimate", estimate, flush=True)
+    loop = in_fresh_process("loop-in-order", path)
+    print("worst loop", loop, flush=True)
+    named = sorted({i for ids in estimate["worst_batches"].values() for i in ids})
+    return {
+        "images": images,
+        "crowded image ids": list(CROWDED_IDS),
+        "estimate Peak RAM Memory MiB": round(estimate["peak_rss"] / 2**20),
+        "loop peak RSS over the pass MiB": round(loop["peak_rss"] / 2**20),
+        "peak error (bar: within 5 %)": error(estimate["peak_rss"], loop["peak_rss"]),
+        "worst batches named": estimate["worst_batches"],
+        "named images all crowded": set(named) <= set(CROWDED_IDS),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--images", type=int, default=40, help="images of the mixed file (the crowded has half)")
-    parser.add_argument("--arm", choices=["estimate", "loop"], help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--images", type=int, default=40, help="images of each time file")
+    parser.add_argument("--worst-images", type=int, default=200, help="images of the worst-batch file")
+    parser.add_argument("--only", choices=["time", "worst"], help="run one part")
+    parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
         count = len(json.loads(args.file.read_text())["images"])
-        found = estimated(args.file, count) if args.arm == "estimate" else plain_loop(args.file)
+        if args.arm.startswith("estimate"):
+            found: dict[str, Any] = estimated(args.file, count, with_file=args.arm == "estimate")
+        else:
+            found = plain_loop(args.file, shuffle=args.arm == "loop")
         print(json.dumps(found))
         return
     print("load average before:", os.getloadavg(), flush=True)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for seed, kind in enumerate(("mixed", "crowded")):
-            path = Path(folder) / f"{kind}.json"
-            document = generate(kind, args.images, seed)
-            path.write_text(json.dumps(document))
-            runs: dict[str, list[dict[str, float]]] = {"estimate": [], "loop": []}
-            for repeat in range(args.repeats):
-                for arm in ("estimate", "loop") if repeat % 2 == 0 else ("loop", "estimate"):
-                    runs[arm].append(in_fresh_process(arm, path, args.images))
-                    print(kind, arm, runs[arm][-1], flush=True)
-            median = {arm: {k: statistics.median(r[k] for r in found) for k in found[0]} for arm, found in runs.items()}
-            results[kind] = {
-                "images": len(document["images"]),
-                "instances": len(document["annotations"]),
-                "estimate": median["estimate"],
-                "loop": median["loop"],
-                "time error": f"{median['estimate']['seconds'] / median['loop']['seconds'] - 1:+.1%}",
-                "peak RSS error": f"{median['estimate']['peak_rss'] / median['loop']['peak_rss'] - 1:+.1%}",
-            }
+        if args.only != "worst":
+            results["time"] = time_arms(Path(folder), args.repeats, args.images)
+        if args.only != "time":
+            results["worst batch"] = worst_arm(Path(folder), args.worst_images)
     print(json.dumps(results, indent=2))
     print("load average after:", os.getloadavg())
 

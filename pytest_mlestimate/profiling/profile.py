@@ -52,6 +52,23 @@ class EnergyReading(BaseModel):
     unavailable: str | None = None
 
 
+class PredictedGpuMemory(BaseModel):
+    """Peak GPU memory predicted for a card from this run's traced storages (``gpu_memory.predict``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    card: str
+    allocated: int
+    """What ``torch.cuda.max_memory_allocated()`` would read."""
+    reserved: int
+    """What ``torch.cuda.max_memory_reserved()`` would read."""
+    device: int
+    """What the card would hold in all: reserved plus the CUDA context and library handles (approximate)."""
+    traced_storages: int
+    steps: int
+    """Training steps traced (0 for inference: one batch's call)."""
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +79,9 @@ class Profile(BaseModel):
     effective_input_size: tuple[int, int] | None = None
     dataset: dict[str, Any] | None = None
     """The scenario's dataset as the batches were drawn from it (``DatasetBatches.describe``)."""
+    predicted_training: PredictedGpuMemory | None = None
+    predicted_inference: PredictedGpuMemory | None = None
+    """With the scenario's ``predict_gpu``: each phase's peak GPU memory on that card."""
     parameter_count: int = 0
     build_seconds: float = 0.0
     ram_before: int = 0

@@ -25,10 +25,12 @@ from torch import nn
 from pytest_mlestimate.core.devices import is_gpu, resolve_device
 from pytest_mlestimate.core.environment import torch_fingerprint
 from pytest_mlestimate.core.errors import EstimateError, ModelRunError
+from pytest_mlestimate.core.gpu_cards import GpuCard, card_named
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.profiling.contention import Contention
+from pytest_mlestimate.profiling.gpu_memory.phases import predict_inference, predict_training
 from pytest_mlestimate.profiling.measurement import Measurement
 from pytest_mlestimate.profiling.models import (
     apply_detection_load,
@@ -38,7 +40,7 @@ from pytest_mlestimate.profiling.models import (
 )
 from pytest_mlestimate.profiling.module_hooks import measure_inference, measure_training
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
-from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.profiling.profile import PredictedGpuMemory, Profile
 from pytest_mlestimate.profiling.session import (
     Diverged,
     Iterations,
@@ -218,6 +220,8 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
         profile.training.peak_rss = max(profile.training.peak_rss, lifetime_peak, _peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown, profile.timeline = _training_breakdown(session, profile)
+    if session.scenario.predict_gpu:
+        profile.predicted_training = _predicted(session, profile, "training", predict_training)
 
 
 def _train(session: Session, iterations: Iterations, profile: Profile) -> None:
@@ -391,6 +395,8 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
                         "measure again on a quiet machine"
                     )
             profile.inference_one_times, profile.inference_batch_times, profile.inference_contention = kept
+            if session.scenario.predict_gpu:
+                profile.predicted_inference = _predicted(session, profile, "inference", predict_inference)
     finally:
         load.restore()
     profile.inference_detections = sum(detections) / len(detections) if detections else None
@@ -399,6 +405,22 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
         profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown = _inference_breakdown(session, profile)
+
+
+def _predicted(
+    session: Session, profile: Profile, phase: str, predict: Callable[[Session, GpuCard], PredictedGpuMemory]
+) -> PredictedGpuMemory | None:
+    """The phase predicted on the scenario's card; a failure costs the prediction, not the profile."""
+    card = card_named(session.scenario.predict_gpu or "")
+    assert card is not None
+    try:
+        with _quiet_warnings():
+            return predict(session, card)
+    except Exception as exc:
+        profile.warnings.append(
+            f"no GPU memory prediction for {phase}: the traced steps failed: {type(exc).__name__}: {exc}"
+        )
+        return None
 
 
 def _training_breakdown(session: Session, profile: Profile) -> tuple[Breakdown, Timeline | None]:

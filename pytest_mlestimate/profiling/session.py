@@ -147,6 +147,11 @@ class Session:
     ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         return [i.to(self.device) for i in images], [{k: v.to(self.device) for k, v in t.items()} for t in targets]
 
+    def batch_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batches the session holds on its device (a dataset's sample, or the one batch)."""
+        batches = self._batches or [(self.images, self.targets)]
+        return [t for images, targets in batches for t in (*images, *(v for d in targets for v in d.values()))]
+
     def train_on_worst_batches(self) -> None:
         """One training step on each of the dataset's worst batches, untimed: the phase's peaks include them."""
         if self.data is None:

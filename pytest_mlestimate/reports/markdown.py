@@ -97,6 +97,8 @@ class MetricRow:
         value = next((c.value for c in self.checks if c.value is not None), None)
         baseline = next((c.baseline for c in self.checks if c.baseline is not None), None)
         now = format_quantity(value, first.dimension)
+        if any(c.predicted for c in self.checks):
+            now += " (predicted)"
         before = format_quantity(baseline, first.dimension) if baseline is not None else "-"
         change = (self.regression or first).change_text() if baseline is not None else "-"
         return [code(self.metric), f"{before} → {now}", change, self.headroom(), self.verdict()]

@@ -20,6 +20,7 @@ from pydantic import (
 
 from pytest_mlestimate.core.errors import ECHO_LIMIT, brief
 from pytest_mlestimate.core.files import InputFileError, file_inside
+from pytest_mlestimate.core.gpu_cards import GPU_CARDS, card_named
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.scenarios.architectures import (
     TORCHVISION,
@@ -116,6 +117,10 @@ class Scenario(BaseModel):
     """Batches hold images of one aspect-ratio group, as torchvision's reference training groups them
     (``--aspect-ratio-group-factor``, 3 there): ``2k + 1`` bin edges from 1/2 to 2; unset, batches mix any
     images. Only with a ``dataset``."""
+    predict_gpu: str | None = Field(None, min_length=1, max_length=64)
+    """A GPU to predict peak memory for from this run, on whatever device it runs (``H100``, ``A100-80GB``, ``L4``:
+    ``core.gpu_cards``): ``Predicted Peak GPU Memory`` in the result, and a ``peak_gpu_memory`` budget judged on
+    it where no GPU was measured."""
     detection_load: Literal["max", "weights"] | int = "max"
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
@@ -230,6 +235,18 @@ class Scenario(BaseModel):
             raise ValueError("a path cannot contain a NUL byte (\\x00); allowed: a file path")
         return value
 
+    @field_validator("predict_gpu")
+    @classmethod
+    def _predict_gpu(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        card = card_named(value)
+        if card is None:
+            raise ValueError(
+                f"{brief(value)} is not a GPU this tool knows; allowed: {', '.join(c.name for c in GPU_CARDS)}"
+            )
+        return card.name
+
     @field_validator("detection_load", mode="before")
     @classmethod
     def _detection_load(cls, value: Any, info: ValidationInfo) -> str | int:
@@ -289,7 +306,7 @@ class Scenario(BaseModel):
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
         fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
-        for name in ("dataset", "aspect_ratio_group_factor"):
+        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu"):
             if fields[name] is None:  # the profiles measured before scenarios had these keep their keys
                 del fields[name]
         if isinstance(self.dataset, DatasetSummary):  # a summary counts by its content, not by its rows

@@ -66,8 +66,22 @@ class Answer(Closed):
     warnings: list[str]
 
 
+class PredictedGpu(Closed):
+    gpu: str
+    allocated: int = Field(description="What torch.cuda.max_memory_allocated() would read")
+    reserved: int = Field(description="What torch.cuda.max_memory_reserved() would read")
+    device: int = Field(description="Reserved plus the CUDA context and library handles (approximate)")
+    method: str
+    error: str = Field(description="How far the prediction has been found from measured figures, and where")
+
+
 class ResourceAnswer(Answer):
     peak_gpu_memory: Figure = Field(alias="Peak GPU Memory")
+    predicted_peak_gpu_memory: PredictedGpu | None = Field(
+        None,
+        alias="Predicted Peak GPU Memory",
+        description="With the request's predict_gpu: the peak GPU memory predicted for that card from this run",
+    )
     peak_gpu_utilization: Figure = Field(alias="Peak GPU Utilization")
     peak_ram_memory: Figure = Field(alias="Peak RAM Memory")
     peak_cpu_utilization: Figure = Field(alias="Peak CPU Utilization")

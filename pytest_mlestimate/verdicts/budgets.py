@@ -48,6 +48,8 @@ class Check:
     """An ``against`` check's outcome, one of ``DECISIONS``; its ``passed`` follows it (inconclusive: None)."""
     detectable: float | None = None
     """The smallest relative slowdown the check would have found regressed: what it could catch."""
+    predicted: bool = False
+    """The value was predicted, not measured (peak GPU memory from a run without the GPU)."""
 
     @classmethod
     def of_change(cls, change: Change) -> Check:
@@ -81,6 +83,7 @@ class Check:
             _run_counts(runs),
             decision if (decision := data.get("decision")) in DECISIONS else None,  # type: ignore[arg-type]
             _number(data.get("detectable")),
+            data.get("predicted") is True,
         )
 
     @property
@@ -123,10 +126,14 @@ class Check:
             return "INCONCLUSIVE"
         return {True: "ok", False: "FAILED", None: "not checked: not measurable here"}[self.passed]
 
+    def value_text(self) -> str:
+        measured = format_quantity(self.value, self.dimension)
+        return f"{measured} (predicted)" if self.predicted else measured
+
     def row(self) -> tuple[str, str, str, str, str, str]:
         return (
             self.metric,
-            format_quantity(self.value, self.dimension),
+            self.value_text(),
             self.limit_text(),
             format_quantity(self.baseline, self.dimension),
             self.change_text(),
@@ -156,7 +163,8 @@ class Check:
             return f"{self.metric} inconclusive against the base: measured {measured}, {self.change_text()}"
         if self.compares:
             return f"{self.metric} regressed: measured {measured}, {self.change_text()}, limit {self.limit_text()}"
-        return f"{self.metric} broke its limit: measured {measured}, limit {self.limit_text()}"
+        how = "predicted" if self.predicted else "measured"
+        return f"{self.metric} broke its limit: {how} {measured}, limit {self.limit_text()}"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -171,6 +179,7 @@ class Check:
             "passed": self.passed,
             "decision": self.decision,
             "detectable": self.detectable,
+            "predicted": self.predicted,
         }
 
 
@@ -182,8 +191,8 @@ class Budget:
     currency: str | None = None
     """The currency a limit on an amount of money was written in; the price's must match it."""
 
-    def check(self, value: float | None, baseline: float | None = None) -> Check:
-        return Check(self.metric, "min" if self.floor else "max", self.limit, value, baseline)
+    def check(self, value: float | None, baseline: float | None = None, predicted: bool = False) -> Check:
+        return Check(self.metric, "min" if self.floor else "max", self.limit, value, baseline, predicted=predicted)
 
 
 def lower_is_worse(metric: str) -> bool:
@@ -271,9 +280,20 @@ def merge_budgets(defaults: list[Budget], own: list[Budget]) -> list[Budget]:
 
 
 def check_budgets(
-    budgets: list[Budget], metrics: Mapping[str, float | None], baselines: Mapping[str, float]
+    budgets: list[Budget],
+    metrics: Mapping[str, float | None],
+    baselines: Mapping[str, float],
+    predicted: Mapping[str, float] | None = None,
 ) -> list[Check]:
-    return [b.check(metrics.get(b.metric), baselines.get(b.metric)) for b in budgets]
+    """``predicted``: figures to judge where the measured one is missing (peak GPU memory on a CPU run)."""
+    found = []
+    for budget in budgets:
+        value = metrics.get(budget.metric)
+        if value is None and predicted and budget.metric in predicted:
+            found.append(budget.check(predicted[budget.metric], baselines.get(budget.metric), predicted=True))
+        else:
+            found.append(budget.check(value, baselines.get(budget.metric)))
+    return found
 
 
 def _number(value: object) -> float | None:

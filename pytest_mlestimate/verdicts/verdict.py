@@ -131,7 +131,9 @@ def judge(
         verdict.failure = "; ".join(filter(None, (verdict.failure, mismatch)))
         budgets = [b for b in budgets if b.currency in (None, estimate.price.currency if estimate.price else None)]
     figures = {**estimate.metrics(), **(more_metrics or {})}
-    verdict.checks = check_budgets(budgets, figures, baselines) + (comparison.checks if comparison else [])
+    verdict.checks = check_budgets(budgets, figures, baselines, estimate.predicted_metrics()) + (
+        comparison.checks if comparison else []
+    )
     if base is not None and estimate.fits:
         against = base.compare({**settings.tolerances, **tolerances})
         verdict.against = against.to_dict()

@@ -158,7 +158,7 @@ def budgets_chart(bars: list[BudgetBar], salt: str) -> str:
             if bar.value is not None:
                 ax.barh(0, bar.value / factor, height=0.56, color=colour)
                 verdict = {True: "ok", False: "BROKEN"}[bool(bar.passed)] if bar.passed is not None else "not checked"
-                text = f"{format_quantity(bar.value, dimension)}  {verdict}"
+                text = f"{format_quantity(bar.value, dimension)}{' (predicted)' if bar.predicted else ''}  {verdict}"
                 if bar.value >= 0.55 * max(known):  # a long bar holds its own label, clear of the limit line
                     ax.text(
                         bar.value / factor, 0, text + " ", va="center", ha="right", color="white", fontweight="bold"

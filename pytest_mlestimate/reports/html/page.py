@@ -194,7 +194,7 @@ def _budgets(record: dict[str, Any], salt: str | None) -> dict[str, Any] | None:
     rows = [
         {
             "label": LABELS.get(b.metric, b.metric),
-            "measured": format_quantity(b.value, _dimension(b.metric)),
+            "measured": format_quantity(b.value, _dimension(b.metric)) + (" (predicted)" if b.predicted else ""),
             "limit": b.limit_text,
             "baseline": format_quantity(b.baseline, _dimension(b.metric)),
             "change": b.change_text,

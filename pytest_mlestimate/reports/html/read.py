@@ -104,6 +104,7 @@ class BudgetBar:
     floor: bool
     limit_text: str
     change_text: str
+    predicted: bool = False
 
 
 def budget_bars(record: dict[str, Any]) -> list[BudgetBar]:
@@ -127,6 +128,7 @@ def budget_bars(record: dict[str, Any]) -> list[BudgetBar]:
                 floor,
                 check.limit_text(),
                 check.change_text(),
+                check.predicted,
             )
         )
     return found

@@ -1,0 +1,128 @@
+"""Peak GPU memory predicted on this CPU against figures measured on an H100.
+
+The reference rows (torch 2.11, CUDA 13.0, torchvision 0.26 on an H100): a plain training loop, SGD (lr 0.005,
+momentum 0.9, weight decay 5e-4), ``zero_grad(set_to_none=True)``, 91 classes, 5 boxes per image, models built
+with ``weights=None, weights_backbone=None``, peak statistics reset before the model was built, peaks read after
+3 warm-up and 10 measured steps. Here the same loop runs on the CPU, its storages traced from the model's
+parameters on, for ``--steps`` steps (the peaks of steady steps repeat), and replayed through the model of the
+CUDA caching allocator, with the two 32 MiB cuBLAS workspaces an H100 run holds (``core.gpu_cards``); the
+errors of the tensors alone are printed too. Each row runs in a fresh process. The cost: the traced steps' mean
+time (the first left out) against the same loop's untraced steps, half before the traced ones and half after.
+
+    .venv/bin/python bench/gpu_memory_prediction.py [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROWS: dict[str, dict[str, Any]] = {
+    "fasterrcnn_resnet50_fpn batch 4 512x512": {
+        "builder": "fasterrcnn_resnet50_fpn", "batch": 4, "size": (512, 512),
+        "kwargs": {"min_size": 512, "max_size": 512}, "allocated": 2_807_559_168, "reserved": 3_139_436_544,
+    },
+    "ssdlite320_mobilenet_v3_large batch 16 320x320": {
+        "builder": "ssdlite320_mobilenet_v3_large", "batch": 16, "size": (320, 320), "kwargs": {},
+        "allocated": 1_740_670_976, "reserved": 2_264_924_160,
+    },
+}  # fmt: skip
+
+
+def one_row(name: str, steps: int) -> dict[str, Any]:
+    import torch
+    import torchvision
+
+    from pytest_mlestimate.core.gpu_cards import card_named
+    from pytest_mlestimate.profiling.gpu_memory.predict import replay, traced, training_state
+    from pytest_mlestimate.profiling.synthetic import make_batch
+
+    row = ROWS[name]
+    torch.manual_seed(0)
+    build = getattr(torchvision.models.detection, row["builder"])
+    model = build(weights=None, weights_backbone=None, num_classes=91, **row["kwargs"]).train()
+    images, targets = make_batch(row["batch"], row["size"], 5, 91, "boxes")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.005, momentum=0.9, weight_decay=5e-4)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(model(images, targets).values())
+        loss.backward()  # type: ignore[union-attr]
+        optimizer.step()
+
+    traced_times: list[float] = []
+
+    def run(trace: Any) -> None:
+        for number in range(steps):
+            started = time.perf_counter()
+            step()
+            traced_times.append(time.perf_counter() - started)
+            trace.mark(f"step {number + 1}")
+
+    plain: list[float] = []
+
+    def untraced(count: int) -> None:
+        for _ in range(count):
+            started = time.perf_counter()
+            step()
+            plain.append(time.perf_counter() - started)
+
+    untraced(steps // 2)
+    optimizer.zero_grad(set_to_none=True)  # the trace starts from the weights alone, as a run does
+    optimizer.state.clear()
+    held = [*training_state(model), *images, *(v for t in targets for v in t.values())]
+    trace = traced(held, run)
+    untraced(steps - steps // 2)
+    tensors = replay(trace)
+    h100 = card_named("H100")
+    assert h100 is not None
+    found = replay(trace, [h100.blas_workspace] * 2)  # what the engine predicts for an H100
+    # the traced steps after the first (which creates gradients and momentum) against the untraced ones
+    cost = (sum(traced_times[1:]) / max(len(traced_times) - 1, 1)) / (sum(plain[1:]) / max(len(plain) - 1, 1))
+    return {
+        "tensors only: allocated error": f"{tensors.allocated / row['allocated'] - 1:+.1%}",
+        "tensors only: reserved error": f"{tensors.reserved / row['reserved'] - 1:+.1%}",
+        "predicted allocated": found.allocated,
+        "reference allocated": row["allocated"],
+        "allocated error (bar: within 5 %)": f"{found.allocated / row['allocated'] - 1:+.1%}",
+        "predicted reserved": found.reserved,
+        "reference reserved": row["reserved"],
+        "reserved error (bar: within 10 %)": f"{found.reserved / row['reserved'] - 1:+.1%}",
+        "traced storages": found.traced_storages,
+        "segments": found.segments,
+        "traced step s": [round(t, 2) for t in traced_times],
+        "plain step s": [round(t, 2) for t in plain],
+        "cost (traced / plain steady step)": round(cost, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.row:
+        print(json.dumps(one_row(args.row, args.steps)))
+        return
+    print("load average before:", os.getloadavg(), flush=True)
+    results = {}
+    for name in ROWS:
+        done = subprocess.run(
+            [sys.executable, __file__, "--row", name, "--steps", str(args.steps)],
+            capture_output=True, text=True, check=False, timeout=3600,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(name, results[name], flush=True)
+    print(json.dumps(results, indent=2))
+    print("load average after:", os.getloadavg())
+
+
+if __name__ == "__main__":
+    main()

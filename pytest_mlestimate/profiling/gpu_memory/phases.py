@@ -1,0 +1,65 @@
+"""A profile's phases predicted on a GPU card: extra, untimed training steps (or one inference call) traced after
+the phase's own figures are read, from the state a fresh run starts in, then replayed through the allocator
+model (``predict``)."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+
+import torch
+
+from pytest_mlestimate.core.gpu_cards import OUTSIDE_ALLOCATOR, GpuCard
+from pytest_mlestimate.profiling.gpu_memory.predict import PredictedMemory, predict, training_state
+from pytest_mlestimate.profiling.gpu_memory.trace import StorageTrace
+from pytest_mlestimate.profiling.profile import PredictedGpuMemory
+from pytest_mlestimate.profiling.session import Diverged, Session, Snapshot
+
+TRACED_STEPS = 3
+"""Training steps traced: the first creates the gradients and the optimizer state, the next ones repeat the
+steady step whose peak a real run reaches at every step (the allocator's cache is warm by the second)."""
+
+
+def predict_training(session: Session, card: GpuCard) -> PredictedGpuMemory:
+    """From the model's weights alone, as a run starts: no gradients, no optimizer state (restored after)."""
+    assert session.optimizer is not None
+    snapshot = Snapshot(session)
+    try:
+        session.model.zero_grad(set_to_none=True)
+        session.optimizer.state.clear()
+        gc.collect()
+
+        def run(trace: StorageTrace) -> None:
+            for number in range(TRACED_STEPS):
+                with contextlib.suppress(Diverged):  # its memory was held all the same
+                    session.train_step(phased=False)
+                trace.mark(f"step {number + 1}")
+            session.train_on_worst_batches()
+
+        found = predict(
+            [*training_state(session.model), *session.batch_tensors()], run, workspaces=[card.blas_workspace] * 2
+        )
+    finally:
+        snapshot.restore(session)
+        snapshot.close()
+    return _predicted(card, found, TRACED_STEPS)
+
+
+def predict_inference(session: Session, card: GpuCard) -> PredictedGpuMemory:
+    def run(_trace: StorageTrace) -> None:
+        with torch.inference_mode():
+            session.infer(session.images)
+
+    found = predict([*training_state(session.model), *session.images], run, workspaces=[card.blas_workspace])
+    return _predicted(card, found, 0)
+
+
+def _predicted(card: GpuCard, found: PredictedMemory, steps: int) -> PredictedGpuMemory:
+    return PredictedGpuMemory(
+        card=card.name,
+        allocated=found.allocated,
+        reserved=found.reserved,
+        device=found.reserved + OUTSIDE_ALLOCATOR,
+        traced_storages=found.traced_storages,
+        steps=steps,
+    )
