@@ -9,7 +9,11 @@ CUDA caching allocator, with the two 32 MiB cuBLAS workspaces an H100 run holds 
 errors of the tensors alone are printed too. Each row runs in a fresh process. The cost: the traced steps' mean
 time (the first left out) against the same loop's untraced steps, half before the traced ones and half after.
 
-    .venv/bin/python bench/gpu_memory_prediction.py [--steps 4]
+The cost the engine adds (``--cost-repeats``): ``estimate()`` of SSDlite320 at batch 4 on this CPU with and
+without ``predict_gpu``, each in a fresh process without the cache, alternating; the profiles' own measuring
+seconds compared.
+
+    .venv/bin/python bench/gpu_memory_prediction.py [--steps 4] [--cost-repeats 2]
 """
 
 from __future__ import annotations
@@ -101,13 +105,56 @@ def one_row(name: str, steps: int) -> dict[str, Any]:
     }
 
 
+COST_SCENARIO = {
+    "task_type": "detection", "architecture": "ssdlite320_mobilenet_v3_large", "batch_size": 4,
+    "image_size": [320, 320], "dataset_size": 1000, "device": "cpu", "breakdown_depth": 0,
+}  # fmt: skip
+
+
+def estimate_seconds(predicted: bool) -> dict[str, Any]:
+    from pytest_mlestimate.api import estimate
+
+    scenario = COST_SCENARIO | ({"predict_gpu": "H100"} if predicted else {})
+    started = time.perf_counter()
+    found = estimate(scenario, cache=False)
+    seconds = time.perf_counter() - started
+    section = found.to_dict()["resource"].get("Predicted Peak GPU Memory")
+    return {"seconds": seconds, "allocated": section["allocated"] if section else None}
+
+
+def cost(repeats: int) -> dict[str, Any]:
+    runs: dict[str, list[float]] = {"with": [], "without": []}
+    for repeat in range(repeats):
+        for arm in ("with", "without") if repeat % 2 == 0 else ("without", "with"):
+            done = subprocess.run(
+                [sys.executable, __file__, "--cost-arm", arm], capture_output=True, text=True, check=False,
+                timeout=3600,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise SystemExit(f"cost arm {arm} failed:\n{done.stderr[-3000:]}")
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[arm].append(found["seconds"])
+            print("cost", arm, found, flush=True)
+    mean = {arm: sum(v) / len(v) for arm, v in runs.items()}
+    return {
+        "estimate s with predict_gpu": [round(v, 1) for v in runs["with"]],
+        "estimate s without": [round(v, 1) for v in runs["without"]],
+        "ratio (bar: at most 2x)": round(mean["with"] / mean["without"], 2),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--cost-repeats", type=int, default=2, help="estimates with and without; 0 skips")
     parser.add_argument("--row", choices=sorted(ROWS), help=argparse.SUPPRESS)
+    parser.add_argument("--cost-arm", choices=["with", "without"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         print(json.dumps(one_row(args.row, args.steps)))
+        return
+    if args.cost_arm:
+        print(json.dumps(estimate_seconds(args.cost_arm == "with")))
         return
     print("load average before:", os.getloadavg(), flush=True)
     results = {}
@@ -120,6 +167,8 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(name, results[name], flush=True)
+    if args.cost_repeats:
+        results["cost"] = cost(args.cost_repeats)
     print(json.dumps(results, indent=2))
     print("load average after:", os.getloadavg())
 

@@ -168,6 +168,7 @@ class Estimate:
         predicted = self.predicted_gpu_memory()
         if predicted is None:
             return None
+        phase = self._phase()
         return {
             "gpu": predicted.card,
             "allocated": predicted.allocated,
@@ -175,6 +176,9 @@ class Estimate:
             "device": predicted.device,
             "method": PREDICTION_METHOD,
             "error": PREDICTION_ERROR,
+            # on a GPU, the prediction beside what the allocator held: its own error, visible
+            "measured_allocated": phase.peak_gpu_allocated if phase else None,
+            "measured_reserved": phase.peak_gpu_reserved if phase else None,
         }
 
     def metrics(self) -> dict[str, float | None]:

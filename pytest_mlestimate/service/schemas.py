@@ -73,6 +73,8 @@ class PredictedGpu(Closed):
     device: int = Field(description="Reserved plus the CUDA context and library handles (approximate)")
     method: str
     error: str = Field(description="How far the prediction has been found from measured figures, and where")
+    measured_allocated: int | None = Field(None, description="On a GPU: the allocator's peak allocated, beside it")
+    measured_reserved: int | None = None
 
 
 class ResourceAnswer(Answer):

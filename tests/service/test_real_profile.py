@@ -75,3 +75,22 @@ async def test_a_real_profile_past_its_limit_is_stopped_and_the_service_stays_up
     assert "ran past its limit of 0.5 s and was stopped" in stopped.json()["detail"]
     assert health.status_code == 200
     assert all(not lane["measuring"] and lane["waiting"] == 0 for lane in queue.values())
+
+
+async def test_a_request_asks_for_peak_gpu_memory_predicted_on_a_card():
+    """On this CPU: the figure a real profile predicts, answered beside the documented keys; an unknown card is
+    refused with the cards there are."""
+    settings = ServiceSettings(allowed_factories=frozenset({TINY}))
+    app = create_app(settings, measure=engine_measure(ProfileCache().path, timeout=300))
+    async with client_for(app) as client:
+        refused = await client.post(RESOURCE, json=TINY_BODY | {"predict_gpu": "GTX 9000"})
+        response = await client.post(RESOURCE, json=TINY_BODY | {"predict_gpu": "a100 80gb"})
+
+    assert refused.status_code == 422 and "A100-80GB, H100" in refused.text
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["Peak GPU Memory"] is None and body["Peak RAM Memory"] > 0
+    predicted = body["Predicted Peak GPU Memory"]
+    assert predicted["gpu"] == "A100-80GB"
+    assert 2 * 8_519_680 < predicted["allocated"] <= predicted["reserved"] < predicted["device"]
+    assert body["units"]["Predicted Peak GPU Memory"] == "bytes"
