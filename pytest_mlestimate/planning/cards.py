@@ -47,8 +47,8 @@ def card_table(fit: SizeFit, headroom: float = DEFAULT_HEADROOM, cards: Sequence
     """The largest batch each card class fits, from the reserved-memory line plus what the measured device
     held besides (the CUDA context and library workspaces, assumed the same on every card: they vary by
     device and driver). Time on a card that was not measured is not guessed."""
-    if not is_gpu(fit.device):
-        reason = f"GPU memory was not measured: the profiles ran on {fit.device}"
+    if not is_gpu(fit.device) and not fit.base.predict_gpu:
+        reason = f"GPU memory was not measured: the profiles ran on {fit.device} (predict_gpu predicts it)"
         return [CardFit(card, None, reason) for card in cards]
     reserved = fit.lines.get("peak_gpu_reserved")
     overheads = [

@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_mlestimate.core.devices import Device, is_gpu
 from pytest_mlestimate.core.errors import ProfileCrashError, brief
+from pytest_mlestimate.core.gpu_cards import card_named
 from pytest_mlestimate.core.units import format_quantity
 from pytest_mlestimate.planning.checks import DEFAULT_HEADROOM, CapacityError, parse_headroom, parse_limit
 from pytest_mlestimate.planning.size_fit import FIGURE, Point, SizeFit
@@ -38,14 +39,17 @@ class SearchBounds:
     """Who set the bounds, as the answer names them: 'this service (--max-batch-size ...)'."""
 
 
-def limit_figure(device: str) -> str:
-    """What a memory limit applies to: the process's GPU memory on a GPU, its peak RAM on a CPU."""
-    return "peak_gpu_memory" if is_gpu(device) else "peak_ram_memory"
+def limit_figure(device: str, predict_gpu: str | None = None) -> str:
+    """What a memory limit applies to: the process's GPU memory on a GPU (or as predicted for the scenario's
+    ``predict_gpu`` card), its peak RAM on a CPU."""
+    return "peak_gpu_memory" if is_gpu(device) or predict_gpu else "peak_ram_memory"
 
 
-def device_memory(device: str) -> float | None:
-    """Total memory of the device a profile ran on (RAM for the CPU), without initialising CUDA here."""
-    return Device.of(device).memory_bytes()
+def device_memory(device: str, predict_gpu: str | None = None) -> float | None:
+    """Total memory of the device a profile ran on (RAM for the CPU), without initialising CUDA here; on a
+    device other than a GPU, the memory of the card the scenario predicts for, if it names one."""
+    card = card_named(predict_gpu) if predict_gpu and not is_gpu(device) else None
+    return card.memory_bytes if card is not None else Device.of(device).memory_bytes()
 
 
 @dataclass
@@ -168,12 +172,13 @@ def max_batch_size(
         raise CapacityError(f"limit: {brief(limit)} is not a positive amount of memory")
     runner = SizeSweep(parsed, measure_with(options))
     fit = fit_sizes(parsed, batch_sizes, profiler=runner, most=most)
-    figure = limit_figure(fit.device)
+    figure = limit_figure(fit.device, parsed.predict_gpu)
     if given is None:
-        total = device_memory(fit.device)
+        total = device_memory(fit.device, parsed.predict_gpu)
         if total is None:
             raise CapacityError(f"limit: the memory of {fit.device} cannot be read here; give a limit such as '16 GiB'")
-        bytes_limit, source = total * (1 - share), f"{format_quantity(total, 'bytes')} of {fit.device} less {share:.0%}"
+        where = fit.device if is_gpu(fit.device) or not parsed.predict_gpu else f"{parsed.predict_gpu} (predicted)"
+        bytes_limit, source = total * (1 - share), f"{format_quantity(total, 'bytes')} of {where} less {share:.0%}"
     else:
         bytes_limit, source = given, "given"
     fitting = [

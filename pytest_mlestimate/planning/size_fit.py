@@ -53,11 +53,19 @@ class Figure:
 
 
 def _peak(estimate: Estimate, attribute: str) -> float | None:
-    """A peak of the estimate's own phase (training or inference)."""
+    """A peak of the estimate's own phase (training or inference); a GPU's, where no GPU measured it, as the
+    scenario's ``predict_gpu`` predicted it."""
     phase = (
         estimate.profile.training if estimate.scenario.application_type == "training" else estimate.profile.inference
     )
     value = getattr(phase, attribute, None) if phase else None
+    predicted = estimate.predicted_gpu_memory()
+    if value is None and predicted is not None:
+        value = {
+            "peak_gpu_memory": predicted.device,
+            "peak_gpu_allocated": predicted.allocated,
+            "peak_gpu_reserved": predicted.reserved,
+        }.get(attribute)
     return float(value) if value is not None else None
 
 

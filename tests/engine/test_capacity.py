@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.core.errors import ProfileCrashError
+from pytest_mlestimate.core.gpu_cards import OUTSIDE_ALLOCATOR
 from pytest_mlestimate.estimates.estimate import Estimate
 from pytest_mlestimate.planning.capacity import capacity
 from pytest_mlestimate.planning.cards import card_table
@@ -22,8 +23,8 @@ from pytest_mlestimate.planning.checks import CapacityError
 from pytest_mlestimate.planning.request import read_request
 from pytest_mlestimate.planning.search import SearchBounds, max_batch_size, power_then_binary_trials
 from pytest_mlestimate.planning.sweep import fit_sizes
-from pytest_mlestimate.profiling.profile import PhasePeaks, Profile
-from pytest_mlestimate.scenarios.scenario import Scenario
+from pytest_mlestimate.profiling.profile import PhasePeaks, PredictedGpuMemory, Profile
+from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, Scenario
 from tests.tiny_scenario import TINY
 
 MIB = 2**20
@@ -40,6 +41,7 @@ def world(
     oom_above: int | None = None,
     noise: float = 0.0,
     seed: int = 0,
+    predicted: Callable[[int], int] | None = None,
 ) -> tuple[Callable[[Scenario], Estimate], list[int]]:
     """A measure function whose figures follow the given laws, and the list of batches it profiled."""
     profiled: list[int] = []
@@ -68,6 +70,12 @@ def world(
             training=phase,
             failure=None if fits else f"does not fit: batch {b}",
         )
+        if predicted is not None and scenario.predict_gpu:
+            held = predicted(b)
+            profile.predicted_training = PredictedGpuMemory(
+                card=scenario.predict_gpu, allocated=held, reserved=held, device=held + OUTSIDE_ALLOCATOR,
+                traced_storages=100, steps=3,
+            )  # fmt: skip
         return Estimate(scenario, profile, cache={"hit": False})
 
     return measure, profiled
@@ -212,6 +220,17 @@ def test_the_card_table_adds_what_the_device_held_beside_the_allocator() -> None
         room = gib * GIB - context
         assert row.largest == math.floor((room - 2 * GIB) / GIB)
     assert rows[16].largest < rows[80].largest < rows[141].largest
+
+
+def test_on_a_cpu_runner_the_search_and_the_card_table_use_the_predicted_gpu_memory() -> None:
+    measure, _ = world(lambda b: GIB, predicted=lambda b: 200 * MIB + 100 * MIB * b)
+    found = max_batch_size(scenario(predict_gpu="T4"), measure=measure, headroom=0.0)
+    assert found.figure == "peak_gpu_memory" and "T4 (predicted)" in found.limit_source
+    assert found.largest == math.floor((16 * GIB - OUTSIDE_ALLOCATOR - 200 * MIB) / (100 * MIB))
+    fit = fit_sizes(scenario(predict_gpu="T4"), [1, 2, 4], measure=measure)
+    for row in card_table(fit, headroom=0.0):
+        room = row.card.memory_gib * GIB - OUTSIDE_ALLOCATOR
+        assert row.largest == min(math.floor((room - 200 * MIB) / (100 * MIB)), MAX_BATCH_SIZE), row
 
 
 def test_on_a_cpu_the_card_table_says_why_it_is_empty() -> None:
