@@ -75,11 +75,14 @@ class DatasetBatches:
             "source": self.summary.source,
             "sha256": self.summary.sha256,
             "images": self.summary.images,
+            "instances": self.summary.annotations - self.summary.crowd,
             "targets": "the annotation file's" if self.annotated else "synthetic, at the summary's sizes and counts",
             "sample_seed": DATA_SEED,
             "aspect_ratio_group_factor": self.group_factor,
             "sampled_batches": [batch.ids for batch in self.sample],
             "worst_batches": {name: _describe(images) for name, images in self.worst_images.items()},
+            "figures": "time: the sampled batches' steps (their mean, with its interval, in timings); peaks: "
+            "also one training step on each worst batch",
         }
 
 

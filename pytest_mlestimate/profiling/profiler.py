@@ -413,6 +413,11 @@ def _predicted(
     """The phase predicted on the scenario's card; a failure costs the prediction, not the profile."""
     card = card_named(session.scenario.predict_gpu or "")
     assert card is not None
+    if session.scenario.amp != "off" and phase == "training":
+        profile.warnings.append(
+            f"Predicted Peak GPU Memory with amp {session.scenario.amp}: autocast casts some operators differently "
+            f"on {session.device} than on CUDA, so the prediction is approximate"
+        )
     try:
         with _quiet_warnings():
             return predict(session, card)
