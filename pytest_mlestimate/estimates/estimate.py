@@ -45,7 +45,8 @@ EXTRA_UNITS = {
 PREDICTION_METHOD = (
     "the run's tensor storages traced in program order (3 training steps from the weights alone, then each "
     "dataset's worst batch; or one inference call) and replayed through a model of the CUDA caching allocator "
-    "(512 B rounding, small and large pools, best-fit reuse, splitting, merging), with the card's cuBLAS "
+    "(512 B rounding, small and large pools, best-fit reuse, splitting, merging; expandable segments where "
+    "PYTORCH_CUDA_ALLOC_CONF sets them), with the card's cuBLAS "
     "workspaces; device = reserved + the CUDA context and library handles (about 1.2 GiB, measured on an H100)"
 )
 PREDICTION_ERROR = (

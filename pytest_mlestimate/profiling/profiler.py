@@ -30,6 +30,7 @@ from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.profiling.contention import Contention
+from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
 from pytest_mlestimate.profiling.gpu_memory.phases import predict_inference, predict_training
 from pytest_mlestimate.profiling.measurement import Measurement
 from pytest_mlestimate.profiling.models import (
@@ -413,6 +414,12 @@ def _predicted(
     """The phase predicted on the scenario's card; a failure costs the prediction, not the profile."""
     card = card_named(session.scenario.predict_gpu or "")
     assert card is not None
+    ignored = alloc_conf()[1]
+    if ignored and phase == "training":
+        profile.warnings.append(
+            f"Predicted Peak GPU Memory models PYTORCH_CUDA_ALLOC_CONF's expandable_segments only; "
+            f"{', '.join(ignored)} left out"
+        )
     if session.scenario.amp != "off" and phase == "training":
         profile.warnings.append(
             f"Predicted Peak GPU Memory with amp {session.scenario.amp}: autocast casts some operators differently "

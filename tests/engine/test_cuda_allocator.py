@@ -108,3 +108,42 @@ def test_reset_peaks_restarts_from_what_is_held() -> None:
 def test_empty_tensors_and_unknown_frees_take_nothing() -> None:
     found = replayed(("alloc", "a", 0), ("free", "a", 0), ("free", "never", 0))
     assert (found.allocated, found.reserved) == (0, 0)
+
+
+def expandable(*events: tuple[str, str, int]) -> CachingAllocator:
+    allocator = CachingAllocator(expandable_segments=True)
+    allocator.replay(events)
+    return allocator
+
+
+def test_an_expandable_segment_grows_by_the_pages_a_request_lacks() -> None:
+    found = expandable(("alloc", "a", 3 * MiB))  # one 20 MiB page; 17 MiB stay free at the end
+    assert (found.allocated, found.reserved, found.segments) == (3 * MiB, 20 * MiB, 1)
+    found.malloc("b", 30 * MiB)  # the free 17 MiB end grows by one page to 37 MiB: 7 MiB left, split
+    assert (found.allocated, found.reserved, found.segments) == (33 * MiB, 40 * MiB, 1)
+    default = replayed(("alloc", "a", 3 * MiB), ("alloc", "b", 30 * MiB))  # b gets a segment of its own
+    assert default.reserved == 50 * MiB
+
+
+def test_after_an_allocated_end_an_expandable_segment_grows_a_new_block() -> None:
+    found = expandable(("alloc", "a", 20 * MiB), ("alloc", "b", 5 * MiB))
+    assert (found.reserved, found.allocated) == (40 * MiB, 25 * MiB)
+    found.free("a")  # 20 MiB free at the start: a request that fits is served there, nothing grows
+    found.malloc("c", 18 * MiB)
+    assert (found.reserved, found.allocated) == (40 * MiB, 23 * MiB)
+
+
+def test_the_small_pool_grows_by_2_mib_pages() -> None:
+    found = expandable(("alloc", "a", MiB), ("alloc", "b", MiB), ("alloc", "c", 512))
+    assert (found.reserved, found.segments) == (4 * MiB, 1)
+    found.malloc("d", 30 * MiB)  # the large pool's own segment
+    assert (found.reserved, found.segments) == (4 * MiB + 40 * MiB, 2)
+
+
+def test_the_allocator_configuration_is_read_as_pytorch_spells_it() -> None:
+    from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
+
+    assert alloc_conf("") == (False, [])
+    assert alloc_conf("expandable_segments:True") == (True, [])
+    assert alloc_conf("max_split_size_mb:128, expandable_segments:True") == (True, ["max_split_size_mb:128"])
+    assert alloc_conf("backend:native,expandable_segments:False") == (False, [])

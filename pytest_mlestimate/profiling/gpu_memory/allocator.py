@@ -14,16 +14,21 @@ The rules follow the allocator's documented behaviour (``c10/cuda/CUDACachingAll
 - segments stay reserved (no ``empty_cache``; an out-of-memory retry, which frees cached segments, is not
   modelled).
 
+With ``expandable_segments:True`` (``PYTORCH_CUDA_ALLOC_CONF``) each pool has one segment that grows: a request
+no free block fits extends the segment's last block (free, or a new one after an allocated last block) by whole
+pages, 2 MiB in the small pool and 20 MiB in the large one, as many as it lacks.
+
 Allocated memory counts the blocks handed out (after splitting, so a 11 MiB request in its 12 MiB segment counts
-12 MiB); reserved memory counts the segments. Not modelled: ``PYTORCH_CUDA_ALLOC_CONF`` options
-(``expandable_segments``, ``max_split_size_mb``, ``roundup_power2_divisions``, garbage collection), several
-streams, and allocations made outside the caching allocator (the CUDA context, cuBLAS and cuDNN handles).
+12 MiB); reserved memory counts the segments (mapped pages). Not modelled: the other ``PYTORCH_CUDA_ALLOC_CONF``
+options (``max_split_size_mb``, ``roundup_power2_divisions``, garbage collection), several streams, and
+allocations made outside the caching allocator (the CUDA context, cuBLAS and cuDNN handles).
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import os
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -39,6 +44,20 @@ ROUND_LARGE = 2 << 20
 """Large segments of ``MIN_LARGE_ALLOC`` or more are the request rounded up to this."""
 
 Pool = Literal["small", "large"]
+
+
+def alloc_conf(text: str | None = None) -> tuple[bool, list[str]]:
+    """``PYTORCH_CUDA_ALLOC_CONF`` (the environment's unless given): whether segments are expandable, and the
+    options set that the model leaves out."""
+    text = os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "") if text is None else text
+    expandable, ignored = False, []
+    for option in filter(None, (part.strip() for part in text.split(","))):
+        key, _, value = option.partition(":")
+        if key.strip() == "expandable_segments":
+            expandable = value.strip().lower() == "true"
+        elif key.strip() != "backend" or value.strip() != "native":
+            ignored.append(option)
+    return expandable, ignored
 
 
 def rounded(nbytes: int) -> int:
@@ -80,6 +99,9 @@ class CachingAllocator:
     peak_allocated: int = 0
     peak_reserved: int = 0
     segments: int = 0
+    expandable_segments: bool = False
+    _expandable: dict[Pool, _Block] = field(default_factory=dict)
+    """Each pool's growing segment, by its first block (``expandable_segments``)."""
     _free: dict[Pool, list[tuple[int, int]]] = field(default_factory=lambda: {"small": [], "large": []})
     _free_blocks: dict[tuple[int, int], _Block] = field(default_factory=dict)
     _live: dict[Hashable, _Block] = field(default_factory=dict)
@@ -137,12 +159,37 @@ class CachingAllocator:
         return self._free_blocks.pop(free.pop(index))
 
     def _new_segment(self, pool: Pool, size: int) -> _Block:
+        if self.expandable_segments:
+            return self._grown(pool, size)
         reserved = segment_size(size)
         address = next(self._addresses) << 40  # segments never touch: no merging across them
         self.reserved += reserved
         self.segments += 1
         self.peak_reserved = max(self.peak_reserved, self.reserved)
         return _Block(address, reserved, pool)
+
+    def _grown(self, pool: Pool, size: int) -> _Block:
+        """The pool's segment's last block, free, extended by the pages it lacks for ``size``."""
+        first = self._expandable.get(pool)
+        if first is None:
+            block = self._expandable[pool] = _Block(next(self._addresses) << 40, 0, pool)
+            self.segments += 1
+        else:
+            last = first
+            while last.next is not None:
+                last = last.next
+            if last.allocated:
+                block = _Block(last.address + last.size, 0, pool, prev=last)
+                last.next = block
+            else:
+                self._remove_free(last)
+                block = last
+        page = SMALL_SEGMENT if pool == "small" else LARGE_SEGMENT
+        grown = -(-(size - block.size) // page) * page
+        block.size += grown
+        self.reserved += grown
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        return block
 
     def _insert_free(self, block: _Block) -> None:
         bisect.insort(self._free[block.pool], block.key())

@@ -10,6 +10,7 @@ import gc
 import torch
 
 from pytest_mlestimate.core.gpu_cards import OUTSIDE_ALLOCATOR, GpuCard
+from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
 from pytest_mlestimate.profiling.gpu_memory.predict import PredictedMemory, predict, training_state
 from pytest_mlestimate.profiling.gpu_memory.trace import StorageTrace
 from pytest_mlestimate.profiling.profile import PredictedGpuMemory
@@ -37,7 +38,10 @@ def predict_training(session: Session, card: GpuCard) -> PredictedGpuMemory:
             session.train_on_worst_batches()
 
         found = predict(
-            [*training_state(session.model), *session.batch_tensors()], run, workspaces=[card.blas_workspace] * 2
+            [*training_state(session.model), *session.batch_tensors()],
+            run,
+            workspaces=[card.blas_workspace] * 2,
+            expandable_segments=alloc_conf()[0],
         )
     finally:
         snapshot.restore(session)
@@ -50,7 +54,12 @@ def predict_inference(session: Session, card: GpuCard) -> PredictedGpuMemory:
         with torch.inference_mode():
             session.infer(session.images)
 
-    found = predict([*training_state(session.model), *session.images], run, workspaces=[card.blas_workspace])
+    found = predict(
+        [*training_state(session.model), *session.images],
+        run,
+        workspaces=[card.blas_workspace],
+        expandable_segments=alloc_conf()[0],
+    )
     return _predicted(card, found, 0)
 
 

@@ -23,12 +23,15 @@ class PredictedMemory:
 
 
 def predict(
-    held: Iterable[torch.Tensor], run: Callable[[StorageTrace], None], workspaces: Sequence[int] = ()
+    held: Iterable[torch.Tensor],
+    run: Callable[[StorageTrace], None],
+    workspaces: Sequence[int] = (),
+    expandable_segments: bool = False,
 ) -> PredictedMemory:
     """The peaks of a CUDA run that starts holding ``held`` (in the order it allocated them: the model's
     parameters and buffers, then what else it holds), takes the library ``workspaces`` at its first operators
     and keeps them, and then does what ``run`` does."""
-    return replay(traced(held, run), workspaces)
+    return replay(traced(held, run), workspaces, expandable_segments)
 
 
 def traced(held: Iterable[torch.Tensor], run: Callable[[StorageTrace], None]) -> StorageTrace:
@@ -39,8 +42,8 @@ def traced(held: Iterable[torch.Tensor], run: Callable[[StorageTrace], None]) ->
     return trace
 
 
-def replay(trace: StorageTrace, workspaces: Sequence[int] = ()) -> PredictedMemory:
-    allocator = CachingAllocator()
+def replay(trace: StorageTrace, workspaces: Sequence[int] = (), expandable_segments: bool = False) -> PredictedMemory:
+    allocator = CachingAllocator(expandable_segments=expandable_segments)
     allocator.replay(trace.events[: trace.held])
     for number, nbytes in enumerate(workspaces):
         allocator.malloc(("workspace", number), nbytes)
