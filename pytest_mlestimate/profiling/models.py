@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pytest_mlestimate.core.errors import ModelBuildError
-from pytest_mlestimate.scenarios.architectures import TORCHVISION, TargetKind
+from pytest_mlestimate.scenarios.architectures import TORCHVISION, TargetKind, vit_patch
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 
@@ -21,14 +21,16 @@ def target_kind(scenario: Scenario) -> TargetKind:
     known = TORCHVISION.get(scenario.architecture)
     if known is not None:
         return known.targets
-    return "masks" if scenario.task_type == "instance" else "boxes"
+    return {"instance": "masks", "classification": "labels"}.get(scenario.task_type, "boxes")  # type: ignore[return-value]
 
 
 def num_classes(scenario: Scenario) -> int:
     if scenario.num_classes is not None:
         return scenario.num_classes
     known = TORCHVISION.get(scenario.architecture)
-    return known.default_num_classes if known else 91
+    if known is not None:
+        return known.default_num_classes
+    return 1000 if scenario.task_type == "classification" else 91
 
 
 _MODEL_CLASSES = {
@@ -65,9 +67,27 @@ def accepted_model_kwargs(architecture: str) -> set[str]:
     return accepted - {"weights", "weights_backbone", "progress", "backbone", "self"}
 
 
+def _classifier(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
+    """A torchvision classifier without weights. A ViT is built for the scenario's image size (its position
+    embedding is fixed by it): square, and a multiple of its patch size."""
+    import torchvision
+
+    name = scenario.architecture
+    kwargs.setdefault("num_classes", num_classes(scenario))
+    if vit_patch(name):  # the scenario checked the size suits it
+        kwargs.setdefault("image_size", scenario.image_size[0])
+    try:
+        return torchvision.models.get_model(name, weights=None, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ModelBuildError(f"{name}: model_kwargs rejected by the builder: {exc}") from None
+
+
 def build_model(scenario: Scenario) -> nn.Module:
     kwargs: dict[str, Any] = dict(scenario.model_kwargs)
-    if scenario.architecture in TORCHVISION:
+    known = TORCHVISION.get(scenario.architecture)
+    if known is not None and known.task_type == "classification":
+        model = _classifier(scenario, kwargs)
+    elif known is not None:
         from torchvision.models import detection
 
         builder = getattr(detection, scenario.architecture)
@@ -169,6 +189,8 @@ def apply_detection_load(model: nn.Module, scenario: Scenario) -> DetectionLoad:
     of 1 suppresses none (NMS still runs), so ``detections_per_img`` decides the count.
     """
     load = scenario.detection_load
+    if target_kind(scenario) == "labels":
+        return DetectionLoad(None, "a classifier: no detections to post-process")
     if load == "weights":
         return DetectionLoad(None, "as the weights give on the synthetic images (detection_load 'weights')")
     heads = _detection_heads(model)

@@ -11,10 +11,12 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
+from pytest_mlestimate.profiling.classification import classification_loss, labelled_batch
 from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.profiling.models import num_classes, target_kind
@@ -98,8 +100,14 @@ class Session:
         self.monitor = monitor
         self.on_gpu = is_gpu(self.device)
         training = scenario.application_type == "training"
+        self.classifying = target_kind(scenario) == "labels"
         self.data: DatasetBatches | None = None
-        if scenario.dataset is not None:
+        images: Any
+        targets: Any
+        if self.classifying:
+            images, labels = labelled_batch(scenario.batch_size, scenario.image_size, num_classes(scenario))
+            targets = labels if training else []
+        elif scenario.dataset is not None:
             self.data = draw_batches(
                 scenario.dataset,
                 scenario.batch_size,
@@ -142,15 +150,19 @@ class Session:
             no_gpu=f"no GPU: {monitor.gpu_unavailable or 'profiled on the CPU'}",
         )
 
-    def _on_device(
-        self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]
-    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-        return [i.to(self.device) for i in images], [{k: v.to(self.device) for k, v in t.items()} for t in targets]
+    def _on_device(self, images: Any, targets: Any) -> tuple[Any, Any]:
+        """A batch's tensors on the session's device: detection's lists of images and target dicts, or a
+        classifier's batch tensor and labels."""
+
+        def moved(value: Any) -> Any:
+            return value.to(self.device) if isinstance(value, torch.Tensor) else value
+
+        return tree_map(moved, images), tree_map(moved, targets)
 
     def batch_tensors(self) -> list[torch.Tensor]:
         """Every tensor of the batches the session holds on its device (a dataset's sample, or the one batch)."""
         batches = self._batches or [(self.images, self.targets)]
-        return [t for images, targets in batches for t in (*images, *(v for d in targets for v in d.values()))]
+        return [leaf for leaf in tree_leaves(batches) if isinstance(leaf, torch.Tensor)]
 
     def train_on_worst_batches(self) -> None:
         """One training step on each of the dataset's worst batches, untimed: the phase's peaks include them."""
@@ -265,6 +277,8 @@ class Session:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
+            if self.classifying:
+                return classification_loss(self.model(self.images), self.targets)
             losses = self.model(self.images, self.targets)
             return sum(losses.values())  # type: ignore[return-value]
 

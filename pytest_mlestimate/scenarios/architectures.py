@@ -1,4 +1,5 @@
-"""The detection architectures the engine knows, described without importing torchvision.
+"""The torchvision architectures the engine knows (detection, instance segmentation and classification),
+described without importing torchvision.
 
 Validation and the pytest plugin's collection read this table; only the profiler imports the
 builders themselves.
@@ -12,8 +13,8 @@ from typing import Literal
 
 from pytest_mlestimate.core.errors import brief
 
-TaskType = Literal["detection", "instance"]
-TargetKind = Literal["boxes", "masks", "keypoints"]
+TaskType = Literal["detection", "instance", "classification"]
+TargetKind = Literal["boxes", "masks", "keypoints", "labels"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,43 @@ _TABLE = [
     Architecture("ssd300_vgg16", "detection", "boxes", "SSD"),
     Architecture("ssdlite320_mobilenet_v3_large", "detection", "boxes", "SSDlite"),
 ]
+CLASSIFIERS = (
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny", "densenet121", "densenet161",
+    "densenet169", "densenet201", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "efficientnet_b4", "efficientnet_b5", "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l",
+    "efficientnet_v2_m", "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small", "regnet_x_16gf",
+    "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf", "regnet_x_800mf", "regnet_x_8gf",
+    "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf", "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf",
+    "regnet_y_800mf", "regnet_y_8gf", "resnet101", "resnet152", "resnet18", "resnet34", "resnet50",
+    "resnext101_32x8d", "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b", "swin_s", "swin_t",
+    "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
+    "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14", "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
+)  # fmt: skip
+"""torchvision's classification builders (``torchvision.models.list_models(module=torchvision.models)``)."""
+
+TRANSFORMER_CLASSIFIERS = ("vit_", "swin_", "maxvit_", "convnext_")
+"""Prefixes of the classifiers torchvision's recipes train with AdamW; the others with SGD."""
+
+_TABLE += [Architecture(name, "classification", "labels", "classifier", 1000) for name in CLASSIFIERS]
 TORCHVISION: dict[str, Architecture] = {a.name: a for a in _TABLE}
+
+
+def vit_patch(architecture: str) -> int | None:
+    """A torchvision ViT's patch side (``vit_b_16``: 16); None for any other architecture."""
+    if architecture in TORCHVISION and architecture.startswith("vit_"):
+        return int(architecture.rsplit("_", 1)[1])
+    return None
+
+
+def classification_recipe(architecture: str) -> dict[str, float | int | str]:
+    """The optimizer torchvision's classification recipes train the architecture with, without the learning-rate
+    schedule's warm-up (it changes no step's cost): SGD (lr 0.1, momentum 0.9, weight decay 1e-4, the ResNet
+    recipe), or AdamW (lr 1e-3, weight decay 0.05) for ViT, Swin, MaxViT and ConvNeXt."""
+    if architecture.startswith(TRANSFORMER_CLASSIFIERS):
+        return {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 0}
+    return {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "warmup_steps": 0}
 
 
 def is_custom_factory(name: str) -> bool:
@@ -59,6 +96,8 @@ def unknown_architecture_message(name: str) -> str:
     hint = closest_name(name)
     did_you_mean = f"did you mean '{hint}'? " if hint else ""
     return (
-        f"unknown architecture {brief(name)}: {did_you_mean}allowed: {', '.join(TORCHVISION)}, "
+        f"unknown architecture {brief(name)}: {did_you_mean}allowed: torchvision's detection builders "
+        f"({', '.join(a.name for a in _TABLE if a.task_type != 'classification')}), its classification builders "
+        f"(resnet50, vit_b_16, ...: {len(CLASSIFIERS)} in all), "
         "or a custom factory 'package.module:function' (scenario files and the Python API only)"
     )

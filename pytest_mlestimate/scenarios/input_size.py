@@ -59,8 +59,8 @@ def model_resize(scenario: Scenario) -> Resize | None:
     """The resize the scenario's model applies, with its model_kwargs; None for a custom factory (it computes on
     whatever it does with ``image_size``)."""
     known = TORCHVISION.get(scenario.architecture)
-    if known is None:
-        return None
+    if known is None or known.task_type == "classification":
+        return None  # a classifier computes on image_size as given
     default = _DEFAULTS.get(scenario.architecture, Resize())
     kwargs = scenario.model_kwargs
     if known.family in _FIXED_SIZE_FAMILIES:

@@ -24,8 +24,11 @@ from pytest_mlestimate.core.gpu_cards import GPU_CARDS, card_named
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.scenarios.architectures import (
     TORCHVISION,
+    TaskType,
+    classification_recipe,
     is_custom_factory,
     unknown_architecture_message,
+    vit_patch,
 )
 from pytest_mlestimate.scenarios.coco import DatasetSummary
 
@@ -85,7 +88,9 @@ class Scenario(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    task_type: Literal["detection", "instance"]
+    task_type: TaskType
+    """``detection`` and ``instance`` (segmentation) train on images with boxes (and masks); ``classification``
+    on a batch tensor with a class label per image."""
     architecture: str = Field(max_length=MAX_TEXT)
     parameters: int | None = Field(None, ge=1, le=MAX_PARAMETERS)
     dataset_size: int = Field(ge=1, le=MAX_DATASET_SIZE)
@@ -161,6 +166,17 @@ class Scenario(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _recipe(cls, data: Any) -> Any:
+        """A torchvision classifier trains with its recipe's optimizer unless the scenario names one."""
+        if not isinstance(data, Mapping) or "optimizer" in data:
+            return data
+        known = TORCHVISION.get(data.get("architecture")) if isinstance(data.get("architecture"), str) else None
+        if known is None or known.task_type != "classification" or data.get("task_type") != "classification":
+            return data
+        return {**data, "optimizer": classification_recipe(known.name)}
+
+    @model_validator(mode="before")
+    @classmethod
     def _dataset_defaults(cls, data: Any, info: ValidationInfo) -> Any:
         """``dataset_size``, ``num_classes`` and ``image_size`` (the median image's) from the dataset, where the
         scenario leaves them out, read from the file once. A caller that reads files a request names only in an
@@ -194,6 +210,11 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _dataset_within_limits(self) -> Scenario:
+        if self.dataset is not None and self.task_type == "classification":
+            raise ValueError(
+                "dataset: a COCO dataset shapes detection and instance segmentation batches; a classification "
+                "scenario takes none (its batches are images of image_size with a label each)"
+            )
         if self.dataset is None:
             if self.aspect_ratio_group_factor is not None:
                 raise ValueError(
@@ -284,10 +305,23 @@ class Scenario(BaseModel):
         raise ValueError(unknown_architecture_message(value))
 
     @model_validator(mode="after")
+    def _size_suits_a_vit(self) -> Scenario:
+        patch = vit_patch(self.architecture)
+        height, width = self.image_size
+        if patch and (height != width or height % patch):
+            side = max(patch, height // patch * patch)
+            raise ValueError(
+                f"image_size: {self.architecture} computes on square images whose side is a multiple of its "
+                f"{patch}-pixel patches (its position embedding is built for that size); got [{height}, {width}]; "
+                f"allowed, for example, [{side}, {side}]"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _task_matches_architecture(self) -> Scenario:
         known = TORCHVISION.get(self.architecture)
         if known is not None and known.task_type != self.task_type:
-            kind = "instance segmentation" if known.task_type == "instance" else "detection"
+            kind = {"instance": "instance segmentation"}.get(known.task_type, known.task_type)
             raise ValueError(
                 f"task_type '{self.task_type}' does not suit architecture '{self.architecture}': "
                 f"it is a {kind} model, so task_type must be '{known.task_type}'"

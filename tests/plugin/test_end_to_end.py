@@ -66,3 +66,25 @@ def test_a_scenario_trains_on_its_datasets_shape_and_names_the_worst_batch(
     dataset = ours["details"]["dataset"]
     assert dataset["images"] == 6 and dataset["targets"] == "the annotation file's"
     assert dataset["worst_batches"]["largest images"] == {"image_ids": [6, 5], "padded": [48, 160], "instances": 11}
+
+
+def test_a_classifier_runs_end_to_end_with_its_budgets(
+    pytester: pytest.Pytester, run_scenarios: Callable[..., RunResult]
+) -> None:
+    classifier = {"task_type": "classification", "architecture": "mobilenet_v3_small", "image_size": [32, 32],
+                  "num_classes": 10, "warmup_iterations": 1, "measure_iterations": 3}  # fmt: skip
+    pytester.makefile(
+        ".yaml",
+        scenarios=scenario_file(
+            {"name": "within", **classifier, "budgets": {"forward_pass": "10 s", "peak_ram_memory": "20 GiB"}},
+            {"name": "over", **classifier, "budgets": {"peak_ram_memory": "1 MiB"}},
+        ),
+    )
+    result, report = run_scenarios("--mlestimate-no-cache")
+    result.assert_outcomes(passed=1, failed=1)
+    jsonschema.validate(report, json.loads(SCHEMA.read_text()))
+    scenarios = by_name(report)
+    assert scenarios["within"]["scenario"]["optimizer"]["name"] == "sgd"  # torchvision's recipe for it
+    assert scenarios["within"]["training_time"]["Total Training Time"] > 0
+    (broken,) = [c for c in scenarios["over"]["budgets"] if c["passed"] is False]
+    assert broken["metric"] == "peak_ram_memory"

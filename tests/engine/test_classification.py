@@ -1,0 +1,72 @@
+"""Classification: torchvision's classifiers, each with its recipe's optimizer, trained on a batch tensor with a
+label per image, the figures measured as a detector's are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from pytest_mlestimate.api import estimate
+from pytest_mlestimate.profiling.classification import classification_loss
+from pytest_mlestimate.scenarios.architectures import CLASSIFIERS
+from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
+
+SMALL: dict[str, Any] = {
+    "task_type": "classification", "architecture": "resnet18", "dataset_size": 640, "batch_size": 4,
+    "image_size": [32, 32], "device": "cpu", "warmup_iterations": 1, "measure_iterations": 3, "num_classes": 10,
+}  # fmt: skip
+
+
+def test_the_classifiers_are_torchvisions() -> None:
+    import torchvision
+
+    assert sorted(CLASSIFIERS) == sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def test_each_classifier_trains_with_its_recipes_optimizer_unless_the_scenario_names_one() -> None:
+    resnet = parse_scenario(SMALL).optimizer
+    assert (resnet.name, resnet.lr, resnet.momentum, resnet.warmup_steps) == ("sgd", 0.1, 0.9, 0)
+    vit = parse_scenario({**SMALL, "architecture": "vit_b_16", "image_size": [32, 32]}).optimizer
+    assert (vit.name, vit.lr, vit.weight_decay) == ("adamw", 1e-3, 0.05)
+    own = parse_scenario({**SMALL, "optimizer": {"name": "adamw", "lr": 3e-4}}).optimizer
+    assert (own.name, own.lr) == ("adamw", 3e-4)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"architecture": "vit_b_16", "image_size": [40, 40]}, "image_size: vit_b_16 computes on square images"),
+        ({"architecture": "vit_b_32", "image_size": [64, 32]}, "allowed, for example, [64, 64]"),
+        ({"task_type": "detection"}, "it is a classification model, so task_type must be 'classification'"),
+        ({"architecture": "fasterrcnn_resnet50_fpn"}, "it is a detection model, so task_type must be 'detection'"),
+        ({"dataset": "instances.json", "num_classes": 10}, "a classification scenario takes none"),
+    ],
+)
+def test_what_a_classifier_cannot_take_is_named_before_anything_runs(change: dict[str, Any], words: str) -> None:
+    with pytest.raises(ScenarioError, match=words.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")):
+        parse_scenario({**SMALL, **change})
+
+
+def test_auxiliary_heads_count_as_their_papers_weight_them() -> None:
+    from torchvision.models import GoogLeNetOutputs, InceptionOutputs
+
+    logits, aux = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 2.0]])
+    labels = torch.tensor([0])
+    main = torch.nn.functional.cross_entropy(logits, labels)
+    other = torch.nn.functional.cross_entropy(aux, labels)
+    assert torch.isclose(classification_loss(logits, labels), main)
+    assert torch.isclose(classification_loss(InceptionOutputs(logits, aux), labels), main + 0.4 * other)
+    assert torch.isclose(classification_loss(GoogLeNetOutputs(logits, aux, aux), labels), main + 0.6 * other)
+
+
+def test_a_classifier_is_measured_and_broken_down_like_a_detector() -> None:
+    found = estimate({**SMALL, "breakdown_depth": 1}, cache=False)
+    result = found.to_dict()
+    assert result["training_time"]["Total Training Time"] > 0
+    assert result["resource"]["Batch Time"]["forward_pass"] > 0 and result["resource"]["Peak RAM Memory"] > 0
+    assert result["inference_time"]["Batch of 4 Inference Time"] > 0
+    parts = {part["module"] for part in result["details"]["breakdown"]["parts"]}
+    assert {"conv1", "layer1", "layer4", "fc"} <= parts
+    assert "SGD" in result["details"]["measurement"]["optimizer"]
