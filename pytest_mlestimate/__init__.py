@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from pytest_mlestimate.planning.capacity import capacity
     from pytest_mlestimate.planning.search import max_batch_size
     from pytest_mlestimate.planning.sweep import fit_sizes
+    from pytest_mlestimate.profiling.contract import MeasuredModel
     from pytest_mlestimate.reports.html import render_html
     from pytest_mlestimate.scenarios.scenario import Scenario, ScenarioError
     from pytest_mlestimate.verdicts.against import against_commit
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Estimate",
     "EstimateError",
+    "MeasuredModel",
     "Scenario",
     "ScenarioError",
     "against_commit",
@@ -43,6 +45,7 @@ _HOMES = {
     "render_html": "pytest_mlestimate.reports.html",
     "Estimate": "pytest_mlestimate.estimates.estimate",
     "EstimateError": "pytest_mlestimate.core.errors",
+    "MeasuredModel": "pytest_mlestimate.profiling.contract",
     "Scenario": "pytest_mlestimate.scenarios.scenario",
     "ScenarioError": "pytest_mlestimate.scenarios.scenario",
 }

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from pytest_mlestimate.core.errors import ModelBuildError
+from pytest_mlestimate.profiling.contract import MeasuredModel
 from pytest_mlestimate.scenarios.architectures import TORCHVISION, TargetKind, vit_patch
 from pytest_mlestimate.scenarios.scenario import Scenario
 
@@ -21,7 +22,8 @@ def target_kind(scenario: Scenario) -> TargetKind:
     known = TORCHVISION.get(scenario.architecture)
     if known is not None:
         return known.targets
-    return {"instance": "masks", "classification": "labels"}.get(scenario.task_type, "boxes")  # type: ignore[return-value]
+    kinds = {"instance": "masks", "classification": "labels", "custom": "custom"}
+    return kinds.get(scenario.task_type, "boxes")  # type: ignore[return-value]
 
 
 def num_classes(scenario: Scenario) -> int:
@@ -82,7 +84,7 @@ def _classifier(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
         raise ModelBuildError(f"{name}: model_kwargs rejected by the builder: {exc}") from None
 
 
-def build_model(scenario: Scenario) -> nn.Module:
+def build_model(scenario: Scenario) -> nn.Module | MeasuredModel:
     kwargs: dict[str, Any] = dict(scenario.model_kwargs)
     known = TORCHVISION.get(scenario.architecture)
     if known is not None and known.task_type == "classification":
@@ -111,12 +113,28 @@ def build_model(scenario: Scenario) -> nn.Module:
         if scenario.num_classes is not None:
             kwargs.setdefault("num_classes", scenario.num_classes)
         model = factory(**kwargs)
-        if not isinstance(model, nn.Module):
+        if scenario.task_type == "custom" and not isinstance(model, MeasuredModel):
+            raise ModelBuildError(
+                f"custom factory '{scenario.architecture}' returned {type(model).__name__}; with task_type "
+                "'custom' a factory returns a MeasuredModel (its module, make_batch and loss)"
+            )
+        if isinstance(model, MeasuredModel):
+            if scenario.task_type != "custom":
+                raise ModelBuildError(
+                    f"custom factory '{scenario.architecture}' returned a MeasuredModel: set task_type 'custom' "
+                    f"(got '{scenario.task_type}')"
+                )
+            if not isinstance(model.module, nn.Module):
+                raise ModelBuildError(
+                    f"custom factory '{scenario.architecture}' returned a MeasuredModel whose module is "
+                    f"{type(model.module).__name__}, not an nn.Module"
+                )
+        elif not isinstance(model, nn.Module):
             raise ModelBuildError(
                 f"custom factory '{scenario.architecture}' returned {type(model).__name__}, not an nn.Module"
             )
     if scenario.weights_path:
-        load_weights(model, scenario.weights_path)
+        load_weights(model.module if isinstance(model, MeasuredModel) else model, scenario.weights_path)
     return model
 
 

@@ -30,6 +30,7 @@ from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.profiling.contention import Contention
+from pytest_mlestimate.profiling.contract import MeasuredModel
 from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
 from pytest_mlestimate.profiling.gpu_memory.phases import predict_inference, predict_training
 from pytest_mlestimate.profiling.measurement import Measurement
@@ -112,7 +113,7 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 def profile_scenario(
     scenario: Scenario,
-    model_factory: Callable[[Scenario], nn.Module] = build_model,
+    model_factory: Callable[[Scenario], nn.Module | MeasuredModel] = build_model,
     isolated: bool = False,
     progress: Listener = unheard,
 ) -> Profile:
@@ -134,11 +135,14 @@ def profile_scenario(
         progress(Progress("building"))
         build_start = time.perf_counter()
         torch.manual_seed(MODEL_SEED)
-        model = model_factory(scenario).to(device)
+        built = model_factory(scenario)
+        contract = built if isinstance(built, MeasuredModel) else None
+        model = (contract.module if contract else built).to(device)
         profile.build_seconds = time.perf_counter() - build_start
         profile.parameter_count = parameter_count(model)
-        session = Session(scenario, model, device, monitor, progress)
-        profile.effective_input_size = effective_input_size(model, session.images[0])
+        session = Session(scenario, model, device, monitor, progress, contract)
+        if contract is None:
+            profile.effective_input_size = effective_input_size(model, session.images[0])
         profile.dataset = session.data.describe() if session.data is not None else None
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
@@ -376,7 +380,7 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
     try:
         with torch.inference_mode(), _quiet_warnings():
             session.progress(Progress("inference"))
-            one = session.images[:1]
+            one = session.one_input
             for _ in range(iterations.inference_warmup):
                 session.infer(one)
             session.infer(session.images)
@@ -470,7 +474,7 @@ def _time_inference(
     batch_times: list[float] = []
     calls = 0
     for images, times, minimum in (
-        (session.images[:1], one_times, iterations.inference_one),
+        (session.one_input, one_times, iterations.inference_one),
         (session.images, batch_times, iterations.inference_batch),
     ):
         started = turns.clock()
@@ -499,7 +503,7 @@ def _inference_breakdown(session: Session, profile: Profile) -> Breakdown:
 
     def call() -> None:
         with session.autocast():
-            session.model(images)
+            session.call(images)
 
     try:
         with torch.inference_mode(), _quiet_warnings():

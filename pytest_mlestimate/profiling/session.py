@@ -17,6 +17,7 @@ from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.classification import classification_loss, labelled_batch
+from pytest_mlestimate.profiling.contract import MeasuredModel
 from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.profiling.models import num_classes, target_kind
@@ -92,6 +93,7 @@ class Session:
         device: str,
         monitor: ResourceMonitor,
         progress: Listener = unheard,
+        contract: MeasuredModel | None = None,
     ) -> None:
         self.scenario = scenario
         self.progress = progress
@@ -101,10 +103,14 @@ class Session:
         self.on_gpu = is_gpu(self.device)
         training = scenario.application_type == "training"
         self.classifying = target_kind(scenario) == "labels"
+        self.contract = contract
         self.data: DatasetBatches | None = None
         images: Any
         targets: Any
-        if self.classifying:
+        if contract is not None:
+            images, targets = contract.make_batch(scenario.batch_size, scenario.image_size)
+            targets = targets if training else []
+        elif self.classifying:
             images, labels = labelled_batch(scenario.batch_size, scenario.image_size, num_classes(scenario))
             targets = labels if training else []
         elif scenario.dataset is not None:
@@ -134,6 +140,11 @@ class Session:
         )
         """The dataset's sampled batches, on the device: training steps cycle through them."""
         self.images, self.targets = self._batches[0] if self._batches else self._on_device(images, targets)
+        if contract is not None:
+            self.one_input = self._on_device(contract.make_batch(1, scenario.image_size)[0], [])[0]
+        else:
+            self.one_input = self.images[:1]
+        """One sample's inputs: what the 1-image inference time is measured on."""
         amp = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[scenario.amp]
         self.amp_dtype = amp
         self.scaler = torch.amp.GradScaler(self.device.type) if scenario.amp == "fp16" else None
@@ -163,6 +174,16 @@ class Session:
         """Every tensor of the batches the session holds on its device (a dataset's sample, or the one batch)."""
         batches = self._batches or [(self.images, self.targets)]
         return [leaf for leaf in tree_leaves(batches) if isinstance(leaf, torch.Tensor)]
+
+    def input_tensors(self) -> list[torch.Tensor]:
+        """The tensors of the batch's inputs (what inference holds besides the model)."""
+        return [leaf for leaf in tree_leaves(self.images) if isinstance(leaf, torch.Tensor)]
+
+    def call(self, inputs: Any) -> Any:
+        """The model on a batch's inputs, as its family calls it."""
+        if self.contract is not None:
+            return self.contract(inputs)
+        return self.model(inputs)
 
     def train_on_worst_batches(self) -> None:
         """One training step on each of the dataset's worst batches, untimed: the phase's peaks include them."""
@@ -277,6 +298,8 @@ class Session:
         assert self.optimizer is not None
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
+            if self.contract is not None:
+                return self.contract.loss(self.call(self.images), self.targets)
             if self.classifying:
                 return classification_loss(self.model(self.images), self.targets)
             losses = self.model(self.images, self.targets)
@@ -323,7 +346,7 @@ class Session:
         turns.swap()
         start = time.perf_counter()
         with self.autocast():
-            outputs = self.model(images)
+            outputs = self.call(images)
         self.sync()
         elapsed = time.perf_counter() - start
         detections = [len(o["boxes"]) for o in outputs if isinstance(o, dict) and "boxes" in o]

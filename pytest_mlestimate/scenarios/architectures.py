@@ -13,8 +13,9 @@ from typing import Literal
 
 from pytest_mlestimate.core.errors import brief
 
-TaskType = Literal["detection", "instance", "classification"]
-TargetKind = Literal["boxes", "masks", "keypoints", "labels"]
+TaskType = Literal["detection", "instance", "classification", "custom"]
+"""``custom``: a factory returning a ``MeasuredModel`` (``profiling.contract``), for a model of any family."""
+TargetKind = Literal["boxes", "masks", "keypoints", "labels", "custom"]
 
 
 @dataclass(frozen=True)

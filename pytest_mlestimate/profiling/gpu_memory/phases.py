@@ -55,7 +55,7 @@ def predict_inference(session: Session, card: GpuCard) -> PredictedGpuMemory:
             session.infer(session.images)
 
     found = predict(
-        [*training_state(session.model), *session.images],
+        [*training_state(session.model), *session.input_tensors()],
         run,
         workspaces=[card.blas_workspace],
         expandable_segments=alloc_conf()[0],
