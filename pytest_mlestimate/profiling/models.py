@@ -14,7 +14,7 @@ from torch import nn
 
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.contract import MeasuredModel
-from pytest_mlestimate.scenarios.architectures import TORCHVISION, TargetKind, vit_patch
+from pytest_mlestimate.scenarios.architectures import TENSOR_TASKS, TORCHVISION, TargetKind, vit_patch
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 
@@ -22,7 +22,13 @@ def target_kind(scenario: Scenario) -> TargetKind:
     known = TORCHVISION.get(scenario.architecture)
     if known is not None:
         return known.targets
-    kinds = {"instance": "masks", "classification": "labels", "custom": "custom"}
+    kinds = {
+        "instance": "masks",
+        "classification": "labels",
+        "video-classification": "labels",
+        "semantic-segmentation": "pixels",
+        "custom": "custom",
+    }
     return kinds.get(scenario.task_type, "boxes")  # type: ignore[return-value]
 
 
@@ -32,7 +38,9 @@ def num_classes(scenario: Scenario) -> int:
     known = TORCHVISION.get(scenario.architecture)
     if known is not None:
         return known.default_num_classes
-    return 1000 if scenario.task_type == "classification" else 91
+    return {"classification": 1000, "video-classification": 400, "semantic-segmentation": 21}.get(
+        scenario.task_type, 91
+    )
 
 
 _MODEL_CLASSES = {
@@ -69,15 +77,20 @@ def accepted_model_kwargs(architecture: str) -> set[str]:
     return accepted - {"weights", "weights_backbone", "progress", "backbone", "self"}
 
 
-def _classifier(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
-    """A torchvision classifier without weights. A ViT is built for the scenario's image size (its position
-    embedding is fixed by it): square, and a multiple of its patch size."""
+def _tensor_model(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
+    """A torchvision classifier, segmenter or video model without weights (its backbone's too). A ViT is built
+    for the scenario's image size (its position embedding is fixed by it: the scenario checked the size suits
+    it); DeepLabV3 and FCN with their auxiliary head, as their recipes train them."""
     import torchvision
 
     name = scenario.architecture
     kwargs.setdefault("num_classes", num_classes(scenario))
-    if vit_patch(name):  # the scenario checked the size suits it
+    if vit_patch(name):
         kwargs.setdefault("image_size", scenario.image_size[0])
+    if scenario.task_type == "semantic-segmentation":
+        kwargs.setdefault("weights_backbone", None)
+        if not name.startswith("lraspp"):
+            kwargs.setdefault("aux_loss", True)
     try:
         return torchvision.models.get_model(name, weights=None, **kwargs)
     except (TypeError, ValueError) as exc:
@@ -87,8 +100,8 @@ def _classifier(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
 def build_model(scenario: Scenario) -> nn.Module | MeasuredModel:
     kwargs: dict[str, Any] = dict(scenario.model_kwargs)
     known = TORCHVISION.get(scenario.architecture)
-    if known is not None and known.task_type == "classification":
-        model = _classifier(scenario, kwargs)
+    if known is not None and known.task_type in TENSOR_TASKS:
+        model = _tensor_model(scenario, kwargs)
     elif known is not None:
         from torchvision.models import detection
 
@@ -207,8 +220,8 @@ def apply_detection_load(model: nn.Module, scenario: Scenario) -> DetectionLoad:
     of 1 suppresses none (NMS still runs), so ``detections_per_img`` decides the count.
     """
     load = scenario.detection_load
-    if target_kind(scenario) == "labels":
-        return DetectionLoad(None, "a classifier: no detections to post-process")
+    if scenario.task_type not in ("detection", "instance"):
+        return DetectionLoad(None, f"a {scenario.task_type} model: no detections to post-process")
     if load == "weights":
         return DetectionLoad(None, "as the weights give on the synthetic images (detection_load 'weights')")
     heads = _detection_heads(model)

@@ -16,7 +16,6 @@ from torch.utils._pytree import tree_leaves, tree_map
 from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
-from pytest_mlestimate.profiling.classification import classification_loss, labelled_batch
 from pytest_mlestimate.profiling.contract import MeasuredModel
 from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
@@ -24,6 +23,8 @@ from pytest_mlestimate.profiling.models import num_classes, target_kind
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
 from pytest_mlestimate.profiling.part_hooks import TrainingCalls
 from pytest_mlestimate.profiling.synthetic import make_batch, make_images
+from pytest_mlestimate.profiling.tensor_batches import DEFAULT_CLIP_LENGTH, tensor_batch, tensor_loss
+from pytest_mlestimate.scenarios.architectures import TENSOR_TASKS
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 DIVERGED_LOSS_FACTOR = 100.0
@@ -102,7 +103,8 @@ class Session:
         self.monitor = monitor
         self.on_gpu = is_gpu(self.device)
         training = scenario.application_type == "training"
-        self.classifying = target_kind(scenario) == "labels"
+        self.tensor_task = scenario.task_type in TENSOR_TASKS
+        """Trained on one batch tensor (``tensor_batches``)."""
         self.contract = contract
         self.data: DatasetBatches | None = None
         images: Any
@@ -110,8 +112,14 @@ class Session:
         if contract is not None:
             images, targets = contract.make_batch(scenario.batch_size, scenario.image_size)
             targets = targets if training else []
-        elif self.classifying:
-            images, labels = labelled_batch(scenario.batch_size, scenario.image_size, num_classes(scenario))
+        elif self.tensor_task:
+            images, labels = tensor_batch(
+                scenario.task_type,
+                scenario.batch_size,
+                scenario.image_size,
+                num_classes(scenario),
+                scenario.clip_length or DEFAULT_CLIP_LENGTH,
+            )
             targets = labels if training else []
         elif scenario.dataset is not None:
             self.data = draw_batches(
@@ -300,8 +308,8 @@ class Session:
         with self.autocast():
             if self.contract is not None:
                 return self.contract.loss(self.call(self.images), self.targets)
-            if self.classifying:
-                return classification_loss(self.model(self.images), self.targets)
+            if self.tensor_task:
+                return tensor_loss(self.scenario.task_type, self.model(self.images), self.targets)
             losses = self.model(self.images, self.targets)
             return sum(losses.values())  # type: ignore[return-value]
 

@@ -13,9 +13,11 @@ from typing import Literal
 
 from pytest_mlestimate.core.errors import brief
 
-TaskType = Literal["detection", "instance", "classification", "custom"]
+TaskType = Literal["detection", "instance", "classification", "semantic-segmentation", "video-classification", "custom"]
 """``custom``: a factory returning a ``MeasuredModel`` (``profiling.contract``), for a model of any family."""
-TargetKind = Literal["boxes", "masks", "keypoints", "labels", "custom"]
+TargetKind = Literal["boxes", "masks", "keypoints", "labels", "pixels", "custom"]
+TENSOR_TASKS = ("classification", "semantic-segmentation", "video-classification")
+"""Task types trained on one batch tensor (``profiling.tensor_batches``)."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,21 @@ CLASSIFIERS = (
 TRANSFORMER_CLASSIFIERS = ("vit_", "swin_", "maxvit_", "convnext_")
 """Prefixes of the classifiers torchvision's recipes train with AdamW; the others with SGD."""
 
+SEGMENTERS = (
+    "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet101", "deeplabv3_resnet50", "fcn_resnet101", "fcn_resnet50",
+    "lraspp_mobilenet_v3_large",
+)  # fmt: skip
+"""``torchvision.models.list_models(module=torchvision.models.segmentation)``."""
+VIDEO_CLASSIFIERS = (
+    "mc3_18", "mvit_v1_b", "mvit_v2_s", "r2plus1d_18", "r3d_18", "s3d", "swin3d_b", "swin3d_s", "swin3d_t",
+)  # fmt: skip
+"""``torchvision.models.list_models(module=torchvision.models.video)``."""
+FIXED_CLIPS = {"mvit_v1_b": (16, 224), "mvit_v2_s": (16, 224)}
+"""Video models built for one clip: (frames, side)."""
+
 _TABLE += [Architecture(name, "classification", "labels", "classifier", 1000) for name in CLASSIFIERS]
+_TABLE += [Architecture(name, "semantic-segmentation", "pixels", "segmenter", 21) for name in SEGMENTERS]
+_TABLE += [Architecture(name, "video-classification", "labels", "video classifier", 400) for name in VIDEO_CLASSIFIERS]
 TORCHVISION: dict[str, Architecture] = {a.name: a for a in _TABLE}
 
 
@@ -71,13 +87,18 @@ def vit_patch(architecture: str) -> int | None:
     return None
 
 
-def classification_recipe(architecture: str) -> dict[str, float | int | str]:
-    """The optimizer torchvision's classification recipes train the architecture with, without the learning-rate
-    schedule's warm-up (it changes no step's cost): SGD (lr 0.1, momentum 0.9, weight decay 1e-4, the ResNet
-    recipe), or AdamW (lr 1e-3, weight decay 0.05) for ViT, Swin, MaxViT and ConvNeXt."""
-    if architecture.startswith(TRANSFORMER_CLASSIFIERS):
+def recipe(architecture: str) -> dict[str, float | int | str] | None:
+    """The optimizer torchvision's reference recipe trains a classifier, segmenter or video model with, without
+    the learning-rate schedule's warm-up (it changes no step's cost): AdamW (lr 1e-3, weight decay 0.05) for the
+    transformers and ConvNeXt; SGD with momentum 0.9 and weight decay 1e-4 otherwise, at lr 0.1 (classification,
+    the ResNet recipe), 0.02 (segmentation) or 0.01 (video). None: detection's own default."""
+    known = TORCHVISION.get(architecture)
+    if known is None or known.task_type not in TENSOR_TASKS:
+        return None
+    if architecture.startswith((*TRANSFORMER_CLASSIFIERS, "mvit_", "swin3d_")):
         return {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 0}
-    return {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "warmup_steps": 0}
+    lr = {"classification": 0.1, "semantic-segmentation": 0.02, "video-classification": 0.01}[known.task_type]
+    return {"name": "sgd", "lr": lr, "momentum": 0.9, "weight_decay": 1e-4, "warmup_steps": 0}
 
 
 def is_custom_factory(name: str) -> bool:
@@ -98,7 +119,8 @@ def unknown_architecture_message(name: str) -> str:
     did_you_mean = f"did you mean '{hint}'? " if hint else ""
     return (
         f"unknown architecture {brief(name)}: {did_you_mean}allowed: torchvision's detection builders "
-        f"({', '.join(a.name for a in _TABLE if a.task_type != 'classification')}), its classification builders "
-        f"(resnet50, vit_b_16, ...: {len(CLASSIFIERS)} in all), "
+        f"({', '.join(a.name for a in _TABLE if a.task_type in ('detection', 'instance'))}), its classification "
+        f"builders (resnet50, vit_b_16, ...: {len(CLASSIFIERS)} in all), segmentation builders "
+        f"({', '.join(SEGMENTERS)}), video builders ({', '.join(VIDEO_CLASSIFIERS)}), "
         "or a custom factory 'package.module:function' (scenario files and the Python API only)"
     )

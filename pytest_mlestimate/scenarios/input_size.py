@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_mlestimate.core.errors import brief
-from pytest_mlestimate.scenarios.architectures import TORCHVISION
+from pytest_mlestimate.scenarios.architectures import TENSOR_TASKS, TORCHVISION
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 SIZE_KWARGS = frozenset({"min_size", "max_size", "fixed_size", "size_divisible"})
@@ -59,8 +59,8 @@ def model_resize(scenario: Scenario) -> Resize | None:
     """The resize the scenario's model applies, with its model_kwargs; None for a custom factory (it computes on
     whatever it does with ``image_size``)."""
     known = TORCHVISION.get(scenario.architecture)
-    if known is None or known.task_type == "classification":
-        return None  # a classifier computes on image_size as given
+    if known is None or known.task_type in TENSOR_TASKS:
+        return None  # a classifier, segmenter or video model computes on image_size as given
     default = _DEFAULTS.get(scenario.architecture, Resize())
     kwargs = scenario.model_kwargs
     if known.family in _FIXED_SIZE_FAMILIES:

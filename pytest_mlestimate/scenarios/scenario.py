@@ -23,10 +23,11 @@ from pytest_mlestimate.core.files import InputFileError, file_inside
 from pytest_mlestimate.core.gpu_cards import GPU_CARDS, card_named
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.scenarios.architectures import (
+    FIXED_CLIPS,
     TORCHVISION,
     TaskType,
-    classification_recipe,
     is_custom_factory,
+    recipe,
     unknown_architecture_message,
     vit_patch,
 )
@@ -89,8 +90,9 @@ class Scenario(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     task_type: TaskType
-    """``detection`` and ``instance`` (segmentation) train on images with boxes (and masks); ``classification``
-    on a batch tensor with a class label per image."""
+    """``detection`` and ``instance`` (segmentation) train on images with boxes (and masks); ``classification``,
+    ``semantic-segmentation`` and ``video-classification`` on a batch tensor with a label per image, per pixel or
+    per clip; ``custom`` on what a ``MeasuredModel`` makes."""
     architecture: str = Field(max_length=MAX_TEXT)
     parameters: int | None = Field(None, ge=1, le=MAX_PARAMETERS)
     dataset_size: int = Field(ge=1, le=MAX_DATASET_SIZE)
@@ -122,6 +124,8 @@ class Scenario(BaseModel):
     """Batches hold images of one aspect-ratio group, as torchvision's reference training groups them
     (``--aspect-ratio-group-factor``, 3 there): ``2k + 1`` bin edges from 1/2 to 2; unset, batches mix any
     images. Only with a ``dataset``."""
+    clip_length: int | None = Field(None, ge=1, le=1024)
+    """Frames per clip of a video classifier (16 unless set); only with ``video-classification``."""
     predict_gpu: str | None = Field(None, min_length=1, max_length=64)
     """A GPU to predict peak memory for from this run, on whatever device it runs (``H100``, ``A100-80GB``, ``L4``:
     ``core.gpu_cards``): ``Predicted Peak GPU Memory`` in the result, and a ``peak_gpu_memory`` budget judged on
@@ -167,13 +171,15 @@ class Scenario(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _recipe(cls, data: Any) -> Any:
-        """A torchvision classifier trains with its recipe's optimizer unless the scenario names one."""
-        if not isinstance(data, Mapping) or "optimizer" in data:
+        """A torchvision classifier, segmenter or video model trains with its recipe's optimizer unless the
+        scenario names one."""
+        if not isinstance(data, Mapping) or "optimizer" in data or not isinstance(data.get("architecture"), str):
             return data
-        known = TORCHVISION.get(data.get("architecture")) if isinstance(data.get("architecture"), str) else None
-        if known is None or known.task_type != "classification" or data.get("task_type") != "classification":
+        known = TORCHVISION.get(data["architecture"])
+        found = recipe(data["architecture"])
+        if known is None or found is None or data.get("task_type") != known.task_type:
             return data
-        return {**data, "optimizer": classification_recipe(known.name)}
+        return {**data, "optimizer": found}
 
     @model_validator(mode="before")
     @classmethod
@@ -210,10 +216,10 @@ class Scenario(BaseModel):
 
     @model_validator(mode="after")
     def _dataset_within_limits(self) -> Scenario:
-        if self.dataset is not None and self.task_type == "classification":
+        if self.dataset is not None and self.task_type not in ("detection", "instance"):
             raise ValueError(
-                "dataset: a COCO dataset shapes detection and instance segmentation batches; a classification "
-                "scenario takes none (its batches are images of image_size with a label each)"
+                f"dataset: a COCO dataset shapes detection and instance segmentation batches; a "
+                f"{self.task_type} scenario takes none (its batches are synthetic, of image_size)"
             )
         if self.dataset is None:
             if self.aspect_ratio_group_factor is not None:
@@ -305,6 +311,21 @@ class Scenario(BaseModel):
         raise ValueError(unknown_architecture_message(value))
 
     @model_validator(mode="after")
+    def _clip_suits_the_model(self) -> Scenario:
+        if self.clip_length is not None and self.task_type != "video-classification":
+            raise ValueError("clip_length: frames per clip, only for task_type 'video-classification'")
+        fixed = FIXED_CLIPS.get(self.architecture)
+        if fixed is not None:
+            frames, side = fixed
+            if (self.clip_length or 16) != frames or tuple(self.image_size) != (side, side):
+                raise ValueError(
+                    f"{self.architecture} is built for clips of {frames} frames of {side}x{side}; got "
+                    f"clip_length {self.clip_length or 16}, image_size {list(self.image_size)}; allowed: "
+                    f"clip_length {frames}, image_size [{side}, {side}]"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _size_suits_a_vit(self) -> Scenario:
         patch = vit_patch(self.architecture)
         height, width = self.image_size
@@ -340,7 +361,7 @@ class Scenario(BaseModel):
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
         fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
-        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu"):
+        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu", "clip_length"):
             if fields[name] is None:  # the profiles measured before scenarios had these keep their keys
                 del fields[name]
         if isinstance(self.dataset, DatasetSummary):  # a summary counts by its content, not by its rows
