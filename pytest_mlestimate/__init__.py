@@ -1,4 +1,4 @@
-"""Measure what a PyTorch detection model needs before booking GPUs or merging.
+"""Measure what a PyTorch model needs before booking GPUs or merging.
 
 Heavy modules (pydantic, torch) load on first use of a name below, so that pytest, which imports every
 installed plugin in every run, pays nothing for this package unless ``--mlestimate`` is given.
