@@ -3,6 +3,7 @@ custom ``package.module:factory``; optional weights from a local file."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import pickle
@@ -14,7 +15,14 @@ from torch import nn
 
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.contract import MeasuredModel
-from pytest_mlestimate.scenarios.architectures import TENSOR_TASKS, TORCHVISION, TargetKind, vit_patch
+from pytest_mlestimate.scenarios.architectures import (
+    LIBRARY_EXTRAS,
+    TENSOR_TASKS,
+    TORCHVISION,
+    TargetKind,
+    library_model,
+    vit_patch,
+)
 from pytest_mlestimate.scenarios.scenario import Scenario
 
 
@@ -27,6 +35,7 @@ def target_kind(scenario: Scenario) -> TargetKind:
         "classification": "labels",
         "video-classification": "labels",
         "semantic-segmentation": "pixels",
+        "causal-lm": "tokens",
         "custom": "custom",
     }
     return kinds.get(scenario.task_type, "boxes")  # type: ignore[return-value]
@@ -97,10 +106,49 @@ def _tensor_model(scenario: Scenario, kwargs: dict[str, Any]) -> nn.Module:
         raise ModelBuildError(f"{name}: model_kwargs rejected by the builder: {exc}") from None
 
 
+def _library_model(scenario: Scenario, library: str, name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """A timm model (``pretrained=False``) or a Hugging Face transformer built from its configuration (the
+    model type's defaults, ``model_kwargs`` overriding them): nothing is downloaded."""
+    extra = LIBRARY_EXTRAS[library]
+    try:
+        if library == "timm":
+            import timm
+
+            if name not in timm.list_models():
+                close = difflib.get_close_matches(name, timm.list_models(), n=1)
+                hint = f"did you mean 'timm:{close[0]}'? " if close else ""
+                raise ModelBuildError(
+                    f"architecture 'timm:{name}': timm has no such model; {hint}see timm.list_models()"
+                )
+            kwargs.setdefault("num_classes", num_classes(scenario))
+            return timm.create_model(name, pretrained=False, **kwargs)
+        import transformers
+
+        overrides = dict(kwargs)
+        if scenario.task_type == "classification":
+            overrides.setdefault("num_labels", num_classes(scenario))
+        config = transformers.AutoConfig.for_model(name, **overrides)
+        auto = (
+            transformers.AutoModelForCausalLM
+            if scenario.task_type == "causal-lm"
+            else transformers.AutoModelForImageClassification
+        )
+        return auto.from_config(config)
+    except ImportError:
+        raise ModelBuildError(
+            f"architecture '{scenario.architecture}' needs {extra}: pip install 'pytest-mlestimate[{extra}]'"
+        ) from None
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ModelBuildError(f"architecture '{scenario.architecture}': {type(exc).__name__}: {exc}") from None
+
+
 def build_model(scenario: Scenario) -> nn.Module | MeasuredModel:
     kwargs: dict[str, Any] = dict(scenario.model_kwargs)
     known = TORCHVISION.get(scenario.architecture)
-    if known is not None and known.task_type in TENSOR_TASKS:
+    library = library_model(scenario.architecture)
+    if library is not None:
+        model = _library_model(scenario, *library, kwargs)
+    elif known is not None and known.task_type in TENSOR_TASKS:
         model = _tensor_model(scenario, kwargs)
     elif known is not None:
         from torchvision.models import detection

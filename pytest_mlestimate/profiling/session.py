@@ -119,6 +119,7 @@ class Session:
                 scenario.image_size,
                 num_classes(scenario),
                 scenario.clip_length or DEFAULT_CLIP_LENGTH,
+                vocabulary=getattr(getattr(model, "config", None), "vocab_size", None),
             )
             targets = labels if training else []
         elif scenario.dataset is not None:
@@ -309,7 +310,7 @@ class Session:
             if self.contract is not None:
                 return self.contract.loss(self.call(self.images), self.targets)
             if self.tensor_task:
-                return tensor_loss(self.scenario.task_type, self.model(self.images), self.targets)
+                return tensor_loss(self.scenario.task_type, self.model, self.images, self.targets)
             losses = self.model(self.images, self.targets)
             return sum(losses.values())  # type: ignore[return-value]
 

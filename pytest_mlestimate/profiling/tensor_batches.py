@@ -1,6 +1,7 @@
-"""The families that train on one batch tensor, and their losses as torchvision's reference recipes compute them:
-classification (images, a label each), video classification (clips, a label each) and semantic segmentation
-(images, a label per pixel)."""
+"""The families that train on one batch tensor, and their losses as their reference recipes compute them:
+classification (images, a label each), video classification (clips, a label each), semantic segmentation
+(images, a label per pixel) and causal language models (token ids, the same ids as labels: the model shifts
+them and computes its own loss)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ def tensor_batch(
     num_classes: int,
     clip_length: int = DEFAULT_CLIP_LENGTH,
     seed: int = 0,
+    vocabulary: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets): images [B, 3, H, W] or clips [B, 3, T, H, W]; a label per image or clip, or per pixel."""
+    """(inputs, targets): images [B, 3, H, W] or clips [B, 3, T, H, W]; a label per image or clip, or per pixel;
+    or token ids [B, sequence length] (``image_size`` is [1, length]) drawn from ``vocabulary``."""
     generator = torch.Generator().manual_seed(seed)
     height, width = image_size
+    if task_type == "causal-lm":
+        tokens = torch.randint(0, vocabulary or 32_000, (batch_size, width), generator=generator)
+        return tokens, tokens
     if task_type == "video-classification":
         inputs = torch.rand(batch_size, 3, clip_length, height, width, generator=generator)
     else:
@@ -36,10 +42,13 @@ def tensor_batch(
     return inputs, torch.randint(0, num_classes, shape, generator=generator)
 
 
-def tensor_loss(task_type: str, output: Any, targets: torch.Tensor) -> torch.Tensor:
+def tensor_loss(task_type: str, model: Any, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The model's forward pass on ``inputs`` and its loss against ``targets``."""
+    if task_type == "causal-lm":
+        return model(input_ids=inputs, labels=targets).loss
     if task_type == "semantic-segmentation":
-        return segmentation_loss(output, targets)
-    return classification_loss(output, targets)
+        return segmentation_loss(model(inputs), targets)
+    return classification_loss(model(inputs), targets)
 
 
 def classification_loss(output: Any, labels: torch.Tensor) -> torch.Tensor:

@@ -8,15 +8,24 @@ builders themselves.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from pytest_mlestimate.core.errors import brief
 
-TaskType = Literal["detection", "instance", "classification", "semantic-segmentation", "video-classification", "custom"]
+TaskType = Literal[
+    "detection",
+    "instance",
+    "classification",
+    "semantic-segmentation",
+    "video-classification",
+    "causal-lm",
+    "custom",
+]
 """``custom``: a factory returning a ``MeasuredModel`` (``profiling.contract``), for a model of any family."""
-TargetKind = Literal["boxes", "masks", "keypoints", "labels", "pixels", "custom"]
-TENSOR_TASKS = ("classification", "semantic-segmentation", "video-classification")
+TargetKind = Literal["boxes", "masks", "keypoints", "labels", "pixels", "tokens", "custom"]
+TENSOR_TASKS = ("classification", "semantic-segmentation", "video-classification", "causal-lm")
 """Task types trained on one batch tensor (``profiling.tensor_batches``)."""
 
 
@@ -87,13 +96,34 @@ def vit_patch(architecture: str) -> int | None:
     return None
 
 
-def recipe(architecture: str) -> dict[str, float | int | str] | None:
-    """The optimizer torchvision's reference recipe trains a classifier, segmenter or video model with, without
-    the learning-rate schedule's warm-up (it changes no step's cost): AdamW (lr 1e-3, weight decay 0.05) for the
-    transformers and ConvNeXt; SGD with momentum 0.9 and weight decay 1e-4 otherwise, at lr 0.1 (classification,
-    the ResNet recipe), 0.02 (segmentation) or 0.01 (video). None: detection's own default."""
+LIBRARIES = {"timm": ("classification",), "hf": ("classification", "causal-lm")}
+"""Model sources named ``library:name``, and the task types each builds: timm's image models, and Hugging Face
+transformers built from a configuration (``hf:vit``, ``hf:gpt2``: a model type)."""
+LIBRARY_EXTRAS = {"timm": "timm", "hf": "transformers"}
+_LIBRARY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+
+
+def library_model(architecture: str) -> tuple[str, str] | None:
+    """``("timm", "convnext_tiny")`` for ``timm:convnext_tiny``; None for any other architecture."""
+    library, sep, name = architecture.partition(":")
+    if sep and library in LIBRARIES and _LIBRARY_NAME.fullmatch(name):
+        return library, name
+    return None
+
+
+def recipe(architecture: str, task_type: str | None = None) -> dict[str, float | int | str] | None:
+    """The optimizer a model's reference recipe trains it with, without the learning-rate schedule's warm-up (it
+    changes no step's cost). torchvision's: AdamW (lr 1e-3, weight decay 0.05) for the transformers and
+    ConvNeXt; SGD with momentum 0.9 and weight decay 1e-4 otherwise, at lr 0.1 (classification, the ResNet
+    recipe), 0.02 (segmentation) or 0.01 (video). timm's models: AdamW (lr 1e-3, weight decay 0.05); Hugging
+    Face's: AdamW at the Trainer's lr 5e-5 (weight decay 0.01). None: detection's own default."""
+    library = library_model(architecture)
+    if library is not None:
+        if library[0] == "timm":
+            return {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 0}
+        return {"name": "adamw", "lr": 5e-5, "weight_decay": 0.01, "warmup_steps": 0}
     known = TORCHVISION.get(architecture)
-    if known is None or known.task_type not in TENSOR_TASKS:
+    if known is None or known.task_type not in TENSOR_TASKS or task_type not in (None, known.task_type):
         return None
     if architecture.startswith((*TRANSFORMER_CLASSIFIERS, "mvit_", "swin3d_")):
         return {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "warmup_steps": 0}

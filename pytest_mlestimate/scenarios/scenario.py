@@ -24,9 +24,11 @@ from pytest_mlestimate.core.gpu_cards import GPU_CARDS, card_named
 from pytest_mlestimate.core.pricing import Price
 from pytest_mlestimate.scenarios.architectures import (
     FIXED_CLIPS,
+    LIBRARIES,
     TORCHVISION,
     TaskType,
     is_custom_factory,
+    library_model,
     recipe,
     unknown_architecture_message,
     vit_patch,
@@ -43,6 +45,7 @@ MAX_INSTANCES_PER_IMAGE = 10_000
 """Instances one image of a dataset may hold (COCO's most crowded image holds about 90)."""
 MAX_PARAMETERS = 10**13
 MAX_MODEL_KWARGS = 64
+DEFAULT_SEQUENCE_LENGTH = 512
 MAX_TEXT = 4096
 """Longest architecture name, weights path or model_kwargs string: a path, not a payload."""
 DEFAULT_SAMPLE_INTERVAL_MS = 100
@@ -124,6 +127,8 @@ class Scenario(BaseModel):
     """Batches hold images of one aspect-ratio group, as torchvision's reference training groups them
     (``--aspect-ratio-group-factor``, 3 there): ``2k + 1`` bin edges from 1/2 to 2; unset, batches mix any
     images. Only with a ``dataset``."""
+    sequence_length: int | None = Field(None, ge=1, le=MAX_IMAGE_SIDE)
+    """Tokens per sequence of a causal language model (512 unless set); only with ``causal-lm``."""
     clip_length: int | None = Field(None, ge=1, le=1024)
     """Frames per clip of a video classifier (16 unless set); only with ``video-classification``."""
     predict_gpu: str | None = Field(None, min_length=1, max_length=64)
@@ -175,11 +180,17 @@ class Scenario(BaseModel):
         scenario names one."""
         if not isinstance(data, Mapping) or "optimizer" in data or not isinstance(data.get("architecture"), str):
             return data
-        known = TORCHVISION.get(data["architecture"])
-        found = recipe(data["architecture"])
-        if known is None or found is None or data.get("task_type") != known.task_type:
+        found = recipe(data["architecture"], data.get("task_type"))
+        return data if found is None else {**data, "optimizer": found}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sequence(cls, data: Any) -> Any:
+        """A language model's input is a sequence: ``image_size`` (which sizing reads) is [1, sequence_length]."""
+        if not isinstance(data, Mapping) or data.get("task_type") != "causal-lm" or "image_size" in data:
             return data
-        return {**data, "optimizer": found}
+        length = data.get("sequence_length") or DEFAULT_SEQUENCE_LENGTH
+        return {**data, "image_size": [1, length] if isinstance(length, int) else length}
 
     @model_validator(mode="before")
     @classmethod
@@ -297,7 +308,7 @@ class Scenario(BaseModel):
     @field_validator("architecture")
     @classmethod
     def _architecture(cls, value: str, info: ValidationInfo) -> str:
-        if value in TORCHVISION:
+        if value in TORCHVISION or library_model(value) is not None:
             return value
         context = info.context or {}
         if is_custom_factory(value):
@@ -314,6 +325,20 @@ class Scenario(BaseModel):
     def _clip_suits_the_model(self) -> Scenario:
         if self.clip_length is not None and self.task_type != "video-classification":
             raise ValueError("clip_length: frames per clip, only for task_type 'video-classification'")
+        if self.sequence_length is not None and self.task_type != "causal-lm":
+            raise ValueError("sequence_length: tokens per sequence, only for task_type 'causal-lm'")
+        library = library_model(self.architecture)
+        if library is not None and self.task_type not in LIBRARIES[library[0]]:
+            allowed = " or ".join(f"'{t}'" for t in LIBRARIES[library[0]])
+            raise ValueError(
+                f"task_type '{self.task_type}' does not suit architecture '{self.architecture}': {library[0]} models "
+                f"are measured as {allowed}"
+            )
+        if self.task_type == "causal-lm" and (library is None or library[0] != "hf"):
+            raise ValueError(
+                f"task_type 'causal-lm' is measured on a Hugging Face model built from its configuration "
+                f"(architecture 'hf:gpt2', 'hf:llama', ...), not '{self.architecture}'"
+            )
         fixed = FIXED_CLIPS.get(self.architecture)
         if fixed is not None:
             frames, side = fixed
@@ -361,7 +386,7 @@ class Scenario(BaseModel):
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
         fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
-        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu", "clip_length"):
+        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu", "clip_length", "sequence_length"):
             if fields[name] is None:  # the profiles measured before scenarios had these keep their keys
                 del fields[name]
         if isinstance(self.dataset, DatasetSummary):  # a summary counts by its content, not by its rows
