@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="MODULE:FUNCTION",
-        help="a custom model factory requests may name; repeat for several (MLESTIMATE_ALLOW_FACTORIES)",
+        help="a custom model factory (or a timm:NAME or hf:MODEL_TYPE model) requests may name; repeat for "
+        "several (MLESTIMATE_ALLOW_FACTORIES)",
     )
     serve.add_argument(
         "--queue-size",

@@ -308,16 +308,20 @@ class Scenario(BaseModel):
     @field_validator("architecture")
     @classmethod
     def _architecture(cls, value: str, info: ValidationInfo) -> str:
-        if value in TORCHVISION or library_model(value) is not None:
+        """A torchvision builder; else a library model or a custom factory, which a caller that serves others
+        (``allowed_factories`` in the context) allows by name: a library's defaults can be billions of
+        parameters, and a factory is code."""
+        if value in TORCHVISION:
             return value
         context = info.context or {}
-        if is_custom_factory(value):
-            allowed = context.get("allowed_factories")
+        allowed = context.get("allowed_factories")
+        if library_model(value) is not None or is_custom_factory(value):
             if allowed is None or value in allowed:
                 return value
+            what = "model" if library_model(value) is not None else "custom factory"
             raise ValueError(
-                f"custom factory '{value}' is not allowed here; allowed: "
-                f"{', '.join(TORCHVISION)}{', ' if allowed else ''}{', '.join(sorted(allowed))}"
+                f"{what} '{value}' is not allowed here; allowed: the torchvision builders"
+                f"{', ' if allowed else ''}{', '.join(sorted(allowed))} (an operator allows more with --allow-factory)"
             )
         raise ValueError(unknown_architecture_message(value))
 

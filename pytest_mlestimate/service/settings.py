@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_mlestimate.core.pricing import Price, PriceError, price_from
 from pytest_mlestimate.core.units import UnitError, parse_timeout
-from pytest_mlestimate.scenarios.architectures import is_custom_factory
+from pytest_mlestimate.scenarios.architectures import is_custom_factory, library_model
 from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
@@ -121,8 +121,11 @@ class ServiceSettings:
         if not _DEVICE.match(self.device):
             problems.append(f"device '{self.device}' is not a device; allowed: auto, cpu, cuda, cuda:N")
         for name in sorted(self.allowed_factories):
-            if not is_custom_factory(name):
-                problems.append(f"allowed factory '{name}' is not of the form 'package.module:function'")
+            if not (is_custom_factory(name) or library_model(name)):
+                problems.append(
+                    f"allowed factory '{name}' is not of the form 'package.module:function' (or 'timm:NAME', "
+                    "'hf:MODEL_TYPE')"
+                )
         if self.api_key is not None and not self.api_key:
             problems.append("api_key is empty; leave it unset for an open service")
         elif self.api_key is not None and not _API_KEY.match(self.api_key):

@@ -102,6 +102,19 @@ async def test_no_factory_is_allowed_by_default(measure):
     assert "is not allowed here" in problem["msg"]
 
 
+async def test_a_library_model_is_measured_only_when_the_operator_allows_it_by_name(measure):
+    """A library's default configuration can be billions of parameters: a request names one, an operator allows it."""
+    gpt2 = {"task_type": "causal-lm", "architecture": "hf:gpt2", "dataset_size": 1000, "batch_size": 2}
+    async with client_for(create_app(ServiceSettings(), measure=measure)) as client:
+        (problem,) = await problems_of(client, gpt2)
+    assert "model 'hf:gpt2' is not allowed here" in problem["msg"] and "--allow-factory" in problem["msg"]
+    allowing = ServiceSettings(allowed_factories=frozenset({"hf:gpt2"}))
+    async with client_for(create_app(allowing, measure=measure)) as client:
+        response = await client.post("/api/v1/estimate-resource", json=gpt2)
+    assert response.status_code == 200, response.text
+    assert measure.calls[0].architecture == "hf:gpt2" and measure.calls[0].image_size == (1, 512)
+
+
 async def test_operator_limits_are_stated(measure):
     settings = ServiceSettings(max_batch_size=16, max_image_side=1024)
     async with client_for(create_app(settings, measure=measure)) as client:
