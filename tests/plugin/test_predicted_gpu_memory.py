@@ -1,5 +1,6 @@
 """A GPU memory budget on a runner without a GPU: judged on the figure predicted for the scenario's
-``predict_gpu`` card, and said to be predicted in the terminal, the JSON report, JUnit and the comment."""
+``predict_gpu`` card, and said to be predicted in the terminal, the JSON report, JUnit, the comment and the HTML
+page."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def test_a_gpu_memory_budget_fails_on_a_cpu_runner_when_the_prediction_breaks_it
             {"name": "too-big", "predict_gpu": "H100", "budgets": {"peak_gpu_memory": "1 GB"}},
         ),
     )
-    junit, comment = pytester.path / "junit.xml", pytester.path / "comment.md"
+    junit, comment, page = pytester.path / "junit.xml", pytester.path / "comment.md", pytester.path / "report.html"
     result, report = run_scenarios(
-        "--mlestimate-no-cache", "--mlestimate-junitxml", str(junit), "--mlestimate-markdown", str(comment)
-    )
+        "--mlestimate-no-cache", "--mlestimate-junitxml", str(junit), "--mlestimate-markdown", str(comment),
+        "--mlestimate-html", str(page),
+    )  # fmt: skip
     result.assert_outcomes(passed=1, failed=1)
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
     scenarios = by_name(report)
@@ -47,3 +49,4 @@ def test_a_gpu_memory_budget_fails_on_a_cpu_runner_when_the_prediction_breaks_it
     assert "(predicted)" in table and "FAILED" in table
     assert "peak_gpu_memory broke its limit: predicted" in junit.read_text()
     assert "(predicted)" in comment.read_text()
+    assert "peak GPU memory on H100 (predicted)" in page.read_text()

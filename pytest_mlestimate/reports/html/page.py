@@ -178,6 +178,12 @@ def _cards(record: dict[str, Any]) -> dict[str, Any]:
         cards.append({"label": LABELS[name], "value": shown(record, name), "state": state})
         if name == "backward_pass" and step is not None:
             cards.append({"label": "training step (median)", "value": format_quantity(step, "seconds"), "state": ""})
+    predicted = dig(record, "resource", "Predicted Peak GPU Memory")
+    if isinstance(predicted, Mapping) and number(predicted.get("device")) is not None:
+        state = "broken" if "peak_gpu_memory" in broken else "ok" if "peak_gpu_memory" in budgeted else ""
+        value = format_quantity(number(predicted.get("device")), "bytes")
+        label = f"peak GPU memory on {_first_line(predicted.get('gpu'), 40)} (predicted)"
+        cards.append({"label": label, "value": value, "state": state})
     reason = details(record).get("gpu_unavailable")
     return {
         "cards": cards,
