@@ -96,7 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections and requests at once; past it, 503 (MLESTIMATE_MAX_CONNECTIONS; default 512)",
     )
     serve.add_argument("--max-batch-size", type=int, help="largest batch_size accepted (MLESTIMATE_MAX_BATCH_SIZE)")
-    serve.add_argument("--max-image-side", type=int, help="largest image side accepted (MLESTIMATE_MAX_IMAGE_SIDE)")
+    serve.add_argument(
+        "--max-image-side",
+        type=int,
+        help="largest image side, and longest sequence, accepted (MLESTIMATE_MAX_IMAGE_SIDE)",
+    )
+    serve.add_argument(
+        "--max-clip-length",
+        type=int,
+        help="most frames per video clip accepted, 64 unless set (MLESTIMATE_MAX_CLIP_LENGTH)",
+    )
     serve.add_argument(
         "--max-body-size",
         type=int,
@@ -218,6 +227,7 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         profile_timeout=args.profile_timeout,
         max_batch_size=args.max_batch_size,
         max_image_side=args.max_image_side,
+        max_clip_length=args.max_clip_length,
         weights_dir=args.weights_dir,
         data_dir=args.data_dir,
         profile_cpus=cpus,

@@ -251,6 +251,7 @@ async def environment(request: Request) -> dict[str, Any]:
         "limits": {
             "batch_size": settings.max_batch_size,
             "image_side": settings.max_image_side,
+            "clip_length": settings.max_clip_length,
             "dataset_size": MAX_DATASET_SIZE,
             "profile_timeout_seconds": settings.profile_timeout,
             "capacity_time_limit_seconds": settings.capacity_time_limit,

@@ -157,6 +157,7 @@ class AcceptedJob(Job):
 class Limits(Closed):
     batch_size: int
     image_side: int = Field(description="Of image_size and of what a torchvision model resizes the image to")
+    clip_length: int = Field(description="Frames per clip of a video classifier")
     dataset_size: int
     profile_timeout_seconds: float
     capacity_time_limit_seconds: float

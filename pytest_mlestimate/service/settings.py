@@ -20,6 +20,9 @@ _API_KEY = re.compile(r"^[!-~]+$")
 _KWARG_NAME = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_]*)$")
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
+DEFAULT_MAX_CLIP_LENGTH = 64
+MAX_CLIP_LENGTH = 1024
+"""The engine's bound on ``clip_length``."""
 """Bytes of a request body: a scenario is a few hundred."""
 DEFAULT_MODEL_KWARG_LIMIT = 4096
 """The largest number a custom factory's model_kwarg may be when the operator names no limit for it (``*`` sets
@@ -46,6 +49,7 @@ ENVIRONMENT = {
     "profile_timeout": "MLESTIMATE_PROFILE_TIMEOUT",
     "max_batch_size": "MLESTIMATE_MAX_BATCH_SIZE",
     "max_image_side": "MLESTIMATE_MAX_IMAGE_SIDE",
+    "max_clip_length": "MLESTIMATE_MAX_CLIP_LENGTH",
     "weights_dir": "MLESTIMATE_WEIGHTS_DIR",
     "data_dir": "MLESTIMATE_DATA_DIR",
     "profile_cpus": "MLESTIMATE_PROFILE_CPUS",
@@ -90,6 +94,9 @@ class ServiceSettings:
     """Connections and requests at once; past it, 503 (keep it below the process's open-file limit)."""
     max_batch_size: int = MAX_BATCH_SIZE
     max_image_side: int = MAX_IMAGE_SIDE
+    """Also the longest sequence a language model's request may name (its image_size is [1, length])."""
+    max_clip_length: int = DEFAULT_MAX_CLIP_LENGTH
+    """Frames per clip of a video classifier's request."""
     weights_dir: Path | None = None
     """Requests may name a ``weights_path`` inside this directory only; without it, none at all."""
     data_dir: Path | None = None
@@ -143,6 +150,7 @@ class ServiceSettings:
         for name, value, highest in (
             ("max_batch_size", self.max_batch_size, MAX_BATCH_SIZE),
             ("max_image_side", self.max_image_side, MAX_IMAGE_SIDE),
+            ("max_clip_length", self.max_clip_length, MAX_CLIP_LENGTH),
         ):
             if not 1 <= value <= highest:
                 problems.append(f"{name} {value} is out of range; allowed: 1 to {highest}")

@@ -137,6 +137,14 @@ def operator_problems(scenario: Scenario, settings: ServiceSettings) -> list[Pro
                     "less_than_equal",
                 )
             )
+    if scenario.clip_length is not None and scenario.clip_length > settings.max_clip_length:
+        found.append(
+            problem(
+                "clip_length",
+                f"this service accepts at most {settings.max_clip_length} frames (got {scenario.clip_length})",
+                "less_than_equal",
+            )
+        )
     if scenario.dataset is not None:
         summary = scenario.dataset_summary()
         side = max(max(row[1], row[2]) for row in summary.per_image)

@@ -115,6 +115,20 @@ async def test_a_library_model_is_measured_only_when_the_operator_allows_it_by_n
     assert measure.calls[0].architecture == "hf:gpt2" and measure.calls[0].image_size == (1, 512)
 
 
+async def test_a_clip_and_a_sequence_are_held_to_the_operators_limits(measure):
+    video = {"task_type": "video-classification", "architecture": "r3d_18", "dataset_size": 100, "batch_size": 2,
+             "image_size": [64, 64], "clip_length": 100}  # fmt: skip
+    text = {"task_type": "causal-lm", "architecture": "hf:gpt2", "dataset_size": 100, "batch_size": 2,
+            "sequence_length": 4096}  # fmt: skip
+    settings = ServiceSettings(allowed_factories=frozenset({"hf:gpt2"}), max_image_side=2048)
+    async with client_for(create_app(settings, measure=measure)) as client:
+        (clip,) = await problems_of(client, video)
+        (sequence,) = await problems_of(client, text)
+    assert clip["loc"] == ["body", "clip_length"] and "at most 64 frames (got 100)" in clip["msg"]
+    assert "image sides up to 2048 (got 4096)" in sequence["msg"]
+    assert measure.calls == []
+
+
 async def test_operator_limits_are_stated(measure):
     settings = ServiceSettings(max_batch_size=16, max_image_side=1024)
     async with client_for(create_app(settings, measure=measure)) as client:
