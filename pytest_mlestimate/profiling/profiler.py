@@ -25,14 +25,12 @@ from torch import nn
 from pytest_mlestimate.core.devices import is_gpu, resolve_device
 from pytest_mlestimate.core.environment import torch_fingerprint
 from pytest_mlestimate.core.errors import EstimateError, ModelRunError
-from pytest_mlestimate.core.gpu_cards import GpuCard, card_named
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.breakdown import Breakdown, Timeline, split_memory
 from pytest_mlestimate.profiling.contention import Contention
 from pytest_mlestimate.profiling.contract import MeasuredModel
-from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
-from pytest_mlestimate.profiling.gpu_memory.phases import predict_inference, predict_training
+from pytest_mlestimate.profiling.gpu_memory.phases import predicted_phase
 from pytest_mlestimate.profiling.measurement import Measurement
 from pytest_mlestimate.profiling.models import (
     apply_detection_load,
@@ -42,12 +40,13 @@ from pytest_mlestimate.profiling.models import (
 )
 from pytest_mlestimate.profiling.module_hooks import measure_inference, measure_training
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
-from pytest_mlestimate.profiling.profile import PredictedGpuMemory, Profile
+from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.profiling.session import (
     Diverged,
     Iterations,
     Session,
     Snapshot,
+    divergence_message,
     unheard,
 )
 from pytest_mlestimate.scenarios.scenario import Scenario
@@ -209,7 +208,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
                 try:
                     _train(session, iterations, profile)
                 except Diverged as again:
-                    raise ModelRunError(_divergence_message(session, first, again)) from None
+                    raise ModelRunError(divergence_message(session.scenario, first, again)) from None
                 profile.divergence_restarts = 1
                 profile.warnings.append(
                     f"the loss {first.what} at training step {first.step} (learning rate {first.lr:.3g}); "
@@ -226,7 +225,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
     if session.scenario.breakdown_depth:
         profile.breakdown, profile.timeline = _training_breakdown(session, profile)
     if session.scenario.predict_gpu:
-        profile.predicted_training = _predicted(session, profile, "training", predict_training)
+        profile.predicted_training = predicted_phase(session, profile.warnings, "training")
 
 
 def _train(session: Session, iterations: Iterations, profile: Profile) -> None:
@@ -347,25 +346,6 @@ def _forget_training(profile: Profile) -> None:
     profile.warnings = [w for w in profile.warnings if not w.startswith("other processes competed")]
 
 
-def _divergence_message(session: Session, first: Diverged, again: Diverged) -> str:
-    scenario = session.scenario
-    spec = scenario.optimizer
-    warmup = (
-        f"a warm-up over {spec.warmup_steps} steps from {spec.warmup_factor:g} x lr"
-        if spec.warmup_steps and spec.warmup_factor < 1
-        else "no learning-rate warm-up"
-    )
-    return (
-        f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
-        f"{scenario.image_size[1]} diverged while profiling training: the loss {again.what} at training step "
-        f"{again.step} (learning rate {again.lr:.3g}), and {first.what} at step {first.step} before the "
-        f"starting state was restored. Step times of a diverged model are not its training cost (an R-CNN with "
-        f"no valid proposals steps 4x faster). It trained with optimizer.lr {spec.lr:g} and {warmup}; lower "
-        f"optimizer.lr or lengthen optimizer.warmup_steps (torchvision's recipe: warmup_factor 0.001 over 1000 "
-        f"steps)"
-    )
-
-
 def _profile_inference(session: Session, iterations: Iterations, profile: Profile, isolated: bool) -> None:
     monitor = session.monitor
     session.model.eval()
@@ -401,7 +381,7 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
                     )
             profile.inference_one_times, profile.inference_batch_times, profile.inference_contention = kept
             if session.scenario.predict_gpu:
-                profile.predicted_inference = _predicted(session, profile, "inference", predict_inference)
+                profile.predicted_inference = predicted_phase(session, profile.warnings, "inference")
     finally:
         load.restore()
     profile.inference_detections = sum(detections) / len(detections) if detections else None
@@ -410,33 +390,6 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
         profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown = _inference_breakdown(session, profile)
-
-
-def _predicted(
-    session: Session, profile: Profile, phase: str, predict: Callable[[Session, GpuCard], PredictedGpuMemory]
-) -> PredictedGpuMemory | None:
-    """The phase predicted on the scenario's card; a failure costs the prediction, not the profile."""
-    card = card_named(session.scenario.predict_gpu or "")
-    assert card is not None
-    ignored = alloc_conf()[1]
-    if ignored and phase == "training":
-        profile.warnings.append(
-            f"Predicted Peak GPU Memory models PYTORCH_CUDA_ALLOC_CONF's expandable_segments only; "
-            f"{', '.join(ignored)} left out"
-        )
-    if session.scenario.amp != "off" and phase == "training":
-        profile.warnings.append(
-            f"Predicted Peak GPU Memory with amp {session.scenario.amp}: autocast casts some operators differently "
-            f"on {session.device} than on CUDA, so the prediction is approximate"
-        )
-    try:
-        with _quiet_warnings():
-            return predict(session, card)
-    except Exception as exc:
-        profile.warnings.append(
-            f"no GPU memory prediction for {phase}: the traced steps failed: {type(exc).__name__}: {exc}"
-        )
-        return None
 
 
 def _training_breakdown(session: Session, profile: Profile) -> tuple[Breakdown, Timeline | None]:

@@ -398,3 +398,22 @@ class Snapshot:
 
     def close(self) -> None:
         self._file.close()
+
+
+def divergence_message(scenario: Scenario, first: Diverged, again: Diverged) -> str:
+    """Why a profile that diverged twice has no figures, and what to change."""
+    spec = scenario.optimizer
+    warmup = (
+        f"a warm-up over {spec.warmup_steps} steps from {spec.warmup_factor:g} x lr"
+        if spec.warmup_steps and spec.warmup_factor < 1
+        else "no learning-rate warm-up"
+    )
+    return (
+        f"{scenario.architecture} at batch {scenario.batch_size}, image {scenario.image_size[0]}x"
+        f"{scenario.image_size[1]} diverged while profiling training: the loss {again.what} at training step "
+        f"{again.step} (learning rate {again.lr:.3g}), and {first.what} at step {first.step} before the "
+        f"starting state was restored. Step times of a diverged model are not its training cost (an R-CNN with "
+        f"no valid proposals steps 4x faster). It trained with optimizer.lr {spec.lr:g} and {warmup}; lower "
+        f"optimizer.lr or lengthen optimizer.warmup_steps (torchvision's recipe: warmup_factor 0.001 over 1000 "
+        f"steps)"
+    )

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import warnings
+from typing import Literal
 
 import torch
 
-from pytest_mlestimate.core.gpu_cards import OUTSIDE_ALLOCATOR, GpuCard
+from pytest_mlestimate.core.gpu_cards import OUTSIDE_ALLOCATOR, GpuCard, card_named
 from pytest_mlestimate.profiling.gpu_memory.allocator import alloc_conf
 from pytest_mlestimate.profiling.gpu_memory.predict import PredictedMemory, predict, training_state
 from pytest_mlestimate.profiling.gpu_memory.trace import StorageTrace
@@ -72,3 +74,30 @@ def _predicted(card: GpuCard, found: PredictedMemory, steps: int) -> PredictedGp
         traced_storages=found.traced_storages,
         steps=steps,
     )
+
+
+def predicted_phase(
+    session: Session, warned: list[str], phase: Literal["training", "inference"]
+) -> PredictedGpuMemory | None:
+    """The phase predicted on the scenario's ``predict_gpu`` card; a failure costs the prediction (said in
+    ``warned``), not the profile."""
+    card = card_named(session.scenario.predict_gpu or "")
+    assert card is not None
+    ignored = alloc_conf()[1]
+    if ignored and phase == "training":
+        warned.append(
+            f"Predicted Peak GPU Memory models PYTORCH_CUDA_ALLOC_CONF's expandable_segments only; "
+            f"{', '.join(ignored)} left out"
+        )
+    if session.scenario.amp != "off" and phase == "training":
+        warned.append(
+            f"Predicted Peak GPU Memory with amp {session.scenario.amp}: autocast casts some operators differently "
+            f"on {session.device} than on CUDA, so the prediction is approximate"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return (predict_training if phase == "training" else predict_inference)(session, card)
+    except Exception as exc:
+        warned.append(f"no GPU memory prediction for {phase}: the traced steps failed: {type(exc).__name__}: {exc}")
+        return None
