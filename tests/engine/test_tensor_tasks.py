@@ -12,19 +12,7 @@ from pytest_mlestimate.api import estimate
 from pytest_mlestimate.profiling.tensor_batches import classification_loss, segmentation_loss
 from pytest_mlestimate.scenarios.architectures import CLASSIFIERS, SEGMENTERS, VIDEO_CLASSIFIERS
 from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
-
-SMALL: dict[str, Any] = {
-    "task_type": "classification", "architecture": "resnet18", "dataset_size": 640, "batch_size": 4,
-    "image_size": [32, 32], "device": "cpu", "warmup_iterations": 1, "measure_iterations": 3, "num_classes": 10,
-}  # fmt: skip
-SEGMENT: dict[str, Any] = {
-    **SMALL, "task_type": "semantic-segmentation", "architecture": "deeplabv3_mobilenet_v3_large",
-    "batch_size": 2, "image_size": [32, 32], "num_classes": 5, "measure_iterations": 2,
-}  # fmt: skip
-VIDEO: dict[str, Any] = {
-    **SMALL, "task_type": "video-classification", "architecture": "r3d_18", "batch_size": 2, "clip_length": 4,
-    "image_size": [16, 16], "measure_iterations": 2,
-}  # fmt: skip
+from tests.family_scenarios import SEGMENT, SMALL, VIDEO
 
 
 def test_the_families_builders_are_torchvisions() -> None:
@@ -88,13 +76,6 @@ def test_a_segmenters_auxiliary_head_counts_half_and_ignored_pixels_not_at_all()
     other = torch.nn.functional.cross_entropy(aux[..., :1], labels[..., :1])
     assert torch.isclose(segmentation_loss({"out": out}, labels), main)
     assert torch.isclose(segmentation_loss({"out": out, "aux": aux}, labels), main + 0.5 * other)
-
-
-@pytest.mark.parametrize("scenario", ["segmenter", "video"])
-def test_a_segmenter_and_a_video_classifier_are_measured(scenario: str) -> None:
-    found = estimate(SEGMENT if scenario == "segmenter" else VIDEO, cache=False).to_dict()
-    assert found["training_time"]["Total Training Time"] > 0 and found["resource"]["Peak RAM Memory"] > 0
-    assert found["inference_time"]["Batch of 2 Inference Time"] > 0
 
 
 def test_a_classifier_is_measured_and_broken_down_like_a_detector() -> None:
