@@ -50,8 +50,8 @@ PREDICTION_METHOD = (
     "workspaces; device = reserved + the CUDA context and library handles (about 1.2 GiB, measured on an H100)"
 )
 PREDICTION_ERROR = (
-    "against two detectors' training loops measured on an H100 (torch 2.11): allocated -0.4 % and -0.7 %, "
-    "reserved -2.1 % and -7.4 % (bench/gpu_memory_prediction.py); not yet checked on other cards, with AMP or on "
+    "against two detectors' training loops measured on an H100 (torch 2.11): allocated -0.4 % and -0.8 %, "
+    "reserved -3.3 % and -7.4 % (bench/gpu_memory_prediction.py); not yet checked on other cards, with AMP or on "
     "other families; not modelled: kernel workspaces (cuDNN), PYTORCH_CUDA_ALLOC_CONF options"
 )
 _METHODS = {
