@@ -52,7 +52,7 @@ PREDICTION_METHOD = (
 PREDICTION_ERROR = (
     "against two detectors' training loops measured on an H100 (torch 2.11): allocated -0.4 % and -0.8 %, "
     "reserved -3.3 % and -7.4 % (bench/gpu_memory_prediction.py); not yet checked on other cards, with AMP or on "
-    "other families; not modelled: kernel workspaces (cuDNN), PYTORCH_CUDA_ALLOC_CONF options"
+    "other families; not modelled: kernel workspaces (cuDNN), PYTORCH_CUDA_ALLOC_CONF options but expandable_segments"
 )
 _METHODS = {
     "nvml-energy-counter": "NVML's total energy counter, read right before and right after the measured steps",
