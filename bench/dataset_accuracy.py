@@ -15,7 +15,8 @@ its linear warm-up), batch 2, on generated COCO files (seeded, polygon masks):
   plain loop's peak RSS over the full pass against the estimate's Peak RAM Memory, and the image ids of the
   estimate's named worst batches.
 
-    .venv/bin/python bench/dataset_accuracy.py [--repeats 2] [--images 40] [--worst-images 200]
+    .venv/bin/python bench/dataset_accuracy.py [--repeats 2] [--images 40] [--worst-images 200] [--only time]
+        [--kinds sparse]
 """
 
 from __future__ import annotations
@@ -152,9 +153,11 @@ def error(estimate: float, loop: float) -> str:
     return f"{estimate / loop - 1:+.1%}"
 
 
-def time_arms(folder: Path, repeats: int, images: int) -> dict[str, Any]:
+def time_arms(folder: Path, repeats: int, images: int, kinds: str = "sparse,crowded") -> dict[str, Any]:
     results: dict[str, Any] = {}
     for seed, kind in enumerate(("sparse", "crowded")):
+        if kind not in kinds.split(","):
+            continue
         path = folder / f"{kind}.json"
         document = generate(kind, images, seed)
         path.write_text(json.dumps(document))
@@ -203,6 +206,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40, help="images of each time file")
     parser.add_argument("--worst-images", type=int, default=200, help="images of the worst-batch file")
     parser.add_argument("--only", choices=["time", "worst"], help="run one part")
+    parser.add_argument("--kinds", default="sparse,crowded", help="the time part's files (default sparse,crowded)")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -218,7 +222,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
         if args.only != "worst":
-            results["time"] = time_arms(Path(folder), args.repeats, args.images)
+            results["time"] = time_arms(Path(folder), args.repeats, args.images, args.kinds)
         if args.only != "time":
             results["worst batch"] = worst_arm(Path(folder), args.worst_images)
     print(json.dumps(results, indent=2))
