@@ -187,8 +187,9 @@ class Scenario(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _sequence(cls, data: Any) -> Any:
-        """A language model's input is a sequence: ``image_size`` (which sizing reads) is [1, sequence_length]."""
-        if not isinstance(data, Mapping) or data.get("task_type") != "causal-lm" or "image_size" in data:
+        """A language model's input is a sequence: ``image_size`` (which sizing reads) is [1, sequence_length],
+        whatever a file's defaults give it."""
+        if not isinstance(data, Mapping) or data.get("task_type") != "causal-lm":
             return data
         length = data.get("sequence_length") or DEFAULT_SEQUENCE_LENGTH
         return {**data, "image_size": [1, length] if isinstance(length, int) else length}

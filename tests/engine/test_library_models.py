@@ -27,6 +27,7 @@ def test_a_language_models_input_is_its_sequence() -> None:
     parsed = parse_scenario(HF_TEXT)
     assert parsed.image_size == (1, 64) and parsed.sequence_length == 64
     assert parse_scenario({k: v for k, v in HF_TEXT.items() if k != "sequence_length"}).image_size == (1, 512)
+    assert parse_scenario({**HF_TEXT, "image_size": [64, 64]}).image_size == (1, 64)  # a file's defaults, say
 
 
 @pytest.mark.parametrize(
