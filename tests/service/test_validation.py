@@ -35,7 +35,7 @@ async def problems_of(client, body, endpoint="estimate-resource"):
         ({"batch_size": 5000}, ["body", "batch_size"], ["must be at most 4096"]),
         ({"image_size": [800, 9000]}, ["body", "image_size", 1], ["8192", "9000"]),
         ({"dataset_size": 0}, ["body", "dataset_size"], ["must be at least 1"]),
-        ({"task_type": "segmentation"}, ["body", "task_type"], ["'detection' or 'instance'", "segmentation"]),
+        ({"task_type": "segmentation"}, ["body", "task_type"], ["'semantic-segmentation'", "(got 'segmentation')"]),
         ({"application_type": "serving"}, ["body", "application_type"], ["'training' or 'inference'"]),
         ({"architecture": "fasterrcnn_resnet50"}, ["body", "architecture"], ["did you mean 'fasterrcnn_resnet50_fpn"]),
         ({"architecture": "maskrcnn_resnet50_fpn"}, ["body"], ["instance segmentation model", "task_type must be"]),
