@@ -218,12 +218,7 @@ class Scenario(BaseModel):
                 data = {**data, "dataset": _in_data_dir(dataset, context["data_dir"])}
             if all(key in data for key in ("dataset_size", "num_classes", "image_size")):
                 return data
-            from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
-
-            try:
-                summary = dataset_summary(data["dataset"])
-            except DatasetError as exc:
-                raise ValueError(f"dataset: {exc}") from None
+            summary = _file_summary(data["dataset"])
         typical = [round(summary.image_height.p50), round(summary.image_width.p50)]
         return {"dataset_size": summary.images, "num_classes": summary.num_classes, "image_size": typical, **data}
 
@@ -261,12 +256,7 @@ class Scenario(BaseModel):
             return self.dataset
         if self.dataset is None:
             raise ValueError("the scenario has no dataset")
-        from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
-
-        try:
-            return dataset_summary(self.dataset)
-        except DatasetError as exc:
-            raise ValueError(f"dataset: {exc}") from None
+        return _file_summary(self.dataset)
 
     @field_validator("weights_path", "dataset")
     @classmethod
@@ -422,6 +412,16 @@ def parse_scenario(data: Any, where: str = "", context: dict[str, Any] | None = 
         return Scenario.model_validate(data, context=context)
     except ValidationError as exc:
         raise ScenarioError(describe_errors(exc), where) from None
+
+
+def _file_summary(path: str) -> DatasetSummary:
+    """The summary of a dataset file, read once per version of it; a bad file is the scenario's error."""
+    from pytest_mlestimate.scenarios.coco import DatasetError, dataset_summary
+
+    try:
+        return dataset_summary(path)
+    except DatasetError as exc:
+        raise ValueError(f"dataset: {exc}") from None
 
 
 def _in_data_dir(name: str, data_dir: Path | None) -> str:
