@@ -17,6 +17,8 @@ from pytest_mlestimate.scenarios.scenario import Scenario, parse_scenario
 from pytest_mlestimate.stores.interfaces import profile_store_at
 from pytest_mlestimate.stores.profile_cache import profile_key
 
+DEFAULT_CLAIM_WAIT = 3600.0
+
 if TYPE_CHECKING:
     from pytest_mlestimate.profiling.turns import TurnEnds
 
@@ -28,11 +30,12 @@ def estimate(
     refresh: bool = False,
     isolate: bool = True,
     timeout: float | None = None,
-    cache_path: Path | None = None,
+    cache_path: Path | str | None = None,
     progress: Listener | None = None,
     price: Price | None = None,
     checkout: Checkout | None = None,
     turns: TurnEnds | None = None,
+    ray: str | None = None,
 ) -> Estimate:
     """Measure (or recall) the scenario's profile and return its estimate.
 
@@ -47,37 +50,57 @@ def estimate(
     ``checkout`` builds the model from another commit's code (``checkouts.checked_out``): isolated, never cached.
     ``turns`` measures in turns with another profile (``turns.side_by_side``, which holds the device for both):
     isolated, never cached.
+    ``cache_path`` may be a ``postgresql://`` URL: the cache a fleet shares, where each configuration is measured
+    once (``stores.postgres_profiles``). ``ray`` measures on the Ray cluster at that address (``ray_tasks``).
     """
     parsed = parse_scenario(scenario)
     if checkout is not None or turns is not None:
-        cache, isolate = False, True
+        cache, isolate, ray = False, True, None
     store = profile_store_at(cache_path) if cache else None
-    key = profile_key(parsed) if store else None
+    key = profile_key(parsed, placement="ray" if ray else None) if store else None
     stale = None
     if store is not None and key is not None and not refresh:
         found = store.get(key)
         if found is not None:
             return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
         stale = store.stale
-    with device_lock(parsed.device) if turns is None else contextlib.nullcontext():
-        if store is not None and key is not None and not refresh:
-            found = store.get(key)  # measured by another thread while this one waited
-            if found is not None:
-                return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
-        profile = _measure(parsed, isolate, timeout, heard_safely(progress) if progress else None, checkout, turns)
-    info: dict[str, Any] = {"hit": False}
-    if stale is not None:
-        info["stale"] = stale
-    if store is not None and key is not None and profile.contended:
-        info["stored"] = False
-        profile.warnings.append(
-            "not cached: measured while other processes took the CPU; the next estimate measures again"
-        )
-    elif store is not None and key is not None:
-        info.update(key=key, path=str(store.path), stored=store.put(key, profile))
+    claim = store.claim(key, claim_wait(timeout)) if store is not None and key is not None else contextlib.nullcontext()
+    with claim as measured_meanwhile:  # by another host sharing the store, while this one waited for its lease
+        if measured_meanwhile is not None and not refresh:
+            return Estimate(parsed, measured_meanwhile, {"hit": True, "key": key, "path": str(store.path)}, price)
+        if ray is not None:
+            from pytest_mlestimate.profiling.ray_tasks import profile_on_ray
+
+            profile = profile_on_ray(parsed, ray, timeout)  # the node holds its own device lock
+        else:
+            with device_lock(parsed.device) if turns is None else contextlib.nullcontext():
+                if store is not None and key is not None and not refresh:
+                    found = store.get(key)  # measured by another thread while this one waited
+                    if found is not None:
+                        return Estimate(parsed, found, {"hit": True, "key": key, "path": str(store.path)}, price)
+                listener = heard_safely(progress) if progress else None
+                profile = _measure(parsed, isolate, timeout, listener, checkout, turns)
+        info: dict[str, Any] = {"hit": False}
+        if stale is not None:
+            info["stale"] = stale
+        if store is not None and key is not None and profile.contended:
+            info["stored"] = False
+            profile.warnings.append(
+                "not cached: measured while other processes took the CPU; the next estimate measures again"
+            )
+        elif store is not None and key is not None:
+            info.update(key=key, path=str(store.path), stored=store.put(key, profile))
     if store is not None and store.problem:
         profile.warnings.append(store.problem)
     return Estimate(parsed, profile, cache=info, default_price=price)
+
+
+def claim_wait(timeout: float | None) -> float:
+    """How long an estimate waits for another host's profile of the same configuration before giving up: the
+    profile's own time limit and a lease's length (its holder may have died just before it)."""
+    from pytest_mlestimate.stores.postgres_profiles import LEASE_SECONDS
+
+    return (timeout if timeout is not None else DEFAULT_CLAIM_WAIT) + 2 * LEASE_SECONDS
 
 
 def estimate_model(

@@ -75,6 +75,8 @@ class Profile(BaseModel):
     format: int = PROFILE_FORMAT
     device: str
     device_name: str
+    measured_on: str | None = None
+    """The Ray node that measured it, when a cluster did (``ray_tasks``)."""
     gpu_unavailable: str | None = None
     effective_input_size: tuple[int, int] | None = None
     dataset: dict[str, Any] | None = None

@@ -1,21 +1,23 @@
 """The storage boundary: what the engine, the verdicts and the reports ask of the profile cache, the baselines
 and the run history, and the one place that says which implementation a location names.
 
-Today a location is a path: the profile cache and the run history are sqlite files (their schemas versioned by
-``stores.migrations``), baselines are JSON files in a folder. A server database is added as one more class that
-answers the same protocol and one more case in ``profile_store_at``, ``baseline_store_at`` or ``run_history_at``;
-nothing above this layer changes.
+A location is a path or a ``postgresql://`` URL. At a path, the profile cache and the run history are sqlite files
+(their schemas versioned by ``stores.migrations``) and baselines are JSON files in a folder; at a URL, the profile
+cache and the run history are one PostgreSQL database that a fleet of hosts shares (``stores.postgres``), whose
+leases also make each profile measured once in the fleet. Nothing above this layer knows which.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_mlestimate.stores import baseline_folder, run_history
+from pytest_mlestimate.stores.postgres import is_database_url
 from pytest_mlestimate.stores.run_history import LatestSession, Recorded, ScenarioRow, ScenarioSummary
 
 if TYPE_CHECKING:  # the commands that read baselines and histories load neither pydantic nor torch
@@ -23,8 +25,8 @@ if TYPE_CHECKING:  # the commands that read baselines and histories load neither
 
 
 class ProfileStore(Protocol):
-    path: Path
-    """Where the profiles are, as a user is shown it."""
+    path: Path | str
+    """Where the profiles are, as a user is shown it (a database's URL without its password)."""
     problem: str | None
     """What went wrong in the last calls (the store answered as if empty), for a warning beside the figures."""
     stale: str | None
@@ -32,6 +34,10 @@ class ProfileStore(Protocol):
 
     def get(self, key: str) -> Profile | None: ...
     def put(self, key: str, profile: Profile) -> bool: ...
+    def claim(self, key: str, wait: float) -> AbstractContextManager[Profile | None]:
+        """While the block runs, this caller alone measures ``key`` (in the whole fleet where the store is shared
+        by hosts); what it yields is the profile another caller measured meanwhile, if any."""
+        ...
 
 
 class BaselineStore(Protocol):
@@ -116,7 +122,11 @@ class SqliteRunHistory:
 
 
 def profile_store_at(location: str | Path | None = None) -> ProfileStore:
-    """The profile cache a location names (by default the user's cache folder)."""
+    """The profile cache a location names: a ``postgresql://`` URL, a path, or by default the user's cache folder."""
+    if is_database_url(location):
+        from pytest_mlestimate.stores.postgres_profiles import PostgresProfiles
+
+        return PostgresProfiles(str(location))
     from pytest_mlestimate.stores.profile_cache import ProfileCache
 
     return ProfileCache(Path(location)) if location is not None else ProfileCache()
@@ -127,4 +137,9 @@ def baseline_store_at(location: str | Path) -> BaselineStore:
 
 
 def run_history_at(location: str | Path) -> RunHistory:
+    """The run history a location names: a ``postgresql://`` URL or the path of an sqlite file."""
+    if is_database_url(location):
+        from pytest_mlestimate.stores.postgres_history import PostgresRunHistory
+
+        return PostgresRunHistory(str(location))
     return SqliteRunHistory(Path(location))

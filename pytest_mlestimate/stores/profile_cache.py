@@ -138,11 +138,13 @@ def changed_source(profile: Profile) -> str | None:
     return None
 
 
-def profile_key(scenario: Scenario) -> str:
+def profile_key(scenario: Scenario, placement: str | None = None) -> str:
+    """``placement``: 'ray' for a profile a cluster measures, on whichever node has the device; its key names the
+    placement instead of this host, so that every host sending it to the cluster shares it."""
     material = {
         "format": PROFILE_FORMAT,
         "scenario": scenario.profile_fields(),
-        "host": host_fingerprint(),
+        "host": host_fingerprint() if placement is None else {"placement": placement},
         "model_source": _factory_source_digest(scenario.architecture),
         "weights": _file_digest(scenario.weights_path),
     }
@@ -151,6 +153,24 @@ def profile_key(scenario: Scenario) -> str:
     elif scenario.dataset is not None:
         material["dataset"] = scenario.dataset.digest()
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def usable(key: str, text: str | None) -> tuple[Profile | None, str | None]:
+    """A stored profile if it can be answered, else None; and why one found was not (its code changed since).
+    A foreign entry or one of another format is not answered either: it is measured again."""
+    if text is None:
+        return None, None
+    try:
+        profile = Profile.model_validate_json(text)
+    except ValidationError:
+        return None, None
+    if profile.format != PROFILE_FORMAT:
+        return None, None
+    stale = changed_source(profile)
+    if stale is not None:
+        log.info("cached profile %s not used: %s", key[:12], stale)
+        return None, stale
+    return profile, None
 
 
 def is_corrupt(error: sqlite3.Error) -> bool:
@@ -202,6 +222,11 @@ class ProfileCache:
                 self.path.with_name(self.path.name + suffix).unlink()
         self._report(f"cache {self.path} was corrupt ({error}); moved to {aside.name} and re-measured")
 
+    def claim(self, key: str, wait: float) -> contextlib.AbstractContextManager[Profile | None]:
+        """Nothing to hold: on one host the device lock already keeps a second profile of ``key`` waiting, and the
+        estimate looks in the cache again once it has the lock."""
+        return contextlib.nullcontext()
+
     def get(self, key: str) -> Profile | None:
         self.stale = None
         try:
@@ -210,18 +235,7 @@ class ProfileCache:
         except (sqlite3.Error, OSError) as exc:
             self._trouble(exc, "read")
             return None
-        if row is None:
-            return None
-        try:
-            profile = Profile.model_validate_json(row[0])
-        except ValidationError:
-            return None
-        if profile.format != PROFILE_FORMAT:
-            return None
-        self.stale = changed_source(profile)
-        if self.stale is not None:
-            log.info("cached profile %s not used: %s", key[:12], self.stale)
-            return None
+        profile, self.stale = usable(key, row[0] if row is not None else None)
         return profile
 
     def put(self, key: str, profile: Profile) -> bool:
