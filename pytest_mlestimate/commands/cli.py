@@ -146,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(MLESTIMATE_PRICE_PER_KWH)",
     )
     serve.add_argument("--cache-dir", type=Path, help="where measured profiles are kept (MLESTIMATE_CACHE_DIR)")
+    serve.add_argument(
+        "--store",
+        metavar="URL",
+        help="a postgresql:// URL: profiles and jobs kept in that database and shared by every replica started "
+        "with it; credentials from the URL or the PG* variables (MLESTIMATE_STORE)",
+    )
+    serve.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="measure the profiles on the Ray cluster at ADDRESS (e.g. ray://head:10001 or head:6379) instead of "
+        "this host (MLESTIMATE_RAY)",
+    )
+    serve.add_argument(
+        "--ray-profiles",
+        type=int,
+        metavar="N",
+        help="profiles this replica keeps on the Ray cluster at once, per kind of device (default 4; "
+        "MLESTIMATE_RAY_PROFILES)",
+    )
     serve.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
     serve.set_defaults(run=serve_command)
@@ -234,6 +253,9 @@ def settings_from_args(args: argparse.Namespace) -> ServiceSettings:
         max_body_size=args.max_body_size,
         price_per_device_hour=args.price_per_device_hour,
         price_per_kwh=args.price_per_kwh,
+        store=args.store,
+        ray=args.ray,
+        ray_profiles=args.ray_profiles,
     )
     if not args.allow_factory and not kwarg_limits:
         return base

@@ -9,7 +9,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_mlestimate.service.shared_jobs import SharedJobs
 
 Answer = tuple[int, dict[str, Any]]
 """An HTTP status and its body."""
@@ -36,12 +39,14 @@ class Job:
 
 
 class JobBoard:
-    """The jobs this process knows, newest last; past ``limit`` the oldest finished ones are forgotten."""
+    """The jobs this process knows, newest last; past ``limit`` the oldest finished ones are forgotten. With
+    ``shared``, each job is also written to the replicas' database, where any replica finds it."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, shared: SharedJobs | None = None) -> None:
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
+        self.shared = shared
 
     def add(
         self,
@@ -49,13 +54,22 @@ class JobBoard:
         future: Future[Any],
         answer: Callable[[Any], Answer],
         fail: Callable[[BaseException], Answer],
+        request: bytes = b"",
+        taken_over: str | None = None,
     ) -> Job:
-        job = Job(secrets.token_urlsafe(12), endpoint, future, answer, fail)
+        """``request``: the body, kept with a shared job so that another replica can resume it; ``taken_over``:
+        the id of a shared job this replica resumes."""
+        job = Job(taken_over or secrets.token_urlsafe(12), endpoint, future, answer, fail)
+        if self.shared is not None and taken_over is None:
+            self.shared.record(job.id, endpoint, request, job.describe())
         with self._lock:
             self._jobs[job.id] = job
             finished = [j.id for j in self._jobs.values() if j.future.done()]
             for stale in finished[: max(0, len(self._jobs) - self._limit)]:
                 del self._jobs[stale]
+        if self.shared is not None:
+            shared = self.shared
+            future.add_done_callback(lambda _done: shared.update(job.id, job.describe()))
         return job
 
     def get(self, job_id: str) -> Job | None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from pytest_mlestimate.core.devices import physical_id, resolve_device
+from pytest_mlestimate.core.devices import is_gpu, physical_id, resolve_device
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.scenario import Scenario
 from pytest_mlestimate.service.store import ProfileStore
@@ -41,22 +41,28 @@ class QueueFull(Exception):
         self.retry_after = retry_after
 
 
-def lane_for(device: str, auto: str) -> str:
+def lane_for(device: str, auto: str, cluster: bool = False) -> str:
     """The physical device a scenario's ``device`` names ('auto' is the service's), as ``devices`` names it: any
     two names of one device share a lane. A device this machine lacks raises DeviceUnavailableError: it gets no
-    lane (a lane is a thread, and names of absent devices are countless)."""
+    lane (a lane is a thread, and names of absent devices are countless). On a cluster, a lane is a kind of
+    device (its GPUs, its CPUs), which the cluster has or refuses."""
+    if cluster:
+        return "ray:gpu" if is_gpu(device) else "ray:cpu"
     return physical_id(resolve_device(auto if device == "auto" else device))
 
 
 class _Lane:
-    def __init__(self, device: str, cpus: frozenset[int]) -> None:
+    def __init__(self, device: str, cpus: frozenset[int], workers: int = 1) -> None:
         self.device = device
         self.cpus = cpus
         self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.waiting = 0
-        self.running: str | None = None
-        self.thread = threading.Thread(target=self._work, name=f"profile-{device}", daemon=True)
-        self.thread.start()
+        self.running: set[str] = set()
+        self.threads = [
+            threading.Thread(target=self._work, name=f"profile-{device}-{n}", daemon=True) for n in range(workers)
+        ]
+        for thread in self.threads:
+            thread.start()
 
     def _work(self) -> None:
         if self.cpus:
@@ -74,12 +80,15 @@ class ProfileQueue:
         auto_device: str,
         max_waiting: int,
         profile_cpus: frozenset[int] = frozenset(),
+        cluster: int | None = None,
     ) -> None:
+        """``cluster``: the profiles are measured on a cluster, this many at once for each kind of device."""
         self._measure = measure
         self._store = store
         self._auto = auto_device
         self._max_waiting = max_waiting
         self._cpus = profile_cpus
+        self._cluster = cluster
         self._lanes: dict[str, _Lane] = {}
         self._in_flight: dict[str, Future[Measured]] = {}
         self._durations: collections.deque[float] = collections.deque(maxlen=20)
@@ -90,7 +99,8 @@ class ProfileQueue:
     def submit(self, scenario: Scenario, key: str, *, admitted: bool = False) -> Future[Measured]:
         """The future profile of ``key``: the one already on its way, or a newly queued one (``admitted``: not
         refused when the lane is full)."""
-        physical = lane_for(scenario.device, self._auto)  # may ask NVML (or torch): not under the lock
+        # may ask NVML (or torch): not under the lock
+        physical = lane_for(scenario.device, self._auto, self._cluster is not None)
         with self._lock:
             shared = self._in_flight.get(key)
             if shared is not None:
@@ -111,7 +121,7 @@ class ProfileQueue:
     def _run(self, lane: _Lane, key: str, scenario: Scenario, future: Future[Measured]) -> None:
         with self._lock:
             lane.waiting -= 1
-            lane.running = key
+            lane.running.add(key)
         started = time.monotonic()
         outcome: Measured | None = None
         failure: BaseException | None = None
@@ -127,7 +137,7 @@ class ProfileQueue:
                 self._store.remember(key, outcome[0])  # before leaving the in-flight table: no gap
         with self._lock:  # the lane is free before anyone learns the outcome
             self._durations.append(time.monotonic() - started)
-            lane.running = None
+            lane.running.discard(key)
             with contextlib.suppress(KeyError):
                 del self._in_flight[key]
         if failure is not None:
@@ -138,7 +148,7 @@ class ProfileQueue:
     def _lane(self, device: str) -> _Lane:
         lane = self._lanes.get(device)
         if lane is None:
-            lane = self._lanes[device] = _Lane(device, self._cpus)
+            lane = self._lanes[device] = _Lane(device, self._cpus, self._cluster or 1)
         return lane
 
     def _retry_after(self, ahead: int) -> int:
@@ -149,7 +159,7 @@ class ProfileQueue:
     def snapshot(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {
-                device: {"waiting": lane.waiting, "measuring": lane.running is not None, "capacity": self._max_waiting}
+                device: {"waiting": lane.waiting, "measuring": bool(lane.running), "capacity": self._max_waiting}
                 for device, lane in self._lanes.items()
             }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
@@ -14,7 +13,7 @@ from pytest_mlestimate.core.errors import DeviceUnavailableError, clip
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.scenario import MAX_DATASET_SIZE
 from pytest_mlestimate.service import capacity_answers
-from pytest_mlestimate.service.answers import FIGURES, check_endpoint, failure, figures
+from pytest_mlestimate.service.answers import FIGURES, failure
 from pytest_mlestimate.service.auth import require_api_key
 from pytest_mlestimate.service.profile_queue import QueueFull
 from pytest_mlestimate.service.schemas import (
@@ -31,7 +30,8 @@ from pytest_mlestimate.service.schemas import (
 )
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
 from pytest_mlestimate.service.state import EstimationService
-from pytest_mlestimate.service.validation import scenario_from_body, unavailable_device
+from pytest_mlestimate.service.submissions import CAPACITY, Submitted, resume, submit
+from pytest_mlestimate.service.validation import unavailable_device
 
 EXAMPLE = {
     "task_type": "detection",
@@ -104,19 +104,14 @@ async def _estimate(request: Request, endpoint: str, run_async: bool) -> Respons
         content = await request.body()
         if not run_async and (remembered := service.answers.get(endpoint, content)) is not None:
             return Response(remembered, media_type="application/json")
-        scenario = scenario_from_body(content, service.settings)
-        check_endpoint(endpoint, scenario)
-        future, known = await service.profile_of(scenario)
-        answer = partial(figures, endpoint, scenario, price=service.settings.price)
+        submitted = await submit(service, endpoint, content)
         if run_async:
-            job = service.jobs.add(endpoint, future, answer, failure)
-            url = str(request.url_for("job", job_id=job.id).path)
-            return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
-        if not known:
-            status, body = answer(await asyncio.shield(asyncio.wrap_future(future)))
+            return await _accepted(request, endpoint, submitted, content)
+        if not submitted.known:
+            status, body = submitted.answer(await asyncio.shield(asyncio.wrap_future(submitted.future)))
             return JSONResponse(body, status_code=status)
-        response = JSONResponse(answer(future.result())[1])
-        if service.store.known_key(scenario) is not None:  # the answer cannot change: keep it
+        response = JSONResponse(submitted.answer(submitted.future.result())[1])
+        if service.store.known_key(submitted.scenario) is not None:  # the answer cannot change: keep it
             service.answers.keep(endpoint, content, response.body)
         return response
     except QueueFull as exc:
@@ -126,6 +121,14 @@ async def _estimate(request: Request, endpoint: str, run_async: bool) -> Respons
     except Exception as exc:
         status, body = failure(exc)
         return JSONResponse(body, status_code=status)
+
+
+async def _accepted(request: Request, endpoint: str, submitted: Submitted, content: bytes) -> JSONResponse:
+    """202 with the job's URL; a shared job's row is written before the answer (another replica may be polled)."""
+    jobs = _service(request).jobs
+    job = await asyncio.to_thread(jobs.add, endpoint, submitted.future, submitted.answer, failure, content)
+    url = str(request.url_for("job", job_id=job.id).path)
+    return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
 
 
 @api.post(
@@ -190,13 +193,11 @@ async def estimate_capacity(request: Request, run_async: bool = ASYNC) -> Respon
     if (refusal := _not_json(request)) is not None:
         return refusal
     try:
-        scenario, asked = capacity_answers.read_body(await request.body(), service)
-        search = service.searches.submit(scenario, asked)
+        content = await request.body()
+        submitted = await submit(service, CAPACITY, content)
         if run_async:
-            job = service.jobs.add("estimate-capacity", search, capacity_answers.answer, failure)
-            url = str(request.url_for("job", job_id=job.id).path)
-            return JSONResponse(job.describe() | {"url": url}, status_code=202, headers={"Location": url})
-        report = await asyncio.shield(asyncio.wrap_future(search))
+            return await _accepted(request, CAPACITY, submitted, content)
+        report = await asyncio.shield(asyncio.wrap_future(submitted.future))
         status, body = capacity_answers.answer(report)
         return JSONResponse(body, status_code=status)
     except QueueFull as exc:
@@ -220,11 +221,20 @@ async def estimate_capacity(request: Request, run_async: bool = ASYNC) -> Respon
     },
 )
 async def job(request: Request, job_id: str) -> JSONResponse:
-    found = _service(request).jobs.get(job_id)
+    service = _service(request)
+    found = service.jobs.get(job_id)
+    if found is None and service.jobs.shared is not None:
+        row = await asyncio.to_thread(service.jobs.shared.find, job_id)
+        if row is not None and row.orphaned:
+            found = await resume(service, job_id)
+            row = row if found is None else None
+        if row is not None:
+            return JSONResponse(row.description)
     if found is None:
-        raise HTTPException(
-            404, f"no job {clip(job_id, 100)!r} here (jobs live in memory and are forgotten on restart)"
-        )
+        where = "here (jobs live in memory and are forgotten on restart)"
+        if service.jobs.shared is not None:
+            where = "in the replicas' shared store"
+        raise HTTPException(404, f"no job {clip(job_id, 100)!r} {where}")
     return JSONResponse(found.describe())  # documented as Job; the figure keys are not pydantic fields
 
 

@@ -57,6 +57,10 @@ ENVIRONMENT = {
     "max_model_kwargs": "MLESTIMATE_MAX_MODEL_KWARGS",
     "price_per_device_hour": "MLESTIMATE_PRICE_PER_DEVICE_HOUR",
     "price_per_kwh": "MLESTIMATE_PRICE_PER_KWH",
+    "store": "MLESTIMATE_STORE",
+    "ray": "MLESTIMATE_RAY",
+    "ray_profiles": "MLESTIMATE_RAY_PROFILES",
+    "replica": "MLESTIMATE_REPLICA",
 }
 """Setting -> the environment variable that sets it (the cache directory is the engine's MLESTIMATE_CACHE_DIR)."""
 
@@ -113,6 +117,15 @@ class ServiceSettings:
     price_per_device_hour: str | None = None
     """With its currency ("2.50 USD"): the price of requests that set none, for Cost per Training."""
     price_per_kwh: str | None = None
+    store: str | None = None
+    """A ``postgresql://`` URL: profiles and asynchronous jobs kept in that database, shared by every replica
+    started with it; by default the engine's sqlite cache and jobs in memory."""
+    ray: str | None = None
+    """The address of a Ray cluster that measures the profiles (``ray_tasks``); by default this host does."""
+    ray_profiles: int = 4
+    """Profiles this replica has on the Ray cluster at once, for each kind of device."""
+    replica: str | None = None
+    """This replica's name in the shared job table; by default host:pid."""
 
     @property
     def price(self) -> Price | None:
@@ -154,6 +167,13 @@ class ServiceSettings:
         ):
             if not 1 <= value <= highest:
                 problems.append(f"{name} {value} is out of range; allowed: 1 to {highest}")
+        if self.store is not None and not self.store.startswith(("postgresql://", "postgres://")):
+            problems.append(
+                f"store (--store, MLESTIMATE_STORE) must be a postgresql:// URL; got one beginning "
+                f"{self.store.partition(':')[0][:20]!r}"
+            )
+        if not 1 <= self.ray_profiles <= MAX_CAPACITY_SEARCHES:
+            problems.append(f"ray_profiles {self.ray_profiles} is out of range; allowed: 1 to {MAX_CAPACITY_SEARCHES}")
         if self.queue_size < 0:
             problems.append(f"queue_size {self.queue_size} is negative")
         if not 1 <= self.capacity_searches <= MAX_CAPACITY_SEARCHES:

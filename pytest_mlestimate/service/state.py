@@ -22,21 +22,32 @@ from pytest_mlestimate.service.capacity_searches import CapacitySearches
 from pytest_mlestimate.service.jobs import JobBoard
 from pytest_mlestimate.service.profile_queue import Measure, Measured, ProfileQueue
 from pytest_mlestimate.service.settings import ServiceSettings
+from pytest_mlestimate.service.shared_jobs import SharedJobs
 from pytest_mlestimate.service.store import ProfileStore
 from pytest_mlestimate.stores.profile_cache import ProfileCache
 
 
-def engine_measure(cache_path: Path, timeout: float) -> Measure:
-    """Profiles measured by the engine in a child process, which a timeout stops; results go to its cache."""
+def engine_measure(cache_path: Path | str, timeout: float, ray: str | None = None) -> Measure:
+    """Profiles measured by the engine in a child process (on this host, or on a node of the Ray cluster at
+    ``ray``), which a timeout stops; results go to its cache."""
 
     def measure(scenario: Scenario) -> Measured:
-        result = estimate(scenario, isolate=True, timeout=timeout, cache_path=cache_path)
+        result = estimate(scenario, isolate=True, timeout=timeout, cache_path=cache_path, ray=ray)
         return result.profile, result.cache
 
     return measure
 
 
 log = logging.getLogger("pytest_mlestimate.service")
+
+
+def shared_jobs(settings: ServiceSettings) -> SharedJobs | None:
+    """The job table the replicas share, when they share a database."""
+    if settings.store is None:
+        return None
+    from pytest_mlestimate.service.shared_jobs import SharedJobs
+
+    return SharedJobs(settings.store, settings.replica)
 
 
 def auto_device(settings: ServiceSettings) -> str:
@@ -67,16 +78,18 @@ class EstimationService:
 
     @classmethod
     def build(cls, settings: ServiceSettings, measure: Measure | None = None) -> EstimationService:
-        store = ProfileStore(ProfileCache().path)
+        store = ProfileStore(settings.store or ProfileCache().path, placement="ray" if settings.ray else None)
         device = auto_device(settings)
         queue = ProfileQueue(
-            measure or engine_measure(store.path, settings.profile_timeout),
+            measure or engine_measure(store.location, settings.profile_timeout, settings.ray),
             store,
             auto_device=device,
             max_waiting=settings.queue_size,
             profile_cpus=settings.profile_cpus,
+            cluster=settings.ray_profiles if settings.ray else None,
         )
-        return cls(settings, store, queue, JobBoard(settings.job_limit), device, RecentAnswers())
+        jobs = JobBoard(settings.job_limit, shared_jobs(settings))
+        return cls(settings, store, queue, jobs, device, RecentAnswers())
 
     def find(self, scenario: Scenario) -> tuple[str, Profile | None]:
         """The profile key and, if measured before, the profile (blocking: may read sqlite)."""

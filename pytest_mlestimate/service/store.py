@@ -1,4 +1,5 @@
-"""Measured profiles as the service reads them: recent ones from memory, the rest from the engine's cache.
+"""Measured profiles as the service reads them: recent ones from memory, the rest from the engine's cache (an
+sqlite file, or the PostgreSQL database the replicas share).
 
 A hot request must not pay for sqlite or for the profile key's environment fingerprint on every call, so
 both the key and the profile are remembered. The key is remembered only where it is a pure function of
@@ -18,7 +19,8 @@ from typing import TypeVar
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.scenario import Scenario
-from pytest_mlestimate.stores.profile_cache import ProfileCache, changed_source, profile_key
+from pytest_mlestimate.stores.interfaces import profile_store_at
+from pytest_mlestimate.stores.profile_cache import changed_source, profile_key
 
 _V = TypeVar("_V")
 
@@ -38,8 +40,12 @@ class Recent(OrderedDict[str, _V]):
 
 
 class ProfileStore:
-    def __init__(self, path: Path, capacity: int = 1024) -> None:
-        self.path = path
+    def __init__(self, location: Path | str, capacity: int = 1024, placement: str | None = None) -> None:
+        self.location = location
+        """Where the engine keeps the profiles: what the engine's ``cache_path`` is given."""
+        self.path = profile_store_at(location).path
+        """The same, as users are shown it."""
+        self.placement = placement
         self._keys = Recent[str](capacity)
         self._profiles = Recent[Profile](capacity)
         self._lock = threading.Lock()
@@ -56,7 +62,7 @@ class ProfileStore:
         found = self.known_key(scenario)
         if found is not None:
             return found
-        key = profile_key(scenario)
+        key = profile_key(scenario, self.placement)
         if scenario.architecture in TORCHVISION and scenario.weights_path is None:
             with self._lock:
                 self._keys.remember(_fields(scenario), key)
@@ -79,10 +85,10 @@ class ProfileStore:
             self._profiles.remember(key, profile)
 
     def lookup(self, key: str) -> Profile | None:
-        """Memory, then the persistent cache (blocking: sqlite)."""
+        """Memory, then the persistent cache (blocking: sqlite or the database)."""
         found = self.recent(key)
         if found is None:
-            found = ProfileCache(self.path).get(key)
+            found = profile_store_at(self.location).get(key)
             if found is not None:
                 self.remember(key, found)
         return found

@@ -94,6 +94,9 @@ def request_device(requested: str, settings: ServiceSettings) -> tuple[str, list
     makes of it) and, if this service cannot measure there, why. Decided before anything is queued: a device
     this machine lacks never gets a lane. ('auto' is the service's device, resolved at start; if a pinned one is
     missing, the queue refuses it, again before any lane.)"""
+    if settings.ray:  # the cluster places it on a node with such a device, or refuses it when it has none
+        wanted = settings.device if requested == "auto" else requested
+        return ("cuda" if devices.is_gpu(wanted) else "cpu"), []
     pinned = settings.device != "auto"
     if requested == "auto":
         return (settings.device if pinned else "auto"), []
