@@ -29,7 +29,7 @@ from pytest_mlestimate.service.schemas import (
     ValidationFailed,
 )
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT
-from pytest_mlestimate.service.state import EstimationService
+from pytest_mlestimate.service.state import EstimationService, fleet_status
 from pytest_mlestimate.service.submissions import CAPACITY, Submitted, resume, submit
 from pytest_mlestimate.service.validation import unavailable_device
 
@@ -274,6 +274,7 @@ async def environment(request: Request) -> dict[str, Any]:
         "capacity_searches": service.searches.snapshot(),
         "profiles_in_memory": len(service.store),
         "api_key_required": settings.api_key is not None,
+        "fleet": await asyncio.to_thread(fleet_status, settings),
     }
 
 

@@ -181,6 +181,15 @@ class Searches(Closed):
     capacity: int = Field(description="Searches that may wait; one more is answered 503")
 
 
+class Fleet(Closed):
+    store: str | None = Field(description="The database the replicas share (without its password), if any")
+    ray: str | None = Field(description="The Ray cluster that measures the profiles, if any")
+    profiles_in_flight: int | None = Field(description="Profiles being measured in the whole fleet (leases held)")
+    profiles_measured: int | None = Field(description="Profiles the fleet measured since its database was made")
+    lease_takeovers: int | None = Field(description="Leases taken over after their holder stopped renewing them")
+    problem: str | None = Field(None, description="Why the database's figures could not be read")
+
+
 class Environment(Closed):
     device: str
     auto_device: str
@@ -195,6 +204,7 @@ class Environment(Closed):
     capacity_searches: Searches
     profiles_in_memory: int
     api_key_required: bool
+    fleet: Fleet
 
 
 class Health(Closed):

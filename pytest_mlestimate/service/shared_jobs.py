@@ -22,7 +22,7 @@ from pytest_mlestimate.stores.postgres import StoreError, connection
 
 log = logging.getLogger("pytest_mlestimate.service")
 
-HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_SECONDS = float(os.environ.get("MLESTIMATE_JOB_HEARTBEAT_SECONDS") or 2.0)
 ORPHANED_AFTER_SECONDS = 5 * HEARTBEAT_SECONDS
 """A running job whose owner has not beaten for this long is taken over by the replica asking for it."""
 UNFINISHED = ("queued", "running")

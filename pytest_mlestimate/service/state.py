@@ -128,3 +128,29 @@ class EstimationService:
             f"--capacity-time-limit {settings.capacity_time_limit:g})",
         )
         return request.run(scenario, measure=measure, bounds=bounds)
+
+
+def fleet_status(settings: ServiceSettings) -> dict[str, object]:
+    """What the operator monitors across replicas: the shared store's profiles in flight, measured and taken over."""
+    status: dict[str, object] = {
+        "store": None,
+        "ray": settings.ray,
+        "profiles_in_flight": None,
+        "profiles_measured": None,
+        "lease_takeovers": None,
+    }
+    if settings.store is None:
+        return status
+    from pytest_mlestimate.stores.postgres import StoreError, shown
+    from pytest_mlestimate.stores.postgres_profiles import fleet_figures
+
+    status["store"] = shown(settings.store)
+    try:
+        figures = fleet_figures(settings.store)
+    except StoreError as exc:
+        return status | {"problem": str(exc)}
+    return status | {
+        "profiles_in_flight": figures.measuring,
+        "profiles_measured": figures.measured,
+        "lease_takeovers": figures.takeovers,
+    }

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pytest_mlestimate.stores.postgres_profiles")
 
-LEASE_SECONDS = 30.0
-"""How long a lease lasts unless renewed; the holder renews it every third of that."""
+LEASE_SECONDS = float(os.environ.get("MLESTIMATE_LEASE_SECONDS") or 30.0)
+"""How long a lease lasts unless renewed (``MLESTIMATE_LEASE_SECONDS``); the holder renews it every third of that.
+A holder that died is taken over after at most this long."""
 POLL_SECONDS = 0.25
 """How often a waiter looks for the holder's profile."""
 

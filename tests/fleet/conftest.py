@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,14 @@ def database_url(postgres_server: Server) -> Iterator[str]:
 
     yield postgres_server.create_database(f"test_{next(_databases)}")
     close_pools()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Any]:
+    """A Ray cluster of a head and two worker nodes with one CPU each, shared by the fleet's tests (a test that
+    removes a node adds one back)."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    from tests.fleet.ray_cluster import ray_cluster
+
+    with ray_cluster(workers=2) as running:
+        yield running

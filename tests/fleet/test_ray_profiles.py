@@ -12,17 +12,9 @@ import pytest
 
 from pytest_mlestimate import estimate
 from pytest_mlestimate.core.errors import DeviceUnavailableError
-from tests.fleet.ray_cluster import node_running, ray_cluster
+from tests.fleet.ray_cluster import node_running
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
-
-pytest.importorskip("ray", reason="the ray extra is not installed")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Any:
-    with ray_cluster(workers=2) as running:
-        yield running
 
 
 def test_a_profile_is_measured_on_a_worker_node_and_cached_for_every_host(cluster: Any, tmp_path: Path) -> None:
@@ -54,7 +46,7 @@ def test_a_profile_whose_node_dies_is_measured_again_on_another(cluster: Any) ->
     def measure() -> None:
         try:
             outcome["estimate"] = estimate(scenario, ray=cluster.address, cache=False, timeout=120)
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:
             outcome["error"] = exc
 
     thread = threading.Thread(target=measure)
