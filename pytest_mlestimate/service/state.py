@@ -53,7 +53,10 @@ def shared_jobs(settings: ServiceSettings) -> SharedJobs | None:
 def auto_device(settings: ServiceSettings) -> str:
     """What 'auto' means here, decided as the engine decides it (``devices.resolve_device``): the operator's
     device, else the first visible GPU, else the CPU. A pinned device this machine lacks stays as named:
-    requests are then refused with the reason."""
+    requests are then refused with the reason. On a cluster the nodes have the devices, not this host: the
+    operator's device stands as named."""
+    if settings.ray:
+        return settings.device
     try:
         return resolve_device(settings.device)
     except DeviceUnavailableError as exc:
