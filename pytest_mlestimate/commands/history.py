@@ -1,5 +1,6 @@
-"""``mlestimate history PATH``: a scenario's figures over commits from a history file (``--mlestimate-history``),
-the steps in them (``steps.py``), and github-action-benchmark's JSON (``--export-benchmark-action``).
+"""``mlestimate history PATH``: a scenario's figures over commits from a history file (``--mlestimate-history``)
+or the PostgreSQL database a fleet records its runs in (``postgresql://...``), the steps in them (``steps.py``),
+and github-action-benchmark's JSON (``--export-benchmark-action``).
 
 Importing this module loads neither torch nor the engine."""
 
@@ -16,7 +17,9 @@ from pytest_mlestimate.core.errors import printable
 from pytest_mlestimate.core.metrics import Metric
 from pytest_mlestimate.core.units import UnitError, format_quantity, parse_fraction
 from pytest_mlestimate.reports.benchmark_action import benchmark_action
-from pytest_mlestimate.stores.run_history import HistoryError, resolve_scenario, scenarios
+from pytest_mlestimate.stores.interfaces import run_history_at
+from pytest_mlestimate.stores.postgres import is_database_url
+from pytest_mlestimate.stores.run_history import HistoryError, named
 from pytest_mlestimate.verdicts.change_points import MIN_SEGMENT, Step, Steps, find_steps, step_floor
 from pytest_mlestimate.verdicts.history import Point, Series, metric_named, series
 from pytest_mlestimate.verdicts.run_environment import device_kind, machine_of
@@ -33,11 +36,17 @@ def add_parser(commands: Any) -> None:
         "history",
         help="a scenario's figures over commits and where they stepped, from a --mlestimate-history file",
         description="List a scenario's figures over the runs recorded in PATH (written by pytest --mlestimate "
-        "--mlestimate-history PATH), on the environment it was last measured on, and name the commits where a "
-        "metric stepped by more than its noise floor. With --export-benchmark-action, write each scenario's latest "
-        "figures for github-action-benchmark instead. Exits 0, or 2 when PATH or an option cannot be used.",
+        "--mlestimate-history PATH; a postgresql:// URL names a database a fleet records in), on the environment it "
+        "was last measured on, and name the commits where a metric stepped by more than its noise floor. With "
+        "--export-benchmark-action, write each scenario's latest figures for github-action-benchmark instead. "
+        "Exits 0, or 2 when PATH or an option cannot be used.",
     )
-    history.add_argument("path", type=Path, metavar="PATH", help="a history file written by --mlestimate-history")
+    history.add_argument(
+        "path",
+        type=location,
+        metavar="PATH",
+        help="a history file written by --mlestimate-history, or the postgresql:// URL of a database it recorded in",
+    )
     history.add_argument(
         "--scenario", action="append", default=[], metavar="NAME", help="only this scenario (NAME or FILE::NAME)"
     )
@@ -74,7 +83,12 @@ def add_parser(commands: Any) -> None:
     history.set_defaults(run=history_command, bigger=False)
 
 
-def _default_metric(path: Path, name: str) -> Metric:
+def location(text: str) -> Path | str:
+    """A history's location as given: a database URL as it is, anything else as a path."""
+    return text if is_database_url(text) else Path(text)
+
+
+def _default_metric(path: Path | str, name: str) -> Metric:
     for candidate in DEFAULT_METRICS:
         if series(path, name, candidate).points:
             return metric_named(candidate)
@@ -215,10 +229,11 @@ def history_command(args: argparse.Namespace) -> int:
             tool = "customBiggerIsBetter" if args.bigger else "customSmallerIsBetter"
             print(f"written: {output} ({len(entries)} figures, github-action-benchmark tool {tool})")
             return 0
-        names = args.scenario or [f"{s.file}::{s.name}" for s in scenarios(args.path)]
-        chosen = [resolve_scenario(args.path, name) for name in names]
+        store = run_history_at(args.path)
+        names = args.scenario or [f"{s.file}::{s.name}" for s in store.scenarios()]
+        chosen = [store.resolve(name) for name in names]
         if not chosen:
-            return refuse(f"history {args.path} holds no measured scenario yet")
+            return refuse(f"history {named(args.path)} holds no measured scenario yet")
         answers = []
         for summary in chosen:
             name = f"{summary.file}::{summary.name}"

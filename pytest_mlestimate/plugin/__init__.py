@@ -56,7 +56,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--mlestimate-history",
         metavar="PATH",
-        help="record the run (commit, branch, environment, every figure and sample) in the sqlite file PATH.",
+        help="record the run (commit, branch, environment, every figure and sample) in the sqlite file PATH, or in "
+        "the PostgreSQL database of a postgresql:// URL that several runners share.",
     )
     group.addoption(
         "--mlestimate-history-window",
@@ -78,6 +79,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--mlestimate-strict",
         action="store_true",
         help="fail a scenario whose check against --mlestimate-against is inconclusive (for CI).",
+    )
+    group.addoption(
+        "--mlestimate-ray",
+        metavar="ADDRESS",
+        help="measure every scenario on the Ray cluster at ADDRESS; a machine without a GPU sends the GPU scenarios "
+        "too.",
+    )
+    group.addoption(
+        "--mlestimate-cache",
+        metavar="LOCATION",
+        help="the profile cache: the sqlite file in the folder LOCATION (default: the user's cache folder, or "
+        "MLESTIMATE_CACHE_DIR), or a postgresql:// URL that several runners share.",
     )
     group.addoption("--mlestimate-no-cache", action="store_true", help="measure again and keep nothing.")
     group.addoption("--mlestimate-refresh", action="store_true", help="measure again and update the cache.")
@@ -119,6 +132,8 @@ _NEEDS_FLAG = (
     "--mlestimate-strict-baseline",
     "--mlestimate-against",
     "--mlestimate-strict",
+    "--mlestimate-ray",
+    "--mlestimate-cache",
 )
 
 
@@ -137,9 +152,10 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     from pytest_mlestimate.plugin.items import SETTINGS
     from pytest_mlestimate.plugin.session import MlestimateRun
-    from pytest_mlestimate.plugin.settings import settings_from_config
+    from pytest_mlestimate.plugin.settings import PLACEMENT, placement_from_config, settings_from_config
 
     config.stash[SETTINGS] = settings_from_config(config)
+    config.stash[PLACEMENT] = placement_from_config(config)
     config.pluginmanager.register(MlestimateRun(config), "mlestimate-run")
     if config.option.mlestimate_against:
         from pytest_mlestimate.plugin.against import BaseCheckout
@@ -216,8 +232,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 def pytest_report_header(config: pytest.Config) -> Any:
     if config.option.mlestimate:
-        from pytest_mlestimate.stores.profile_cache import default_cache_path
+        from pytest_mlestimate.plugin.settings import placement_of
 
-        cache = "off" if config.option.mlestimate_no_cache else str(default_cache_path())
-        return f"mlestimate: profile cache {cache}"
+        placement = placement_of(config)
+        cache = "off" if config.option.mlestimate_no_cache else placement.cache_shown
+        ray = f"; measured on the Ray cluster at {placement.ray}" if placement.ray else ""
+        return f"mlestimate: profile cache {cache}{ray}"
     return None

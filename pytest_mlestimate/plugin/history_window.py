@@ -1,6 +1,7 @@
 """The plugin's side of the run history (``history.py``): ``--mlestimate-history PATH`` records the run when it
 ends, after the reports are written, and ``--mlestimate-history-window N`` judges each scenario against the last
-N sessions of that file on the same environment, as ``--mlestimate-compare`` judges against a saved baseline.
+N sessions of that history on the same environment, as ``--mlestimate-compare`` judges against a saved baseline.
+PATH is an sqlite file, or the ``postgresql://`` URL of the database a fleet of runners records in.
 
 The window is judged around the scenario's own verdict (``verdict.judge``), not inside it: its regression checks
 join the verdict's table and the record's ``budgets``, and a failure is the same ``OverBudget`` failure a saved
@@ -17,13 +18,16 @@ from typing import Any
 import pytest
 
 from pytest_mlestimate.core.errors import brief
+from pytest_mlestimate.stores.postgres import is_database_url
+from pytest_mlestimate.stores.run_history import named
 
 MAX_WINDOW = 1000
 
 
 @dataclass(frozen=True)
 class HistoryOptions:
-    path: Path | None = None
+    path: Path | str | None = None
+    """The history's file, or its database's URL."""
     window: int | None = None
     """Past sessions a scenario is judged against; None: not judged against the history."""
 
@@ -31,8 +35,10 @@ class HistoryOptions:
     def from_config(cls, config: pytest.Config) -> HistoryOptions:
         option = config.option
         text = getattr(option, "mlestimate_history", None)
-        path = None
-        if text:
+        path: Path | str | None = None
+        if is_database_url(text):
+            path = text
+        elif text:
             path = Path(text)
             path = path if path.is_absolute() else Path(config.invocation_params.dir) / path
         raw = getattr(option, "mlestimate_history_window", None)
@@ -48,6 +54,11 @@ class HistoryOptions:
                 "pytest-mlestimate: --mlestimate-history-window needs --mlestimate-history PATH, the file of past runs"
             )
         return cls(path, int(raw))
+
+    @property
+    def shown(self) -> str:
+        """The history as the terminal names it: a database without its password."""
+        return named(self.path) if self.path is not None else ""
 
     @contextmanager
     def judging(self, item: pytest.Item) -> Iterator[None]:
@@ -120,7 +131,7 @@ class HistoryOptions:
         skipped = "; ".join(f"{count} run(s) left out: {why}" for why, count in past.left_out.items())
         return [
             f"history window: judged against {len(past.runs)} run(s) of the last {past.sessions} session(s) in "
-            f"{self.path}{span}" + (f" ({skipped})" if skipped else "")
+            f"{self.shown}{span}" + (f" ({skipped})" if skipped else "")
         ]
 
     def record(self, records: Sequence[dict[str, Any]], rootdir: Path) -> list[str]:
@@ -139,11 +150,11 @@ class HistoryOptions:
         except HistoryError as exc:
             return [f"warning: the run was not recorded in the history: {exc}"]
         except Exception as exc:  # the reports are written; the summary and the other lines still come
-            return [f"warning: the run was not recorded in the history {self.path}: {type(exc).__name__}: {exc}"]
+            return [f"warning: the run was not recorded in the history {self.shown}: {type(exc).__name__}: {exc}"]
         if recorded.run_id is None:
-            return [f"history not recorded: no scenario was measured ({self.path})"]
+            return [f"history not recorded: no scenario was measured ({self.shown})"]
         where = f"commit {commit[:7]}" if commit else "no commit known"
         return [
-            f"history recorded: {self.path} ({recorded.scenarios} measured scenario(s), {where}"
+            f"history recorded: {self.shown} ({recorded.scenarios} measured scenario(s), {where}"
             + (f" on {branch})" if branch else ")")
         ]

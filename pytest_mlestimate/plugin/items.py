@@ -1,7 +1,8 @@
 """YAML scenario files and CSV scenario tables as pytest tests: one item per scenario.
 
 Setup validates the scenario and measures it (an invalid or unmeasurable scenario is an *error*, a
-missing GPU a *skip*); the test itself checks budgets and the baseline (a broken budget is a *failure*).
+missing GPU a *skip*, unless ``--mlestimate-ray`` measures it on a cluster); the test itself checks budgets and the
+baseline (a broken budget is a *failure*).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pytest_mlestimate.planning.request import CapacityRequest, read_request
 from pytest_mlestimate.plugin.against import CHECKOUT, base_side
 from pytest_mlestimate.plugin.gpus import missing_gpu_reason
 from pytest_mlestimate.plugin.progress_display import progress_for
+from pytest_mlestimate.plugin.settings import placement_of
 from pytest_mlestimate.reports.record import RECORDS, fill_record, metric_properties, new_record
 from pytest_mlestimate.scenarios.files import (
     PLUGIN_KEYS,
@@ -189,6 +191,11 @@ class ScenarioItem(_RecordedItem):
     def settings(self) -> Settings:
         return self.config.stash[SETTINGS]
 
+    @property
+    def placement(self) -> dict[str, Any]:
+        """Where the scenario is measured and its profile kept (``--mlestimate-ray``, ``--mlestimate-cache``)."""
+        return placement_of(self.config).options(beside_base=CHECKOUT in self.config.stash)
+
     def _validate(self) -> None:
         problems = list(self.entry.problems)
         try:
@@ -229,7 +236,8 @@ class ScenarioItem(_RecordedItem):
         assert self.scenario is not None
         record = self.stash[RECORDS][0]
         record["scenario"] = self.scenario.model_dump(mode="json")
-        reason = missing_gpu_reason(self.scenario.device)
+        placement = self.placement
+        reason = missing_gpu_reason(self.scenario.device) if placement["ray"] is None else None
         if reason:
             self.skip(reason)
         settings = self.settings
@@ -243,6 +251,7 @@ class ScenarioItem(_RecordedItem):
                     timeout=settings.timeout,
                     progress=listener,
                     price=settings.price,
+                    **placement,
                 )
         except DeviceUnavailableError as exc:
             self.skip(str(exc))
@@ -258,7 +267,7 @@ class ScenarioItem(_RecordedItem):
         try:
             with progress_for(self.config, f"{self.nodeid} (capacity)", adaptive=False) as listener:
                 self.capacity = request.run(
-                    self.scenario, cache=settings.cache, timeout=settings.timeout, progress=listener
+                    self.scenario, cache=settings.cache, timeout=settings.timeout, progress=listener, **self.placement
                 )
         except CapacityError as exc:
             self.error(f"{self.where}: scenario '{self.name}': {exc}")
@@ -301,7 +310,8 @@ class ScenarioItem(_RecordedItem):
                     timeout=self.settings.timeout,
                     progress=listener,
                     price=self.settings.price,
-                    turns=turns,
+                    turns=turns,  # in turns beside the base commit: on this machine, whatever ``ray`` says
+                    ray=self.placement["ray"],
                 )
         except EstimateError as exc:
             self.error(f"{self.where}: scenario '{self.name}' could not be measured again to confirm a change: {exc}")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.pricing import PriceError, price_from
 from pytest_mlestimate.core.units import UnitError, parse_timeout
+from pytest_mlestimate.stores.postgres import is_database_url, shown
 from pytest_mlestimate.verdicts.baseline import parse_tolerances
 from pytest_mlestimate.verdicts.budgets import BudgetError, parse_assignments, parse_budgets
 from pytest_mlestimate.verdicts.settings import Settings
@@ -60,3 +63,51 @@ def _directory(config: pytest.Config, value: str | None) -> Path | None:
         return None
     path = Path(value)
     return path if path.is_absolute() else Path(config.invocation_params.dir) / path
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the run measures its scenarios and keeps their profiles (``--mlestimate-ray``,
+    ``--mlestimate-cache``)."""
+
+    ray: str | None = None
+    """The Ray cluster's address; None: measured on this machine."""
+    cache_path: Path | str | None = None
+    """The profile cache's sqlite file or database URL; None: the default cache."""
+
+    def options(self, beside_base: bool) -> dict[str, Any]:
+        """``estimate``'s options for a scenario; measured ``beside_base`` (against another commit, in turns with
+        its profiles), it is measured on this machine, where the base commit is."""
+        return {"ray": None if beside_base else self.ray, "cache_path": self.cache_path}
+
+    @property
+    def cache_shown(self) -> str:
+        """The cache as the terminal names it: a database without its password."""
+        if self.cache_path is None:
+            from pytest_mlestimate.stores.profile_cache import default_cache_path
+
+            return str(default_cache_path())
+        return shown(self.cache_path) if is_database_url(self.cache_path) else str(self.cache_path)
+
+
+PLACEMENT = pytest.StashKey[Placement]()
+CACHE_FILE = "profiles.sqlite3"
+"""The profile cache's file in a folder, as in the default one (``MLESTIMATE_CACHE_DIR``)."""
+
+
+def placement_from_config(config: pytest.Config) -> Placement:
+    option = config.option
+    location = option.mlestimate_cache
+    if location and option.mlestimate_no_cache:
+        raise pytest.UsageError(
+            "pytest-mlestimate: --mlestimate-cache names a profile cache and --mlestimate-no-cache keeps none: "
+            "give one of them"
+        )
+    if is_database_url(location):
+        return Placement(option.mlestimate_ray or None, location)
+    folder = _directory(config, location)
+    return Placement(option.mlestimate_ray or None, folder / CACHE_FILE if folder else None)
+
+
+def placement_of(config: pytest.Config) -> Placement:
+    return config.stash.get(PLACEMENT, Placement())

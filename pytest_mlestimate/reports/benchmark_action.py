@@ -22,7 +22,7 @@ def bigger_is_better(metric: Metric) -> bool:
 
 
 def benchmark_action(
-    path: Path, bigger: bool = False, names: Sequence[str] = (), metrics: Sequence[Metric] = ()
+    path: Path | str, bigger: bool = False, names: Sequence[str] = (), metrics: Sequence[Metric] = ()
 ) -> list[dict[str, Any]]:
     """Each scenario's figures of its latest session in github-action-benchmark's custom format (``name``,
     ``unit``, ``value``, ``range``, ``extra``): with ``bigger`` the metrics better bigger (its tool

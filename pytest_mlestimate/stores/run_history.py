@@ -3,8 +3,9 @@
 A run is one ``pytest --mlestimate`` session (or one JSON report): its commit, branch, time (UTC) and, for
 each measured scenario, the environment fingerprint, the scenario's fields, the figures the report showed
 and every fresh-process run behind them with its samples. What a report records is decided by
-``verdicts.history_recording``; its series and window are ``verdicts.history``'s. This module keeps the rows,
-answers the queries and migrates the file's schema (``stores.migrations``).
+``verdicts.history_recording``; its series and window are ``verdicts.history``'s. This module keeps the file:
+opens it, migrates its schema (``stores.migrations``) and runs the rows and queries of ``stores.history_queries``
+on it, which the PostgreSQL history (``stores.postgres_history``) runs on its own tables.
 
 The file is safe for several processes: WAL, a busy timeout, and each run written in one ``BEGIN IMMEDIATE``
 transaction. A file that is not a history (not sqlite, another program's database, a damaged one, a newer
@@ -14,20 +15,29 @@ torch nor the engine.
 
 from __future__ import annotations
 
-import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from pytest_mlestimate.core.errors import brief
+from pytest_mlestimate.stores.history_queries import (
+    SQLITE,
+    HistoryError,
+    HistoryQueries,
+    LatestSession,
+    Recorded,
+    ScenarioRow,
+    ScenarioSummary,
+    write_run,
+)
 from pytest_mlestimate.stores.migrations import Migration, check, latest, migrate, version_of
+from pytest_mlestimate.stores.postgres import is_database_url, shown
 
 APPLICATION_ID = 0x6D6C6548
 """sqlite's application id for a history file ("mleH"), so that another program's database is told apart."""
@@ -82,31 +92,9 @@ HISTORY_FORMAT = latest(MIGRATIONS)
 """The schema's version, kept in the ``schema_version`` table; a file of a later format is refused."""
 
 
-class HistoryError(ValueError):
-    """A history file that cannot be used; the message names the path and says what to do."""
-
-
-# -- what a run records ------------------------------------------------------------------------------------
-
-
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def stored_mapping(text: object) -> dict[str, Any]:
-    """A JSON object column as it was written; empty for what another program or a crash left there instead."""
-    try:
-        found = json.loads(text) if isinstance(text, str | bytes) else None
-    except (ValueError, RecursionError):
-        found = None
-    return found if isinstance(found, dict) else {}
-
-
-def stored_figure(value: object) -> float | None:
-    """A figure column: a finite number, else None (sqlite keeps whatever was put in a REAL column)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
+def named(location: str | Path) -> str:
+    """A history as messages name it: a file by its path, a database by its URL without the password."""
+    return shown(location) if is_database_url(location) else str(location)
 
 
 # -- the file ----------------------------------------------------------------------------------------------
@@ -268,41 +256,6 @@ def _create(connection: sqlite3.Connection, path: Path) -> None:
 # -- recording ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """What one ``record_report`` added."""
-
-    path: Path
-    run_id: int | None
-    """None when the report measured nothing: no run is added."""
-    commit: str | None
-    branch: str | None
-    scenarios: int
-    """Measured scenarios recorded; the others (skipped, invalid, not measured) are not kept."""
-
-
-def _utc(moment: datetime | None) -> str:
-    moment = moment or datetime.now(timezone.utc)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass(frozen=True)
-class ScenarioRow:
-    """One measured scenario of a run, as the store keeps it."""
-
-    file: str
-    name: str
-    outcome: str | None
-    measured: str | None
-    fingerprint: str
-    environment: Mapping[str, Any]
-    scenario: Mapping[str, Any]
-    figures: Mapping[str, float]
-    runs: Sequence[Mapping[str, Any]]
-
-
 def record_rows(
     path: Path,
     rows: Sequence[ScenarioRow],
@@ -318,13 +271,7 @@ def record_rows(
     with opened(path, create=True) as connection:
         connection.execute("BEGIN IMMEDIATE")
         try:
-            run_id = connection.execute(
-                "INSERT INTO runs (commit_sha, branch, recorded_at, environment) VALUES (?, ?, ?, ?)",
-                (commit, branch, _utc(recorded_at), canonical(environment)),
-            ).lastrowid
-            assert run_id is not None
-            for row in rows:
-                _insert(connection, run_id, row)
+            run_id = write_run(connection, SQLITE, rows, environment, commit, branch, recorded_at)
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
@@ -332,148 +279,35 @@ def record_rows(
     return Recorded(path, run_id, commit, branch, len(rows))
 
 
-def _insert(connection: sqlite3.Connection, run_id: int, row: ScenarioRow) -> None:
-    scenario_id = connection.execute(
-        "INSERT OR REPLACE INTO scenarios (run_id, file, name, outcome, measured, fingerprint, environment, scenario)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            run_id,
-            row.file,
-            row.name,
-            row.outcome,
-            row.measured,
-            row.fingerprint,
-            canonical(row.environment),
-            canonical(row.scenario),
-        ),
-    ).lastrowid
-    connection.executemany(
-        "INSERT INTO figures VALUES (?, ?, ?)", [(scenario_id, name, value) for name, value in row.figures.items()]
-    )
-    connection.executemany(
-        "INSERT INTO measurements VALUES (?, ?, ?)",
-        [(scenario_id, position, canonical(run)) for position, run in enumerate(row.runs)],
-    )
-
-
-# -- reading -----------------------------------------------------------------------------------------------
+# -- reading (the queries are ``history_queries``', shared with the PostgreSQL history) -------------------
 
 
 @dataclass(frozen=True)
-class ScenarioSummary:
-    file: str
-    name: str
-    sessions: int
-    environments: int
-    last_commit: str | None
-    last_recorded_at: str
+class _File(HistoryQueries):
+    path: Path
+    dialect = SQLITE
+
+    def _opened(self) -> AbstractContextManager[sqlite3.Connection]:
+        return opened(self.path)
 
 
 def scenarios(path: Path) -> list[ScenarioSummary]:
     """Every scenario the history holds, by file and name."""
-    with opened(path) as connection:
-        rows = connection.execute(
-            "SELECT s.file, s.name, count(*), count(DISTINCT s.fingerprint), "
-            "(SELECT r2.commit_sha FROM scenarios s2 JOIN runs r2 ON r2.id = s2.run_id "
-            "WHERE s2.file = s.file AND s2.name = s.name ORDER BY r2.recorded_at DESC, r2.id DESC LIMIT 1), "
-            "max(r.recorded_at) FROM scenarios s JOIN runs r ON r.id = s.run_id "
-            "GROUP BY s.file, s.name ORDER BY s.file, s.name"
-        ).fetchall()
-    return [ScenarioSummary(*row) for row in rows]
+    return _File(path).scenarios()
 
 
 def resolve_scenario(path: Path, name: str | None) -> ScenarioSummary:
     """The one scenario ``name`` (or ``FILE::NAME``) means; without a name, the history's only scenario."""
-    known = scenarios(path)
-    if not known:
-        raise HistoryError(f"history {path} holds no measured scenario yet")
-    if name is None:
-        if len(known) == 1:
-            return known[0]
-        raise HistoryError(f"history {path} holds {len(known)} scenarios: choose one with --scenario ({_names(known)})")
-    # FILE::NAME first, then the bare name: either may hold "::" itself
-    found = [s for s in known if name == f"{s.file}::{s.name}"] or [s for s in known if s.name == name]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise HistoryError(
-            f"scenario {brief(name)} is in {len(found)} files of history {path}: give it as FILE::NAME "
-            f"({', '.join(f'{s.file}::{s.name}' for s in found)})"
-        )
-    raise HistoryError(f"history {path} has no scenario {brief(name)}; it holds: {_names(known)}")
-
-
-def _names(known: Sequence[ScenarioSummary], shown: int = 12) -> str:
-    names = [f"{s.file}::{s.name}" for s in known]
-    more = len(names) - shown
-    return ", ".join(names[:shown]) + (f" and {more} more" if more > 0 else "")
-
-
-# -- queries the verdicts and reports ask ----------------------------------------------------------------
+    return _File(path).resolve(name)
 
 
 def series_rows(path: Path, file: str, name: str, metric: str) -> list[tuple[Any, ...]]:
-    """(run id, commit, branch, recorded at, fingerprint, environment, measured, figure) of each session of a
-    scenario, oldest first; the figure is None where the session has none of ``metric``."""
-    with opened(path) as connection:
-        return connection.execute(
-            "SELECT r.id, r.commit_sha, r.branch, r.recorded_at, s.fingerprint, s.environment, s.measured, f.value "
-            "FROM scenarios s JOIN runs r ON r.id = s.run_id "
-            "LEFT JOIN figures f ON f.scenario_id = s.id AND f.metric = ? "
-            "WHERE s.file = ? AND s.name = ? ORDER BY r.recorded_at, r.id",
-            (metric, file, name),
-        ).fetchall()
+    return _File(path).series_rows(file, name, metric)
 
 
 def measurement_rows(path: Path, file: str, name: str, fingerprint: str) -> list[tuple[Any, ...]]:
-    """(run id, commit, scenario fields, measurement) of every run a scenario recorded on one environment, the
-    newest session first and each session's runs in their order."""
-    with opened(path) as connection:
-        return connection.execute(
-            "SELECT r.id, r.commit_sha, s.scenario, m.run FROM scenarios s JOIN runs r ON r.id = s.run_id "
-            "JOIN measurements m ON m.scenario_id = s.id "
-            "WHERE s.file = ? AND s.name = ? AND s.fingerprint = ? ORDER BY r.recorded_at DESC, r.id DESC, m.position",
-            (file, name, fingerprint),
-        ).fetchall()
-
-
-@dataclass(frozen=True)
-class LatestSession:
-    """A scenario's last recorded session: where and when, its figures and its measurements as stored."""
-
-    commit: str | None
-    branch: str | None
-    recorded_at: str
-    environment: dict[str, Any]
-    scenario: dict[str, Any]
-    figures: dict[str, float]
-    runs: list[str]
+    return _File(path).measurement_rows(file, name, fingerprint)
 
 
 def latest_session(path: Path, file: str, name: str) -> LatestSession | None:
-    with opened(path) as connection:
-        row = connection.execute(
-            "SELECT s.id, r.commit_sha, r.branch, r.recorded_at, s.environment, s.scenario FROM scenarios s "
-            "JOIN runs r ON r.id = s.run_id WHERE s.file = ? AND s.name = ? "
-            "ORDER BY r.recorded_at DESC, r.id DESC LIMIT 1",
-            (file, name),
-        ).fetchone()
-        if row is None:
-            return None
-        scenario_id, commit, branch, recorded_at, environment, fields = row
-        figures = {
-            metric: figure
-            for metric, value in connection.execute(
-                "SELECT metric, value FROM figures WHERE scenario_id = ?", (scenario_id,)
-            )
-            if (figure := stored_figure(value)) is not None
-        }
-        runs = [
-            text
-            for (text,) in connection.execute(
-                "SELECT run FROM measurements WHERE scenario_id = ? ORDER BY position", (scenario_id,)
-            )
-        ]
-    return LatestSession(
-        commit, branch, recorded_at, stored_mapping(environment), stored_mapping(fields), figures, runs
-    )
+    return _File(path).latest_session(file, name)

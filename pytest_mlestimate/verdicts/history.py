@@ -20,13 +20,10 @@ from typing import Any
 
 from pytest_mlestimate.core.errors import brief
 from pytest_mlestimate.core.metrics import METRIC, Metric
+from pytest_mlestimate.stores.history_queries import HistoryError, canonical, stored_figure, stored_mapping
 from pytest_mlestimate.stores.interfaces import run_history_at
-from pytest_mlestimate.stores.run_history import (
-    HistoryError,
-    canonical,
-    stored_figure,
-    stored_mapping,
-)
+from pytest_mlestimate.stores.postgres import is_database_url
+from pytest_mlestimate.stores.run_history import named
 from pytest_mlestimate.verdicts.baseline import Comparison, comparable
 from pytest_mlestimate.verdicts.history_recording import stored_run
 from pytest_mlestimate.verdicts.regression import DRIFT_FLOOR, Run, compare_runs
@@ -78,10 +75,14 @@ def metric_named(text: str) -> Metric:
 
 
 def series(
-    path: Path, name: str, metric: str | Metric, file: str | None = None, environment: Mapping[str, Any] | None = None
+    path: Path | str,
+    name: str,
+    metric: str | Metric,
+    file: str | None = None,
+    environment: Mapping[str, Any] | None = None,
 ) -> Series:
     """A scenario's figures of ``metric`` on one environment (by default the environment it was last recorded
-    on), ordered as recorded. ``name`` may be ``FILE::NAME``."""
+    on), ordered as recorded. ``name`` may be ``FILE::NAME``; ``path`` may be a ``postgresql://`` URL."""
     chosen = metric if isinstance(metric, Metric) else metric_named(metric)
     store = run_history_at(path)
     scenario = store.resolve(f"{file}::{name}" if file else name)
@@ -121,7 +122,7 @@ def _compared(scenario: Mapping[str, Any]) -> str:
 
 
 def window(
-    path: Path,
+    path: Path | str,
     file: str,
     name: str,
     scenario: Mapping[str, Any],
@@ -180,21 +181,23 @@ def window_floor(sessions: int, device_kind: str) -> float:
 
 
 def compare_window(
-    past: Window, runs: Sequence[Run], tolerances: Mapping[str, float], kind: str, path: Path
+    past: Window, runs: Sequence[Run], tolerances: Mapping[str, float], kind: str, path: Path | str
 ) -> Comparison:
     """The regression checks of ``runs`` against the window's runs: ``regression.compare_runs``, the window's runs
     as the baseline's."""
-    result = Comparison(path)
+    where = named(path)
+    # a database is named without its password: a comparison's path is only ever shown
+    result = Comparison(where if is_database_url(path) else Path(path))  # type: ignore[arg-type]
     if not past.runs:
         result.missing = True
-        result.warnings.append(f"baseline not compared: history {path} holds no earlier run of this scenario here")
+        result.warnings.append(f"baseline not compared: history {where} holds no earlier run of this scenario here")
         return result
     floor = window_floor(past.sessions, kind)
     result.changes = compare_runs(past.runs, runs, tolerances, floor=floor)
     result.baseline_runs = past.runs
     if floor:
         result.warnings.append(
-            f"baseline window of history {path} holds {past.sessions} session(s), fewer than {WINDOW_MIN_SESSIONS}: "
+            f"baseline window of history {where} holds {past.sessions} session(s), fewer than {WINDOW_MIN_SESSIONS}: "
             f"timings are judged with the assumed {floor:.0%} drift between runs, as against a saved baseline"
         )
     if runs and all(run.contended for run in runs):
@@ -203,7 +206,7 @@ def compare_window(
 
 
 def judge_window(
-    path: Path,
+    path: Path | str,
     file: str,
     name: str,
     scenario: Mapping[str, Any],

@@ -18,15 +18,15 @@ from pytest_mlestimate.verdicts.run_environment import fingerprint
 
 
 def record_report(
-    path: Path,
+    path: Path | str,
     document: Mapping[str, Any],
     commit: str | None = None,
     branch: str | None = None,
     recorded_at: datetime | None = None,
 ) -> Recorded:
-    """Add a JSON report's document (``--mlestimate-json``; ``build_document``) to the history at ``path`` as one
-    run, in one transaction. Scenarios with no runs (skipped, invalid, not measured) are left out; a report that
-    measured nothing adds nothing (and creates no file)."""
+    """Add a JSON report's document (``--mlestimate-json``; ``build_document``) to the history at ``path`` (a file,
+    or a ``postgresql://`` URL) as one run, in one transaction. Scenarios with no runs (skipped, invalid, not
+    measured) are left out; a report that measured nothing adds nothing (and creates no file)."""
     scenarios = document.get("scenarios") if isinstance(document, Mapping) else None
     if not isinstance(scenarios, list):
         raise HistoryError(f"not a JSON report: it has no 'scenarios' list (got {brief(document)}), nothing recorded")

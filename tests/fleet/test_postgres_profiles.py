@@ -114,7 +114,10 @@ def test_urls_are_shown_without_their_password(postgres_server: Server) -> None:
 
 
 def test_estimates_share_the_database_cache(database_url: str) -> None:
-    first = estimate(TINY, cache_path=database_url, isolate=False)
+    for _attempt in range(3):  # a profile measured while other processes took the CPU is not cached: again
+        first = estimate(TINY, cache_path=database_url, isolate=False)
+        if first.cache["stored"]:
+            break
     second = estimate(TINY, cache_path=database_url, isolate=False)
     assert first.cache["hit"] is False and first.cache["stored"] is True
     assert second.cache["hit"] is True and second.cache["path"] == shown(database_url)

@@ -25,9 +25,7 @@ ENDPOINT = "/api/v1/estimate-resource"
 
 
 @pytest.fixture
-def fleet(
-    tmp_path: Path, database_url: str, cluster: Any, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[list[Server]]:
+def fleet(tmp_path: Path, database_url: str, cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Server]]:
     monkeypatch.setenv("MLESTIMATE_LEASE_SECONDS", "3")  # a dead replica's lease is taken over in seconds
     monkeypatch.setenv("MLESTIMATE_JOB_HEARTBEAT_SECONDS", "0.5")
     with contextlib.ExitStack() as stack:
@@ -73,9 +71,7 @@ def test_each_configuration_is_measured_once_in_the_fleet(fleet: list[Server], d
     assert environment["fleet"]["profiles_measured"] == 3 and environment["fleet"]["profiles_in_flight"] == 0
 
 
-def test_a_job_whose_replica_died_is_polled_to_completion_on_the_other(
-    fleet: list[Server], database_url: str
-) -> None:
+def test_a_job_whose_replica_died_is_polled_to_completion_on_the_other(fleet: list[Server], database_url: str) -> None:
     doomed, survivor = fleet
     body = SLOW | {"measure_iterations": 6}
     accepted = httpx.post(doomed.base + ENDPOINT + "?async=true", json=body, timeout=60)
