@@ -151,7 +151,7 @@ def node_removed(servers: list[Server], url: str, cluster: Any) -> None:
     print(f"   lease runs for it: {[o for _, o, _ in runs]}; leases past their expiry now: {expired_leases(url)}")
     if busy is not None:
         print(
-            f"   removed node {busy.unique_id[:12]}; the profile was measured on "
+            f"   removed node {busy.node_id[:12]}; the profile was measured on "
             f"{nodes_of_profiles(url, runs[-1][0]) if runs else 'nothing'}"
         )
 

@@ -1,12 +1,12 @@
 """Profiles measured on a Ray cluster: each one a Ray task that asks for the device it needs, so that Ray places it
 on any node with that device free.
 
-A CUDA scenario's task asks for one GPU (Ray sets ``CUDA_VISIBLE_DEVICES`` to it, so ``cuda`` on the node is that
-GPU); any other asks for ``CPUS_PER_PROFILE`` CPUs and is measured on the node's CPU. On the node the profile still
-runs in a fresh child process under the node's device lock (``profile_in_child``), so its figures are its own. A
-task whose node dies is retried once on another node (Ray's ``max_retries``); a second loss is a
-``ProfileCrashError`` that says so. A cluster without the device asked for is refused at once, not left waiting.
-Ray is imported only here, and only when a cluster is named.
+A CUDA scenario's task asks for one GPU, of the scenario's ``accelerator`` type when it names one (Ray sets
+``CUDA_VISIBLE_DEVICES`` to it, so ``cuda`` on the node is that GPU); any other asks for ``CPUS_PER_PROFILE`` CPUs
+and is measured on the node's CPU. On the node the profile still runs in a fresh child process under the node's
+device lock (``profile_in_child``), so its figures are its own. A task whose node dies is retried once on another
+node (Ray's ``max_retries``); a second loss is a ``ProfileCrashError`` that says so. A cluster without the device
+asked for is refused at once, not left waiting. Ray is imported only here, and only when a cluster is named.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ def connect(address: str) -> Any:
 def request(scenario: Scenario) -> dict[str, Any]:
     """What the scenario's task asks the cluster for."""
     if is_gpu(scenario.device):
-        return {"num_gpus": 1, "num_cpus": 1}
+        gpu: dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
+        return gpu | ({"accelerator_type": scenario.accelerator} if scenario.accelerator else {})
     return {"num_cpus": CPUS_PER_PROFILE}
 
 
@@ -93,6 +94,13 @@ def _check_feasible(ray: Any, address: str, asked: dict[str, Any]) -> None:
     resources = ray.cluster_resources()
     if asked.get("num_gpus") and resources.get("GPU", 0) < asked["num_gpus"]:
         raise DeviceUnavailableError(f"the Ray cluster at {address} has no GPU for a CUDA scenario")
+    accelerator = asked.get("accelerator_type")
+    if accelerator and f"accelerator_type:{accelerator}" not in resources:
+        present = sorted(name.partition(":")[2] for name in resources if name.startswith("accelerator_type:"))
+        raise DeviceUnavailableError(
+            f"the Ray cluster at {address} has no node with accelerator '{accelerator}'; it has: "
+            f"{', '.join(present) or 'no typed accelerator'}"
+        )
     if resources.get("CPU", 0) < asked.get("num_cpus", 0):
         raise DeviceUnavailableError(f"the Ray cluster at {address} has no free CPU to measure on")
 

@@ -136,6 +136,9 @@ class Scenario(BaseModel):
     """A GPU to predict peak memory for from this run, on whatever device it runs (``H100``, ``A100-80GB``, ``L4``:
     ``core.gpu_cards``): ``Predicted Peak GPU Memory`` in the result, and a ``peak_gpu_memory`` budget judged on
     it where no GPU was measured."""
+    accelerator: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    """On a Ray cluster: the accelerator type the node of a CUDA scenario must have (Ray's ``accelerator_type``,
+    such as ``H100`` or ``A100``); not with ``device: cpu``."""
     detection_load: Literal["max", "weights"] | int = "max"
     """Detections per image that inference post-processing is measured at: ``max`` (the model's
     ``detections_per_img``), a number, or ``weights`` (what ``weights_path``'s weights detect on the synthetic
@@ -347,6 +350,15 @@ class Scenario(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _accelerator_is_a_gpu(self) -> Scenario:
+        if self.accelerator is not None and self.device == "cpu":
+            raise ValueError(
+                f"accelerator: '{self.accelerator}' names the GPU a cluster node must have; it needs device cuda "
+                "(or auto), not cpu"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _size_suits_a_vit(self) -> Scenario:
         patch = vit_patch(self.architecture)
         height, width = self.image_size
@@ -382,7 +394,14 @@ class Scenario(BaseModel):
         """Everything a measured profile depends on; dataset_size and epochs only scale results, price only
         prices them."""
         fields = self.model_dump(mode="json", exclude={"dataset_size", "epochs", "parameters", "price"})
-        for name in ("dataset", "aspect_ratio_group_factor", "predict_gpu", "clip_length", "sequence_length"):
+        for name in (
+            "dataset",
+            "aspect_ratio_group_factor",
+            "predict_gpu",
+            "clip_length",
+            "sequence_length",
+            "accelerator",
+        ):
             if fields[name] is None:  # the profiles measured before scenarios had these keep their keys
                 del fields[name]
         if isinstance(self.dataset, DatasetSummary):  # a summary counts by its content, not by its rows

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_mlestimate import estimate
 from pytest_mlestimate.core.errors import DeviceUnavailableError
+from pytest_mlestimate.scenarios.scenario import ScenarioError
 from tests.fleet.ray_cluster import node_running
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
-
-
-def test_a_profile_is_measured_on_a_worker_node_and_cached_for_every_host(cluster: Any, tmp_path: Path) -> None:
-    workers = {node.unique_id for node in cluster.worker_nodes}
-    import ray
-
-    first = estimate(TINY | {"device": "cpu"}, ray=cluster.address, cache_path=tmp_path / "c.sqlite3")
-    node_ids = {n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeManagerAddress"]}
-    assert first.profile.measured_on in node_ids and first.cache["hit"] is False
-    assert workers  # the head took no task: it has no CPU to give
-    head = next(n["NodeID"] for n in ray.nodes() if n["Resources"].get("CPU", 0) == 0)
-    assert first.profile.measured_on != head
-    assert first.profile.step_times and first.profile.training is not None and first.profile.training.peak_rss > 0
-    again = estimate(TINY | {"device": "cpu"}, ray=cluster.address, cache_path=tmp_path / "c.sqlite3")
-    assert again.cache["hit"] is True
 
 
 def test_a_cluster_without_a_gpu_refuses_a_cuda_scenario_at_once(cluster: Any) -> None:
@@ -62,5 +47,17 @@ def test_a_profile_whose_node_dies_is_measured_again_on_another(cluster: Any) ->
     assert not thread.is_alive(), "the estimate hung after its node died"
     assert "error" not in outcome, outcome.get("error")
     measured = outcome["estimate"].profile
-    assert measured.measured_on != busy.unique_id
+    assert measured.measured_on is not None and measured.measured_on != busy.node_id
     assert len(measured.step_times) >= 2
+
+
+def test_a_scenario_naming_an_accelerator_the_cluster_lacks_is_refused_with_what_it_has(cluster: Any) -> None:
+    typed = cluster.add_node(num_cpus=0, num_gpus=1, resources={"accelerator_type:A100": 1})
+    try:
+        cluster.wait_for_nodes()
+        with pytest.raises(DeviceUnavailableError, match="no node with accelerator 'H100'; it has: A100"):
+            estimate(TINY | {"device": "cuda", "accelerator": "H100"}, ray=cluster.address, cache=False)
+    finally:
+        cluster.remove_node(typed)
+    with pytest.raises(ScenarioError, match="accelerator: 'H100' names the GPU"):
+        estimate(TINY | {"device": "cpu", "accelerator": "H100"}, ray=cluster.address, cache=False)

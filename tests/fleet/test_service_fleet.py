@@ -5,10 +5,10 @@ that dies is polled to completion on the other."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from tests.documented_keys import RESOURCE_KEYS
+from tests.postgres_server import Server as PostgresServer
 from tests.service.real_server import Server, serving
 from tests.slow_model import SLOW
 from tests.tiny_scenario import TINY
@@ -24,16 +25,26 @@ FACTORIES = ("--allow-factory", TINY["architecture"], "--allow-factory", SLOW["a
 ENDPOINT = "/api/v1/estimate-resource"
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, database_url: str, cluster: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Server]]:
-    monkeypatch.setenv("MLESTIMATE_LEASE_SECONDS", "3")  # a dead replica's lease is taken over in seconds
-    monkeypatch.setenv("MLESTIMATE_JOB_HEARTBEAT_SECONDS", "0.5")
-    with contextlib.ExitStack() as stack:
+@pytest.fixture(scope="module")
+def fleet_database(postgres_server: PostgresServer) -> Iterator[str]:
+    from pytest_mlestimate.stores.postgres import close_pools
+
+    yield postgres_server.create_database("service_fleet")
+    close_pools()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, fleet_database: str, cluster: Any) -> Iterator[list[Server]]:
+    """Two replicas for the module's tests (each replica starts in seconds: torch, the service, Ray's driver)."""
+    root = tmp_path_factory.mktemp("fleet")
+    with pytest.MonkeyPatch.context() as patch, contextlib.ExitStack() as stack:
+        patch.setenv("MLESTIMATE_LEASE_SECONDS", "3")  # a dead replica's lease is taken over in seconds
+        patch.setenv("MLESTIMATE_JOB_HEARTBEAT_SECONDS", "0.5")
         servers = []
         for name in ("a", "b"):
-            (tmp_path / name).mkdir()
-            options = ("--store", database_url, "--ray", cluster.address, "--device", "cpu", *FACTORIES)
-            servers.append(stack.enter_context(serving(tmp_path / name, *options)))
+            (root / name).mkdir()
+            options = ("--store", fleet_database, "--ray", cluster.address, "--device", "cpu", *FACTORIES)
+            servers.append(stack.enter_context(serving(root / name, *options)))
         yield servers
 
 
@@ -42,7 +53,10 @@ def profile_runs(database_url: str) -> list[tuple[str, str]]:
         return raw.execute("SELECT key, outcome FROM mlestimate_profile_runs ORDER BY id").fetchall()
 
 
-def test_each_configuration_is_measured_once_in_the_fleet(fleet: list[Server], database_url: str) -> None:
+def test_each_configuration_is_measured_once_in_the_fleet(
+    fleet: list[Server], fleet_database: str, cluster: Any
+) -> None:
+    database_url = fleet_database
     configurations = [TINY | {"batch_size": size, "measure_iterations": 4} for size in (1, 2, 3)]
     requests = [(fleet[n % 2].base, configurations[n % 3]) for n in range(12)]
 
@@ -57,6 +71,9 @@ def test_each_configuration_is_measured_once_in_the_fleet(fleet: list[Server], d
     runs = profile_runs(database_url)
     measured = [key for key, outcome in runs if outcome == "done"]
     assert len(measured) == 3 and len(set(measured)) == 3, runs
+    with psycopg.connect(database_url) as raw:  # each measured on a worker node, none on the head (no CPU to give)
+        nodes = {json.loads(text)["measured_on"] for (text,) in raw.execute("SELECT profile FROM mlestimate_profiles")}
+    assert nodes and nodes <= {node.node_id for node in cluster.worker_nodes}
     # both replicas answer each configuration with the same figures: the profile the fleet measured once
     by_size: dict[int, set[str]] = {}
     for (_, body), answer in zip(requests, answers, strict=True):
@@ -71,14 +88,19 @@ def test_each_configuration_is_measured_once_in_the_fleet(fleet: list[Server], d
     assert environment["fleet"]["profiles_measured"] == 3 and environment["fleet"]["profiles_in_flight"] == 0
 
 
-def test_a_job_whose_replica_died_is_polled_to_completion_on_the_other(fleet: list[Server], database_url: str) -> None:
+def test_a_job_whose_replica_died_is_polled_to_completion_on_the_other(
+    fleet: list[Server], fleet_database: str
+) -> None:
+    """Runs last: it kills one of the module's replicas."""
+    database_url = fleet_database
     doomed, survivor = fleet
     body = SLOW | {"measure_iterations": 6}
+    earlier = {key for key, _ in profile_runs(database_url)}
     accepted = httpx.post(doomed.base + ENDPOINT + "?async=true", json=body, timeout=60)
     assert accepted.status_code == 202
     url = accepted.json()["url"]
     deadline = time.monotonic() + 30
-    while not profile_runs(database_url) and time.monotonic() < deadline:
+    while len(profile_runs(database_url)) == len(earlier) and time.monotonic() < deadline:
         time.sleep(0.2)  # the replica took the profile's lease: it is measuring
     doomed.process.kill()
     doomed.process.wait(timeout=30)
@@ -93,7 +115,7 @@ def test_a_job_whose_replica_died_is_polled_to_completion_on_the_other(fleet: li
         time.sleep(0.5)
     assert states[-1] == "done", (states[-5:], polled.json())
     assert set(RESOURCE_KEYS) <= set(polled.json()["result"])
-    outcomes = [outcome for _, outcome in profile_runs(database_url)]
+    outcomes = [outcome for key, outcome in profile_runs(database_url) if key not in earlier]
     assert outcomes[0] == "lease expired" and "done" in outcomes[1:]
     with psycopg.connect(database_url) as raw:
         assert raw.execute("SELECT count(*) FROM mlestimate_leases").fetchone() == (0,)
