@@ -85,7 +85,13 @@ class PostgresProfiles:
         key's lease held by this one until the block ends: measure it then, and ``put`` it before leaving."""
         holder = holder_name()
         deadline = time.monotonic() + wait
-        while (run := self._take(key, holder)) is None:
+        try:
+            run = self._take(key, holder)
+        except StoreError as exc:  # a database out of reach is bypassed, as by get and put: measured, unshared
+            self._report(f"cache {exc}; measured without a lease")
+            yield None
+            return
+        while run is None:
             found = self.get(key)
             if found is not None:
                 yield found
@@ -96,6 +102,7 @@ class PostgresProfiles:
                     f"(lease in {self.path}); try again later"
                 )
             time.sleep(POLL_SECONDS)
+            run = self._take(key, holder)
         found = self.get(key)  # stored by the last holder just before it let go
         renewing = _Renewal(self, key, holder)
         outcome = "found" if found is not None else "failed"  # until the block ends without raising

@@ -111,6 +111,9 @@ def test_urls_are_shown_without_their_password(postgres_server: Server) -> None:
     store = PostgresProfiles(url)
     assert store.get("k") is None  # a database that cannot be used is bypassed, with the reason
     assert store.problem is not None and "no_such_database" in store.problem and secret not in store.problem
+    with store.claim("k", wait=5) as found:  # measured without a lease, as without the cache
+        assert found is None
+    assert "measured without a lease" in store.problem and secret not in store.problem
 
 
 def test_estimates_share_the_database_cache(database_url: str) -> None:
