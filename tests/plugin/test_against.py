@@ -1,8 +1,8 @@
 """``--mlestimate-against REF``: a throwaway git repository with a model package in two commits, judged by a real
 ``pytest --mlestimate`` process, the base built from the base commit's own code in a temporary worktree.
 
-The model's forward pass sleeps a set time, so that its step time is set by the code, not by the machine: a
-slowdown of 3x is unmistakable however busy the machine is."""
+The model's forward and backward passes sleep a set time, so that its step time is set by the code, not by the
+machine: a slowdown of 3x is unmistakable however busy the machine is, and every timing is decided in few pairs."""
 
 from __future__ import annotations
 
@@ -17,17 +17,33 @@ import pytest
 
 from pytest_mlestimate.verdicts.paired import LOOKS
 
-MODEL = """from pytest_mlestimate.tiny import TinyDetector
+MODEL = """import time
+
+import torch
+
+from pytest_mlestimate.tiny import TinyDetector
 
 from mymodels.backbone import PAUSE
 
 
+class SleepyGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, loss):
+        return loss.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        time.sleep(PAUSE)
+        return grad
+
+
 class Sleepy(TinyDetector):
     def forward(self, *args, **kwargs):
-        import time
-
         time.sleep(PAUSE)
-        return super().forward(*args, **kwargs)
+        found = super().forward(*args, **kwargs)
+        if self.training:
+            found["loss_classifier"] = SleepyGradient.apply(found["loss_classifier"])
+        return found
 
 
 def build():
