@@ -24,6 +24,7 @@ from pytest_mlestimate.service.jobs import Answer
 from pytest_mlestimate.service.profile_queue import Measured, QueueFull
 from pytest_mlestimate.service.store import Recent
 from pytest_mlestimate.service.validation import MAX_MESSAGE, InvalidRequest, problem
+from pytest_mlestimate.stores.postgres import StoreError
 
 log = logging.getLogger("pytest_mlestimate.service")
 
@@ -77,6 +78,8 @@ def failure(exc: BaseException) -> Answer:
         return 504, {"detail": clip(str(exc), MAX_MESSAGE)}
     if isinstance(exc, ProfileStoppedError):
         return 503, {"detail": clip(f"this service is shutting down: {exc}", MAX_MESSAGE)}
+    if isinstance(exc, StoreError):  # the replicas' database out of reach, or another replica still measuring
+        return 503, {"detail": clip(str(exc), MAX_MESSAGE)}
     error_id = uuid.uuid4().hex[:12]
     if isinstance(exc, ProfileCrashError):
         log.error("error %s: %s", error_id, exc)

@@ -61,8 +61,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": InternalError, "description": "Internal error: the error id is also in the server log"},
     503: {
         "model": Failed,
-        "description": "The profile queue for this device is full (retry after Retry-After seconds), or the service "
-        "is shutting down and stopped the profile",
+        "description": "The profile queue for this device is full (retry after Retry-After seconds), the service "
+        "is shutting down and stopped the profile, or the replicas' shared database is out of reach (or another "
+        "replica is still measuring the same configuration)",
         "headers": {"Retry-After": {"description": "Seconds", "schema": {"type": "integer"}}},
     },
     504: {"model": Failed, "description": "The profile ran past the service's time limit and was stopped"},

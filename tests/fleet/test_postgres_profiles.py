@@ -11,6 +11,7 @@ import pytest
 
 from pytest_mlestimate import estimate
 from pytest_mlestimate.profiling.profile import Profile
+from pytest_mlestimate.service.answers import failure
 from pytest_mlestimate.stores.interfaces import profile_store_at
 from pytest_mlestimate.stores.postgres import FORMAT, StoreError, connection, shown
 from pytest_mlestimate.stores.postgres_profiles import PostgresProfiles, fleet_figures
@@ -99,9 +100,11 @@ def test_a_dead_holders_lease_expires_and_is_taken_over(database_url: str) -> No
 def test_a_waiter_gives_up_with_a_clear_error(database_url: str) -> None:
     holder = PostgresProfiles(database_url)
     assert holder._take("k", "busy-host:1:alive") is not None
-    with pytest.raises(StoreError, match="another replica has been measuring profile k for more than 1 s"):  # noqa: SIM117
+    with pytest.raises(StoreError, match="another replica has been measuring profile k for more than 1 s") as waited:  # noqa: SIM117
         with PostgresProfiles(database_url).claim("k", wait=1.0):
             pass
+    status, body = failure(waited.value)  # the service answers it as a busy service, not an internal error
+    assert status == 503 and "another replica has been measuring" in body["detail"]
 
 
 def test_urls_are_shown_without_their_password(postgres_server: Server) -> None:
