@@ -12,10 +12,11 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.service.real_server import free_port
 
 
 def binaries() -> Path | None:
@@ -25,12 +26,6 @@ def binaries() -> Path | None:
         return Path(found).parent
     versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
     return Path(versions[-1]).parent if versions else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -82,7 +77,7 @@ def start_server(folder: Path) -> Server:
         pwd.getpwnam(user)  # KeyError when the package did not create it
         folder.chmod(0o755)
         shutil.chown(folder, user)
-    server = Server(folder, _free_port(), bindir, user)
+    server = Server(folder, free_port(), bindir, user)
     server._run(str(bindir / "initdb"), "-D", str(folder / "data"), "-U", "postgres", "--auth=trust", "-E", "UTF8")
     server.start()
     return server

@@ -91,8 +91,6 @@ class Placement:
 
 
 PLACEMENT = pytest.StashKey[Placement]()
-CACHE_FILE = "profiles.sqlite3"
-"""The profile cache's file in a folder, as in the default one (``MLESTIMATE_CACHE_DIR``)."""
 
 
 def placement_from_config(config: pytest.Config) -> Placement:
@@ -106,7 +104,11 @@ def placement_from_config(config: pytest.Config) -> Placement:
     if is_database_url(location):
         return Placement(option.mlestimate_ray or None, location)
     folder = _directory(config, location)
-    return Placement(option.mlestimate_ray or None, folder / CACHE_FILE if folder else None)
+    if folder is None:
+        return Placement(option.mlestimate_ray or None, None)
+    from pytest_mlestimate.stores.profile_cache import CACHE_FILE
+
+    return Placement(option.mlestimate_ray or None, folder / CACHE_FILE)
 
 
 def placement_of(config: pytest.Config) -> Placement:

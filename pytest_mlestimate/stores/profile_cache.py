@@ -41,12 +41,16 @@ WAIT_SECONDS = 60.0
 _SCHEMA = "CREATE TABLE IF NOT EXISTS profiles (key TEXT PRIMARY KEY, created REAL NOT NULL, profile TEXT NOT NULL)"
 
 
+CACHE_FILE = "profiles.sqlite3"
+"""The cache's file in its folder (``MLESTIMATE_CACHE_DIR``, ``--mlestimate-cache DIR``)."""
+
+
 def default_cache_path() -> Path:
     explicit = os.environ.get("MLESTIMATE_CACHE_DIR")
     if explicit:
-        return Path(explicit) / "profiles.sqlite3"
+        return Path(explicit) / CACHE_FILE
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "pytest-mlestimate" / "profiles.sqlite3"
+    return Path(base) / "pytest-mlestimate" / CACHE_FILE
 
 
 _digests: dict[tuple[str, int, int, int], str] = {}
