@@ -6,7 +6,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from pytest_mlestimate.core.errors import brief
 
@@ -18,22 +20,34 @@ class InputFileError(ValueError):
     """A file that cannot be read as input; the message names the path and why."""
 
 
-def read_text_bounded(path: Path, limit: int | None = None) -> str:
-    """The UTF-8 text of a regular file of at most ``limit`` bytes. A device, a pipe or a folder is refused before
-    it is read: ``/dev/zero`` would otherwise grow a reader by gigabytes a second."""
+@contextlib.contextmanager
+def open_bounded(path: Path, limit: int | None = None) -> Iterator[BinaryIO]:
+    """A regular file of at most ``limit`` bytes, open for reading. A device, a pipe or a folder is refused before
+    it is opened: ``/dev/zero`` would otherwise grow a reader by gigabytes a second."""
     limit = MAX_INPUT_BYTES if limit is None else limit
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # before opening: opening a pipe waits for its writer
             raise InputFileError(f"{path} is not a regular file")
-        with path.open("rb") as handle:
-            found = os.fstat(handle.fileno())
-            if not stat.S_ISREG(found.st_mode):
-                raise InputFileError(f"{path} is not a regular file")
-            if found.st_size > limit:
-                raise InputFileError(f"{path} is {found.st_size:,} bytes; at most {limit:,} are read")
-            data = handle.read(limit + 1)
+        handle = path.open("rb")
     except OSError as exc:
         raise InputFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
+    with handle:
+        found = os.fstat(handle.fileno())
+        if not stat.S_ISREG(found.st_mode):
+            raise InputFileError(f"{path} is not a regular file")
+        if found.st_size > limit:
+            raise InputFileError(f"{path} is {found.st_size:,} bytes; at most {limit:,} are read")
+        yield handle
+
+
+def read_text_bounded(path: Path, limit: int | None = None) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes (``open_bounded``)."""
+    limit = MAX_INPUT_BYTES if limit is None else limit
+    with open_bounded(path, limit) as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise InputFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
     if len(data) > limit:
         raise InputFileError(f"{path} grew past {limit:,} bytes while it was read")
     try:

@@ -32,7 +32,7 @@ import torch
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.synthetic import make_target
 from pytest_mlestimate.scenarios.architectures import TargetKind
-from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, read_dataset
+from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, read_dataset, training_annotations
 
 SAMPLE_BATCHES = 8
 """Batches the time is measured on, in turn; the measured steps cycle through them."""
@@ -107,33 +107,49 @@ def draw_batches(
     """The sample and the worst batches of a scenario's dataset: a file's path, or a summary carried inline
     (``group_factor``: batches from one aspect-ratio group; a ``ModelBuildError`` names what is wrong)."""
     if isinstance(dataset, DatasetSummary):
-        summary, document, name = dataset, None, f"summary of {dataset.source}"
+        summary, annotated, name = dataset, False, f"summary of {dataset.source}"
     else:
         try:
-            summary, document = read_dataset(Path(dataset))
+            summary, annotated = read_dataset(Path(dataset))
         except DatasetError as exc:
             raise ModelBuildError(f"dataset '{dataset}': {exc}") from None
         name = dataset
-    annotations = _usable_annotations(document) if document is not None else None
-    if annotations is not None:
-        images = [_Image(i, w, h, len(annotations.get(i, ()))) for i, w, h, _ in summary.per_image]
-    else:
-        images = [_Image(*row) for row in summary.per_image]
-    images = [image for image in images if image.instances > 0]
+    images = [_Image(*row) for row in summary.per_image if row[3] > 0]
     if not images:
         raise ModelBuildError(f"dataset '{name}': no image has an instance to train on (crowd regions excluded)")
-    if annotations is not None and summary.num_classes > num_classes:
+    if annotated and summary.num_classes > num_classes:
         raise ModelBuildError(
             f"dataset '{name}': its category ids reach {summary.num_classes - 1}, and the model has "
             f"{num_classes} classes; num_classes must be at least {summary.num_classes} (the largest id plus one)"
         )
-    if kind == "masks" and annotations is not None and summary.masks is None:
+    if kind == "masks" and annotated and summary.masks is None:
         raise ModelBuildError(f"dataset '{name}': the model trains on masks, and the annotations carry none")
-    if kind == "keypoints" and annotations is not None and summary.keypoints is None:
+    if kind == "keypoints" and annotated and summary.keypoints is None:
         raise ModelBuildError(f"dataset '{name}': the model trains on keypoints, and the annotations carry none")
     generator = torch.Generator().manual_seed(DATA_SEED)
     draw = random.Random(DATA_SEED)
     size = min(batch_size, len(images))
+
+    groups = aspect_ratio_groups(images, group_factor) if group_factor is not None else [images]
+    if len(groups) == 1 and len(images) >= SAMPLE_BATCHES * size:
+        spread = _stratified(draw, images, SAMPLE_BATCHES * size)
+        chosen = [spread[k * size : (k + 1) * size] for k in range(SAMPLE_BATCHES)]
+    elif len(groups) > 1 and len(images) >= SAMPLE_BATCHES:
+        chosen = [_drawn(draw, images, groups, size, first) for first in _stratified(draw, images, SAMPLE_BATCHES)]
+    else:  # fewer images than the sample would take: batches at random
+        chosen = [_drawn(draw, images, groups, size) for _ in range(SAMPLE_BATCHES)]
+    worst = {
+        "largest images": max(
+            (_first(group, size, lambda i: (-i.width * i.height, -i.instances, i.id)) for group in groups),
+            key=lambda chosen: (_padded_area(chosen), -chosen[0].id),
+        ),
+        "most instances": max(
+            (_first(group, size, lambda i: (-i.instances, -i.width * i.height, i.id)) for group in groups),
+            key=lambda chosen: (sum(i.instances for i in chosen), -chosen[0].id),
+        ),
+    }
+    wanted = {image.id for images_of in [*chosen, *worst.values()] for image in images_of}
+    annotations = training_annotations(Path(dataset), wanted) if isinstance(dataset, str) and annotated else None
 
     def batch(chosen: Sequence[_Image]) -> DrawnBatch:
         found = DrawnBatch([], [], [])
@@ -148,26 +164,8 @@ def draw_batches(
             found.ids.append(image.id)
         return found
 
-    groups = aspect_ratio_groups(images, group_factor) if group_factor is not None else [images]
-    if len(groups) == 1 and len(images) >= SAMPLE_BATCHES * size:
-        spread = _stratified(draw, images, SAMPLE_BATCHES * size)
-        chosen = [spread[k * size : (k + 1) * size] for k in range(SAMPLE_BATCHES)]
-    elif len(groups) > 1 and len(images) >= SAMPLE_BATCHES:
-        chosen = [_drawn(draw, images, groups, size, first) for first in _stratified(draw, images, SAMPLE_BATCHES)]
-    else:  # fewer images than the sample would take: batches at random
-        chosen = [_drawn(draw, images, groups, size) for _ in range(SAMPLE_BATCHES)]
     sample = [batch(images_of) for images_of in chosen]
-    worst = {
-        "largest images": max(
-            (_first(group, size, lambda i: (-i.width * i.height, -i.instances, i.id)) for group in groups),
-            key=lambda chosen: (_padded_area(chosen), -chosen[0].id),
-        ),
-        "most instances": max(
-            (_first(group, size, lambda i: (-i.instances, -i.width * i.height, i.id)) for group in groups),
-            key=lambda chosen: (sum(i.instances for i in chosen), -chosen[0].id),
-        ),
-    }
-    return DatasetBatches(summary, annotations is not None, sample, worst, batch, group_factor)
+    return DatasetBatches(summary, annotated, sample, worst, batch, group_factor)
 
 
 def aspect_ratio_groups(images: Sequence[_Image], factor: int) -> list[list[_Image]]:
@@ -216,17 +214,6 @@ def _first(images: Sequence[_Image], size: int, order: Callable[[_Image], Any]) 
 
 def _padded_area(images: Sequence[_Image]) -> int:
     return max(i.height for i in images) * max(i.width for i in images)
-
-
-def _usable_annotations(document: Mapping[str, Any]) -> dict[int, list[Mapping[str, Any]]]:
-    """Each image's annotations that training uses: not a crowd region, a box with area."""
-    found: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for annotation in document["annotations"]:
-        _, _, w, h = annotation["bbox"]
-        if annotation.get("iscrowd", 0) or w < 1 or h < 1:
-            continue
-        found[annotation["image_id"]].append(annotation)
-    return found
 
 
 def _target(annotations: Sequence[Mapping[str, Any]], image: _Image, kind: TargetKind) -> dict[str, torch.Tensor]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,17 +19,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from pytest_mlestimate.core.files import InputFileError, read_text_bounded
+from pytest_mlestimate.scenarios.coco_file import MISSING, AnnotationFile, DatasetError, kind_of, require_list
 
 MAX_ANNOTATION_BYTES = 1 << 30
 """The largest annotation file read (COCO's train2017 instances file is about 450 MB)."""
 
 EDGE_PX = 1.0
 """How far outside its image a box or polygon point may reach (annotation tools round outwards)."""
-
-
-class DatasetError(ValueError):
-    """An annotation file that cannot be used; the message names the file and the JSON path of the first bad
-    entry (``annotations[12].bbox``)."""
 
 
 class Spread(BaseModel):
@@ -90,7 +85,8 @@ class DatasetSummary(BaseModel):
     mask_area_fraction: Spread | None
     """A mask's area (pycocotools) over its image's."""
     per_image: list[tuple[int, int, int, int]]
-    """(image id, width, height, instances, crowd regions excluded), in the file's order."""
+    """(image id, width, height, instances), in the file's order; instances as training counts them
+    (``trains_on``): no crowd region, no box under a pixel wide or high."""
 
     def digest(self) -> str:
         """SHA-256 of the summary's own content: what a cache key holds of a summary carried inline."""
@@ -135,24 +131,46 @@ def _summary_of(path: str, _mtime_ns: int, _size: int) -> DatasetSummary:
     return read_dataset(Path(path))[0]
 
 
-def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[DatasetSummary, Any | None]:
-    """A scenario's ``dataset``: a COCO annotation file (its summary, and the parsed file, whose annotations
-    batches are drawn from), or a summary ``mlestimate dataset-stats`` wrote (and None: no annotations)."""
+def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[DatasetSummary, bool]:
+    """A scenario's ``dataset``: the summary of a COCO annotation file (and True: batches can be drawn from its
+    annotations, ``training_annotations``), or a summary ``mlestimate dataset-stats`` wrote (and False)."""
+    file = AnnotationFile(path, max_bytes)
+    if not file.is_object():
+        raise DatasetError(f"{path}: a COCO annotation file is a JSON object with images, annotations, categories")
+    images = file.value("images")
+    if not isinstance(images, list) and file.value("per_image") is not MISSING:
+        return _written_summary(path, max_bytes), False
+    where = str(path)
+    summary = summarise_entries(
+        images, file.value("categories"), file.entries("annotations"), path.name, file.sha256(), where
+    )
+    return summary, True
+
+
+def _written_summary(path: Path, max_bytes: int) -> DatasetSummary:
     try:
-        text = read_text_bounded(path, max_bytes)
+        return DatasetSummary.model_validate_json(read_text_bounded(path, max_bytes))
     except InputFileError as exc:
         raise DatasetError(str(exc)) from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}") from None
-    if isinstance(document, Mapping) and "per_image" in document:
-        try:
-            return DatasetSummary.model_validate(document), None
-        except ValueError as exc:
-            first = str(exc).splitlines()[1:3]
-            raise DatasetError(f"{path}: not a summary mlestimate dataset-stats wrote: {' '.join(first)}") from None
-    return summarise(document, path.name, hashlib.sha256(text.encode()).hexdigest(), where=str(path)), document
+    except ValueError as exc:
+        first = str(exc).splitlines()[1:3]
+        raise DatasetError(f"{path}: not a summary mlestimate dataset-stats wrote: {' '.join(first)}") from None
+
+
+def trains_on(annotation: Mapping[str, Any]) -> bool:
+    """An instance torchvision's reference training keeps: not a crowd region, a box at least a pixel each way."""
+    _, _, w, h = annotation["bbox"]
+    return not annotation.get("iscrowd", 0) and w >= 1 and h >= 1
+
+
+def training_annotations(path: Path, image_ids: Iterable[int]) -> dict[int, list[Mapping[str, Any]]]:
+    """The instances training uses (``trains_on``) of the given images, from a file ``read_dataset`` checked."""
+    wanted = set(image_ids)
+    found: dict[int, list[Mapping[str, Any]]] = {image: [] for image in wanted}
+    for annotation in AnnotationFile(path, MAX_ANNOTATION_BYTES).entries("annotations"):
+        if annotation["image_id"] in wanted and trains_on(annotation):
+            found[annotation["image_id"]].append(annotation)
+    return found
 
 
 def summarise(document: Any, source: str, sha256: str, where: str | None = None) -> DatasetSummary:
@@ -160,19 +178,28 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
     where = where or source
     if not isinstance(document, Mapping):
         raise DatasetError(f"{where}: a COCO annotation file is a JSON object with images, annotations, categories")
-    images = _images(document, where)
-    categories, keypoint_counts = _categories(document, where)
+    images, categories = document.get("images", MISSING), document.get("categories", MISSING)
+    annotations = (entry for entry in require_list(document.get("annotations", MISSING), "annotations", where))
+    return summarise_entries(images, categories, annotations, source, sha256, where)
+
+
+def summarise_entries(
+    images_value: Any, categories_value: Any, annotations: Iterable[Any], source: str, sha256: str, where: str
+) -> DatasetSummary:
+    """The summary of a COCO file's three parts, the annotations taken one at a time."""
+    images = _images(images_value, where)
+    categories, keypoint_counts = _categories(categories_value, where)
     counts = dict.fromkeys(images, 0)
     box_fractions: list[float] = []
     mask_fractions: list[float] = []
     kinds: set[str] = set()
     keypoints: set[int] = set()
-    crowd = 0
-    annotations = _list(document, "annotations", where)
+    crowd = total = 0
     for index, annotation in enumerate(annotations):
+        total += 1
         at = f"{where}: annotations[{index}]"
         if not isinstance(annotation, Mapping):
-            raise DatasetError(f"{at}: an annotation is an object, not {_kind(annotation)}")
+            raise DatasetError(f"{at}: an annotation is an object, not {kind_of(annotation)}")
         image_id = _integer(annotation, "image_id", at)
         if image_id not in images:
             raise DatasetError(f"{at}.image_id: {image_id} is not the id of an image of the file")
@@ -184,10 +211,8 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
         is_crowd = annotation.get("iscrowd", 0)
         if is_crowd not in (0, 1):
             raise DatasetError(f"{at}.iscrowd: {is_crowd!r} is not 0 or 1")
-        if is_crowd:
-            crowd += 1
-        else:
-            counts[image_id] += 1
+        crowd += is_crowd
+        counts[image_id] += trains_on(annotation)
         box_fractions.append(w * h / (width * height))
         if "segmentation" in annotation and annotation["segmentation"] not in (None, []):
             kind, area = _mask_area(annotation["segmentation"], f"{at}.segmentation", width, height)
@@ -202,7 +227,7 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
         source=source,
         sha256=sha256,
         images=len(images),
-        annotations=len(annotations),
+        annotations=total,
         crowd=crowd,
         categories={str(c): name for c, name in sorted(categories.items())},
         num_classes=max(categories) + 1,
@@ -224,20 +249,6 @@ def _spread(values: Sequence[float]) -> Spread:
     return found
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "text", bool: "true or false", type(None): "null"}.get(
-        type(value), "a number"
-    )
-
-
-def _list(document: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = document.get(key)
-    if not isinstance(value, list):
-        shown = "missing" if key not in document else _kind(value)
-        raise DatasetError(f"{where}: {key}: a list is required, found {shown}")
-    return value
-
-
 def _integer(entry: Mapping[str, Any], key: str, at: str) -> int:
     value = entry.get(key)
     if isinstance(value, bool) or not isinstance(value, int):
@@ -246,12 +257,12 @@ def _integer(entry: Mapping[str, Any], key: str, at: str) -> int:
     return value
 
 
-def _images(document: Mapping[str, Any], where: str) -> dict[int, tuple[int, int]]:
+def _images(value: Any, where: str) -> dict[int, tuple[int, int]]:
     images: dict[int, tuple[int, int]] = {}
-    for index, image in enumerate(_list(document, "images", where)):
+    for index, image in enumerate(require_list(value, "images", where)):
         at = f"{where}: images[{index}]"
         if not isinstance(image, Mapping):
-            raise DatasetError(f"{at}: an image is an object, not {_kind(image)}")
+            raise DatasetError(f"{at}: an image is an object, not {kind_of(image)}")
         image_id = _integer(image, "id", at)
         width, height = _integer(image, "width", at), _integer(image, "height", at)
         if width <= 0 or height <= 0:
@@ -264,19 +275,19 @@ def _images(document: Mapping[str, Any], where: str) -> dict[int, tuple[int, int
     return images
 
 
-def _categories(document: Mapping[str, Any], where: str) -> tuple[dict[int, str], dict[int, int]]:
+def _categories(value: Any, where: str) -> tuple[dict[int, str], dict[int, int]]:
     names: dict[int, str] = {}
     keypoints: dict[int, int] = {}
-    for index, category in enumerate(_list(document, "categories", where)):
+    for index, category in enumerate(require_list(value, "categories", where)):
         at = f"{where}: categories[{index}]"
         if not isinstance(category, Mapping):
-            raise DatasetError(f"{at}: a category is an object, not {_kind(category)}")
+            raise DatasetError(f"{at}: a category is an object, not {kind_of(category)}")
         category_id = _integer(category, "id", at)
         if category_id < 0 or category_id in names:
             raise DatasetError(f"{at}.id: {category_id} is negative or the id of an earlier category")
         name = category.get("name")
         if not isinstance(name, str):
-            raise DatasetError(f"{at}.name: text is required, found {_kind(name)}")
+            raise DatasetError(f"{at}.name: text is required, found {kind_of(name)}")
         names[category_id] = name
         if isinstance(category.get("keypoints"), list):
             keypoints[category_id] = len(category["keypoints"])
@@ -329,7 +340,7 @@ def _mask_area(value: Any, at: str, width: int, height: int) -> tuple[str, float
             except (UnicodeEncodeError, ValueError) as exc:
                 raise DatasetError(f"{at}.counts: not a compressed RLE ({exc})") from None
         raise DatasetError(f"{at}.counts: run lengths (a list of counts or compressed text) are required")
-    raise DatasetError(f"{at}: polygons (a list) or an RLE (an object) are required, found {_kind(value)}")
+    raise DatasetError(f"{at}: polygons (a list) or an RLE (an object) are required, found {kind_of(value)}")
 
 
 def _keypoints(value: Any, at: str, expected: int | None) -> int:

@@ -150,7 +150,7 @@ def test_a_file_past_the_limit_or_not_json_is_refused_before_it_is_parsed(tmp_pa
     with pytest.raises(DatasetError, match=r"big\.json is \d[\d,]* bytes; at most 100 are read"):
         summarise_file(path, max_bytes=100)
     path.write_text('{"images": [1,')
-    with pytest.raises(DatasetError, match=r"big\.json: not JSON: .* at line 1, column \d+"):
+    with pytest.raises(DatasetError, match=r"big\.json: not JSON: parse error: premature EOF"):
         summarise_file(path)
 
 
@@ -195,3 +195,49 @@ def test_the_command_writes_the_summary_and_refuses_bad_input_with_exit_2(
     assert written.read_text() == before  # an earlier summary is kept, not overwritten with nothing
     assert main(["dataset-stats", str(path), "--max-size", "lots"]) == 2
     assert "--max-size" in capsys.readouterr().err
+
+
+def test_a_large_file_is_read_entry_by_entry_so_memory_follows_the_images_not_the_file(tmp_path: Path) -> None:
+    import tracemalloc
+
+    document = coco()
+    extra = list(range(2_000))  # what a real file carries beside the shape: attributes, captions, scores
+    document["annotations"] = [
+        {"id": k, "image_id": 7, "category_id": 1, "bbox": [1, 1, 50, 40], "attributes": extra} for k in range(3_000)
+    ]
+    path = tmp_path / "large.json"
+    path.write_text(json.dumps(coco()))
+    summarise_file(path)  # what a first summary imports is not the reading's
+    path.write_text(json.dumps(document))
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        summary = summarise_file(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary.annotations == 3_000 and summary.per_image[2] == (7, 200, 100, 3_000)
+    assert size > 20e6 and peak < size / 10, f"peak {peak:,} B reading a {size:,} B file"  # parsed whole: > size
+
+
+def test_the_parts_may_come_in_any_order_and_text_after_the_object_is_refused(tmp_path: Path) -> None:
+    document = coco()
+    reordered = {key: document[key] for key in ("annotations", "categories", "images")}
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps(reordered))
+    assert summarise_file(path).per_image == [(1, 100, 50, 3), (2, 64, 64, 1), (7, 200, 100, 0)]
+    path.write_text(json.dumps(reordered) + " {}")
+    with pytest.raises(DatasetError, match=r"order\.json: not JSON: parse error: trailing garbage"):
+        summarise_file(path)
+    path.write_text("[]")
+    with pytest.raises(DatasetError, match=r"order\.json: a COCO annotation file is a JSON object"):
+        summarise_file(path)
+
+
+def test_an_instance_under_a_pixel_is_not_counted_as_one_training_uses(tmp_path: Path) -> None:
+    document = coco()
+    document["annotations"][2]["bbox"] = [5, 5, 0.5, 5]  # kept in the file, left out of training
+    path = tmp_path / "thin.json"
+    path.write_text(json.dumps(document))
+    summary = summarise_file(path)
+    assert summary.annotations == 5 and summary.per_image[0] == (1, 100, 50, 2)
