@@ -33,3 +33,21 @@ TINY_GPT2 = {"n_embd": 32, "n_layer": 2, "n_head": 2, "vocab_size": 1000, "n_pos
 
 HF_TEXT = {**COMMON, "task_type": "causal-lm", "architecture": "hf:gpt2", "sequence_length": 64,
            "model_kwargs": TINY_GPT2}  # fmt: skip
+
+TINY_DETR = {"backbone": "resnet10t", "num_queries": 10, "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+             "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "encoder_attention_heads": 2,
+             "decoder_attention_heads": 2}  # fmt: skip
+
+HF_DETR = {**COMMON, "task_type": "detection", "architecture": "hf:detr", "image_size": [64, 80], "num_classes": 11,
+           "model_kwargs": TINY_DETR}  # fmt: skip
+
+TINY_MASK2FORMER = {
+    "backbone_config": {"model_type": "swin", "embed_dim": 16, "depths": [1, 1, 1, 1], "num_heads": [1, 1, 1, 1],
+                        "out_features": ["stage1", "stage2", "stage3", "stage4"]},
+    "hidden_dim": 32, "feature_size": 32, "mask_feature_size": 32, "num_queries": 10, "encoder_layers": 1,
+    "decoder_layers": 2, "encoder_feedforward_dim": 64, "dim_feedforward": 64, "num_attention_heads": 2,
+    "train_num_points": 1024,
+}  # fmt: skip
+
+HF_MASK2FORMER = {**COMMON, "task_type": "instance", "architecture": "hf:mask2former", "image_size": [64, 64],
+                  "num_classes": 11, "model_kwargs": TINY_MASK2FORMER}  # fmt: skip

@@ -122,24 +122,49 @@ def _library_model(scenario: Scenario, library: str, name: str, kwargs: dict[str
                 )
             kwargs.setdefault("num_classes", num_classes(scenario))
             return timm.create_model(name, pretrained=False, **kwargs)
-        import transformers
-
-        overrides = dict(kwargs)
-        if scenario.task_type == "classification":
-            overrides.setdefault("num_labels", num_classes(scenario))
-        config = transformers.AutoConfig.for_model(name, **overrides)
-        auto = (
-            transformers.AutoModelForCausalLM
-            if scenario.task_type == "causal-lm"
-            else transformers.AutoModelForImageClassification
-        )
-        return auto.from_config(config)
-    except ImportError:
+        return _transformers_model(scenario, name, dict(kwargs))
+    except ImportError as exc:
+        extra = "timm" if exc.name == "timm" else extra  # a transformers model on a timm backbone (DETR's)
         raise ModelBuildError(
             f"architecture '{scenario.architecture}' needs {extra}: pip install 'pytest-mlestimate[{extra}]'"
         ) from None
     except (TypeError, ValueError, KeyError) as exc:
         raise ModelBuildError(f"architecture '{scenario.architecture}': {type(exc).__name__}: {exc}") from None
+
+
+def _transformers_model(scenario: Scenario, name: str, overrides: dict[str, Any]) -> nn.Module:
+    """A Hugging Face model from its configuration: an image classifier, a causal language model, or a detector
+    or universal segmenter in torchvision's detection contract (``hf_vision``), its backbone without weights."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    builds = {
+        "classification": ("an image classifier", modeling_auto.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES),
+        "causal-lm": ("a causal language model", modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES),
+        "detection": ("an object detector", modeling_auto.MODEL_FOR_OBJECT_DETECTION_MAPPING_NAMES),
+        "instance": ("a universal segmenter", modeling_auto.MODEL_FOR_UNIVERSAL_SEGMENTATION_MAPPING_NAMES),
+    }
+    what, types = builds[scenario.task_type]
+    if name not in types:
+        shown = ", ".join(sorted(types)[:20]) + (", ..." if len(types) > 20 else "")
+        raise ModelBuildError(
+            f"architecture 'hf:{name}': transformers builds no {what[what.index(' ') + 1 :]} of model type "
+            f"'{name}', which task_type '{scenario.task_type}' measures; model types it builds as {what}: {shown}"
+        )
+    if scenario.task_type != "causal-lm":
+        overrides.setdefault("num_labels", num_classes(scenario))
+    if scenario.task_type in ("detection", "instance"):
+        overrides.setdefault("use_pretrained_backbone", False)
+    config = transformers.AutoConfig.for_model(name, **overrides)
+    if scenario.task_type == "causal-lm":
+        return transformers.AutoModelForCausalLM.from_config(config)
+    if scenario.task_type == "classification":
+        return transformers.AutoModelForImageClassification.from_config(config)
+    from pytest_mlestimate.profiling.hf_vision import HuggingFaceDetector
+
+    masks = scenario.task_type == "instance"
+    auto = transformers.AutoModelForUniversalSegmentation if masks else transformers.AutoModelForObjectDetection
+    return HuggingFaceDetector(auto.from_config(config), masks)
 
 
 def build_model(scenario: Scenario) -> nn.Module | MeasuredModel:

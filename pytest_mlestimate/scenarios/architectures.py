@@ -96,9 +96,10 @@ def vit_patch(architecture: str) -> int | None:
     return None
 
 
-LIBRARIES = {"timm": ("classification",), "hf": ("classification", "causal-lm")}
+LIBRARIES = {"timm": ("classification",), "hf": ("classification", "causal-lm", "detection", "instance")}
 """Model sources named ``library:name``, and the task types each builds: timm's image models, and Hugging Face
-transformers built from a configuration (``hf:vit``, ``hf:gpt2``: a model type)."""
+transformers built from a configuration (``hf:vit``, ``hf:gpt2``, ``hf:detr``, ``hf:mask2former``: a model
+type; its detectors as ``detection``, its universal segmenters as ``instance``)."""
 LIBRARY_EXTRAS = {"timm": "timm", "hf": "transformers"}
 _LIBRARY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
 

@@ -108,7 +108,7 @@ class Scenario(BaseModel):
     device: str = "auto"
     num_classes: int | None = Field(None, ge=2, le=100_000)
     objects_per_image: int = Field(5, ge=1, le=1000)
-    model_kwargs: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    model_kwargs: dict[str, Scalar | list[Scalar] | dict[str, Scalar | list[Scalar]]] = Field(default_factory=dict)
     optimizer: Optimizer = Field(default_factory=Optimizer)
     amp: Literal["off", "bf16", "fp16"] = "off"
     warmup_iterations: int | None = Field(None, ge=0, le=1000)
@@ -166,8 +166,12 @@ class Scenario(BaseModel):
             return value
         if len(value) > MAX_MODEL_KWARGS:
             raise ValueError(f"{len(value)} keywords; at most {MAX_MODEL_KWARGS} are allowed")
-        allowed = "allowed: a finite number, a string, true/false, null or a list of those"
-        for key, item in value.items():
+        allowed = (
+            "allowed: a finite number, a string, true/false, null or a list of those, or one level of keywords "
+            "of those (a sub-configuration, such as a Hugging Face model's backbone_config)"
+        )
+
+        def check(key: str, item: Any) -> None:
             for scalar in item if isinstance(item, list) else [item]:
                 if isinstance(scalar, float) and not math.isfinite(scalar):
                     raise ValueError(f"{brief(key)} is {scalar}, not a finite number; {allowed}")
@@ -175,6 +179,15 @@ class Scenario(BaseModel):
                     raise ValueError(f"{brief(key)} is a string of {len(scalar)} characters; at most {MAX_TEXT}")
                 if not isinstance(scalar, str | int | float | bool | None):
                     raise ValueError(f"{brief(key)} is {brief(scalar)}; {allowed}")
+
+        for key, item in value.items():
+            if not isinstance(item, Mapping):
+                check(str(key), item)
+                continue
+            if len(item) > MAX_MODEL_KWARGS:
+                raise ValueError(f"{brief(key)} has {len(item)} keywords; at most {MAX_MODEL_KWARGS} are allowed")
+            for inner, scalar in item.items():
+                check(f"{key}.{inner}", scalar)
         return value
 
     @model_validator(mode="before")

@@ -1,6 +1,6 @@
 """Each family beyond detection through ``pytest --mlestimate`` with budgets: a segmenter, a video classifier, a
-timm model, a Hugging Face image classifier and a Hugging Face language model, the JSON report valid against its
-schema and every documented key present."""
+timm model, and Hugging Face's image classifier, language model, DETR detector and Mask2Former segmenter, the JSON
+report valid against its schema and every documented key present."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ import jsonschema
 import pytest
 
 from tests.documented_keys import RESOURCE_KEYS
-from tests.family_scenarios import HF_TEXT, HF_VISION, SEGMENT, TIMM, VIDEO
+from tests.family_scenarios import HF_DETR, HF_MASK2FORMER, HF_TEXT, HF_VISION, SEGMENT, TIMM, VIDEO
 from tests.plugin.conftest import RunResult, by_name, scenario_file
 
 SCHEMA = Path(__file__).parents[2] / "pytest_mlestimate" / "report.schema.json"
-FAMILIES = {"segmenter": SEGMENT, "video": VIDEO, "timm": TIMM, "hf-vision": HF_VISION, "hf-text": HF_TEXT}
+FAMILIES = {"segmenter": SEGMENT, "video": VIDEO, "timm": TIMM, "hf-vision": HF_VISION, "hf-text": HF_TEXT,
+            "hf-detr": HF_DETR, "hf-mask2former": HF_MASK2FORMER}  # fmt: skip
 
 
 def test_every_family_runs_end_to_end_with_its_budgets(
@@ -29,7 +30,7 @@ def test_every_family_runs_end_to_end_with_its_budgets(
     ]  # fmt: skip
     pytester.makefile(".yaml", scenarios=scenario_file(*entries))
     result, report = run_scenarios("--mlestimate-no-cache")
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=6, failed=1)
     jsonschema.validate(report, json.loads(SCHEMA.read_text()))
     found = by_name(report)
     for name in FAMILIES:
