@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from scipy.stats import t as student_t
+from scipy.special import stdtrit
 
 from pytest_mlestimate.profiling.contention import Contention
 from pytest_mlestimate.profiling.profile import EnergyReading
@@ -61,5 +61,7 @@ class Measurement:
 
 
 def _t95(df: int) -> float:
-    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (infinite below 1)."""
-    return float(student_t.ppf(0.975, df)) if df >= 1 else math.inf
+    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (infinite below 1). From
+    ``scipy.special``, not ``scipy.stats``: the profiled process's RSS is the figure, and ``scipy.stats`` adds
+    59 MiB to it (13 MiB for ``scipy.special``)."""
+    return float(stdtrit(df, 0.975)) if df >= 1 else math.inf

@@ -216,3 +216,14 @@ def test_the_watchdog_alone_ends_an_orphaned_child() -> None:
     parent.wait()
     took = gone_within(child, 10)
     assert took is not None and took < 2
+
+
+def test_the_profiled_process_carries_no_statistics_library_of_the_estimators_own() -> None:
+    """Its RSS is Peak RAM Memory: scipy.stats alone would add 59 MiB that a user's training process never holds."""
+    probe = (
+        "import sys, pytest_mlestimate.profiling.profiler, pytest_mlestimate.profiling.worker, "
+        "pytest_mlestimate.profiling.warm_start\n"
+        "print(sorted(m for m in ('scipy.stats', 'pandas', 'matplotlib', 'fastapi') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

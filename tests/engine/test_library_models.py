@@ -38,7 +38,10 @@ def test_a_language_models_input_is_its_sequence() -> None:
         ({**TIMM, "sequence_length": 64}, "sequence_length: tokens per sequence, only for task_type 'causal-lm'"),
         ({**HF_TEXT, "architecture": "resnet18"}, "task_type 'causal-lm' is measured on a Hugging Face model"),
         ({**HF_DETR, "task_type": "semantic-segmentation"}, "hf models are measured as 'classification' or "),
-        ({**HF_DETR, "model_kwargs": {"backbone_config": {"depths": {"a": 1}}}}, r"'backbone_config\.depths' is \{'a': 1\}; allowed"),
+        (
+            {**HF_DETR, "model_kwargs": {"backbone_config": {"depths": {"a": 1}}}},
+            r"'backbone_config\.depths' is \{'a': 1\}; allowed",
+        ),
     ],
 )
 def test_what_a_library_model_cannot_take_is_named_before_anything_runs(change: dict[str, Any], words: str) -> None:
