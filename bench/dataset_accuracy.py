@@ -90,6 +90,7 @@ def estimated(path: Path, images: int, with_file: bool) -> dict[str, Any]:
     return {
         "seconds": found["training_time"]["Total Training Time"],
         "peak_rss": found["resource"]["Peak RAM Memory"],
+        "rss_before_steps": found["resource"]["RAM before training"],
         "worst_batches": {name: batch["image_ids"] for name, batch in (dataset.get("worst_batches") or {}).items()},
     }
 
@@ -121,6 +122,7 @@ def plain_loop(path: Path, shuffle: bool) -> dict[str, float]:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=1e-4)  # the scenario default
     warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.001, total_iters=1000)
+    before_steps = _rss_now()
     ids = sorted(coco.getImgIds())
     if shuffle:
         random.Random(0).shuffle(ids)
@@ -136,13 +138,19 @@ def plain_loop(path: Path, shuffle: bool) -> dict[str, float]:
         warmup.step()
         float(loss)
         seconds += time.perf_counter() - started
-    return {"seconds": seconds, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": seconds, "peak_rss": peak, "rss_before_steps": before_steps}
 
 
-def in_fresh_process(arm: str, path: Path) -> dict[str, Any]:
+def _rss_now() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def in_fresh_process(arm: str, path: Path, environment: dict[str, str] | None = None) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--arm", arm, "--file", str(path)],
-        capture_output=True, text=True, check=False, timeout=3600,
+        capture_output=True, text=True, check=False, timeout=3600, env=os.environ | (environment or {}),
     )  # fmt: skip
     if done.returncode != 0:
         raise SystemExit(f"{arm} on {path.name} failed:\n{done.stderr[-3000:]}")
@@ -188,6 +196,8 @@ def worst_arm(folder: Path, images: int) -> dict[str, Any]:
     print("worst estimate", estimate, flush=True)
     loop = in_fresh_process("loop-in-order", path)
     print("worst loop", loop, flush=True)
+    fixed = in_fresh_process("loop-in-order", path, {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)})
+    print("worst loop, glibc's mmap threshold fixed at 128 KiB", fixed, flush=True)
     named = sorted({i for ids in estimate["worst_batches"].values() for i in ids})
     return {
         "images": images,
@@ -195,6 +205,11 @@ def worst_arm(folder: Path, images: int) -> dict[str, Any]:
         "estimate Peak RAM Memory MiB": round(estimate["peak_rss"] / 2**20),
         "loop peak RSS over the pass MiB": round(loop["peak_rss"] / 2**20),
         "peak error (bar: within 5 %)": error(estimate["peak_rss"], loop["peak_rss"]),
+        "RSS before the steps MiB (estimate, loop)": [
+            round(estimate["rss_before_steps"] / 2**20),
+            round(loop["rss_before_steps"] / 2**20),
+        ],
+        "loop peak RSS, glibc's mmap threshold fixed at 128 KiB, MiB": round(fixed["peak_rss"] / 2**20),
         "worst batches named": estimate["worst_batches"],
         "named images all crowded": set(named) <= set(CROWDED_IDS),
     }

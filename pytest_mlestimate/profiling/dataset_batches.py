@@ -32,7 +32,7 @@ import torch
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.synthetic import make_target
 from pytest_mlestimate.scenarios.architectures import TargetKind
-from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, read_dataset, training_annotations
+from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, dataset_file, training_annotations
 
 SAMPLE_BATCHES = 8
 """Batches the time is measured on, in turn; the measured steps cycle through them."""
@@ -78,7 +78,7 @@ class DatasetBatches:
             "source": self.summary.source,
             "sha256": self.summary.sha256,
             "images": self.summary.images,
-            "instances": self.summary.annotations - self.summary.crowd,
+            "instances": sum(row[3] for row in self.summary.per_image),
             "targets": "the annotation file's" if self.annotated else "synthetic, at the summary's sizes and counts",
             "sample_seed": DATA_SEED,
             "aspect_ratio_group_factor": self.group_factor,
@@ -110,13 +110,15 @@ def draw_batches(
         summary, annotated, name = dataset, False, f"summary of {dataset.source}"
     else:
         try:
-            summary, annotated = read_dataset(Path(dataset))
+            summary, annotated = dataset_file(dataset)
         except DatasetError as exc:
             raise ModelBuildError(f"dataset '{dataset}': {exc}") from None
         name = dataset
     images = [_Image(*row) for row in summary.per_image if row[3] > 0]
     if not images:
-        raise ModelBuildError(f"dataset '{name}': no image has an instance to train on (crowd regions excluded)")
+        raise ModelBuildError(
+            f"dataset '{name}': no image has an instance to train on (crowd regions and boxes under a pixel excluded)"
+        )
     if annotated and summary.num_classes > num_classes:
         raise ModelBuildError(
             f"dataset '{name}': its category ids reach {summary.num_classes - 1}, and the model has "
@@ -149,7 +151,12 @@ def draw_batches(
         ),
     }
     wanted = {image.id for images_of in [*chosen, *worst.values()] for image in images_of}
-    annotations = training_annotations(Path(dataset), wanted) if isinstance(dataset, str) and annotated else None
+    annotations = None
+    if isinstance(dataset, str) and annotated:
+        try:
+            annotations = training_annotations(Path(dataset), summary, wanted)
+        except DatasetError as exc:
+            raise ModelBuildError(f"dataset '{dataset}': {exc}") from None
 
     def batch(chosen: Sequence[_Image]) -> DrawnBatch:
         found = DrawnBatch([], [], [])

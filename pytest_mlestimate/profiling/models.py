@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import pickle
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,7 +125,8 @@ def _library_model(scenario: Scenario, library: str, name: str, kwargs: dict[str
             return timm.create_model(name, pretrained=False, **kwargs)
         return _transformers_model(scenario, name, dict(kwargs))
     except ImportError as exc:
-        extra = "timm" if exc.name == "timm" else extra  # a transformers model on a timm backbone (DETR's)
+        if exc.name == "timm" or "timm" in str(exc):  # a transformers model on a timm backbone (DETR's)
+            extra = "timm"
         raise ModelBuildError(
             f"architecture '{scenario.architecture}' needs {extra}: pip install 'pytest-mlestimate[{extra}]'"
         ) from None
@@ -134,7 +136,9 @@ def _library_model(scenario: Scenario, library: str, name: str, kwargs: dict[str
 
 def _transformers_model(scenario: Scenario, name: str, overrides: dict[str, Any]) -> nn.Module:
     """A Hugging Face model from its configuration: an image classifier, a causal language model, or a detector
-    or universal segmenter in torchvision's detection contract (``hf_vision``), its backbone without weights."""
+    or universal segmenter in torchvision's detection contract (``hf_vision``), its backbone without weights. The
+    hub is off: a configuration naming a backbone by its hub name is an error, not a download."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # read when transformers is first imported
     import transformers
     from transformers.models.auto import modeling_auto
 
@@ -154,7 +158,9 @@ def _transformers_model(scenario: Scenario, name: str, overrides: dict[str, Any]
     if scenario.task_type != "causal-lm":
         overrides.setdefault("num_labels", num_classes(scenario))
     if scenario.task_type in ("detection", "instance"):
-        overrides.setdefault("use_pretrained_backbone", False)
+        overrides["use_pretrained_backbone"] = False  # never a download, whatever model_kwargs say
+        if isinstance(overrides.get("backbone_config"), dict):
+            overrides["backbone_config"] = {**overrides["backbone_config"], "use_pretrained_backbone": False}
     config = transformers.AutoConfig.for_model(name, **overrides)
     if scenario.task_type == "causal-lm":
         return transformers.AutoModelForCausalLM.from_config(config)
@@ -164,7 +170,7 @@ def _transformers_model(scenario: Scenario, name: str, overrides: dict[str, Any]
 
     masks = scenario.task_type == "instance"
     auto = transformers.AutoModelForUniversalSegmentation if masks else transformers.AutoModelForObjectDetection
-    return HuggingFaceDetector(auto.from_config(config), masks)
+    return HuggingFaceDetector(auto.from_config(config), masks, scenario.architecture)
 
 
 def build_model(scenario: Scenario) -> nn.Module | MeasuredModel:
@@ -295,6 +301,14 @@ def apply_detection_load(model: nn.Module, scenario: Scenario) -> DetectionLoad:
     load = scenario.detection_load
     if scenario.task_type not in ("detection", "instance"):
         return DetectionLoad(None, f"a {scenario.task_type} model: no detections to post-process")
+    from pytest_mlestimate.profiling.hf_vision import HuggingFaceDetector
+
+    if isinstance(model, HuggingFaceDetector):
+        return DetectionLoad(
+            model.queries,
+            f"{model.queries or 'its'} predictions per image, one per query of the model (its image processor's "
+            "post-processing, which keeps the likely ones, is not measured)",
+        )
     if load == "weights":
         return DetectionLoad(None, "as the weights give on the synthetic images (detection_load 'weights')")
     heads = _detection_heads(model)

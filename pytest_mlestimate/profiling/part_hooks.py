@@ -16,12 +16,12 @@ from pytest_mlestimate.core.devices import is_gpu
 
 def parts_of(model: nn.Module, depth: int = 1) -> list[tuple[str, nn.Module]]:
     """The parts a breakdown names: the modules ``depth`` levels down (leaves above that depth stand for
-    themselves). At depth 1 a torchvision backbone with an FPN shows as its body and its FPN. A wrapper (one child,
-    nothing of its own: a Hugging Face detector in torchvision's contract, ``nn.Sequential(model)``) stands for
-    its child."""
+    themselves). At depth 1 a torchvision backbone with an FPN shows as its body and its FPN. A wrapper that names
+    the module it stands for (``breakdown_root``: a Hugging Face detector in torchvision's contract) shows that
+    module's parts."""
     found: list[tuple[str, nn.Module]] = []
-    while len(inner := list(model.children())) == 1 and not _holds_tensors(model):
-        model = inner[0]
+    while isinstance(root := getattr(model, "breakdown_root", None), nn.Module):
+        model = root
 
     def walk(prefix: str, module: nn.Module, level: int) -> None:
         for name, child in module.named_children():
@@ -35,10 +35,6 @@ def parts_of(model: nn.Module, depth: int = 1) -> list[tuple[str, nn.Module]]:
 
     walk("", model, 1)
     return found or [("model", model)]
-
-
-def _holds_tensors(module: nn.Module) -> bool:
-    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
 
 
 def output_tensors(value: Any) -> Iterator[torch.Tensor]:

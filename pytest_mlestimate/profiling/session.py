@@ -19,6 +19,7 @@ from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.contract import MeasuredModel
 from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
+from pytest_mlestimate.profiling.hf_vision import predictions_per_image
 from pytest_mlestimate.profiling.models import num_classes, target_kind
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
 from pytest_mlestimate.profiling.part_hooks import TrainingCalls
@@ -359,6 +360,8 @@ class Session:
         self.sync()
         elapsed = time.perf_counter() - start
         detections = [len(o["boxes"]) for o in outputs if isinstance(o, dict) and "boxes" in o]
+        if not detections and (queries := predictions_per_image(outputs)) is not None:
+            return elapsed, float(queries)  # a Hugging Face detector: one prediction per query
         return elapsed, (sum(detections) / len(detections) if detections else 0.0)
 
 

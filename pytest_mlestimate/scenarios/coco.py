@@ -8,11 +8,12 @@ instead of the annotation file. Mask areas are read with pycocotools (the ``coco
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,41 +111,43 @@ class DatasetSummary(BaseModel):
 
 def summarise_file(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> DatasetSummary:
     """Read, check and summarise a COCO annotation file; ``DatasetError`` names what is wrong and where."""
-    summary, document = read_dataset(path, max_bytes)
-    if document is None:
+    summary, annotated = read_dataset(path, max_bytes)
+    if not annotated:
         raise DatasetError(f"{path}: a summary already, not a COCO annotation file")
     return summary
 
 
 def dataset_summary(path: str) -> DatasetSummary:
-    """The summary of a scenario's ``dataset`` (relative paths from the working directory), read once per
-    version of the file."""
+    """The summary of a scenario's ``dataset`` (relative paths from the working directory)."""
+    return dataset_file(path)[0]
+
+
+def dataset_file(path: str) -> tuple[DatasetSummary, bool]:
+    """``read_dataset`` of a scenario's ``dataset``, read once per version of the file."""
     try:
         found = os.stat(path)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot be read: {exc.strerror or exc}") from None
-    return _summary_of(os.path.abspath(path), found.st_mtime_ns, found.st_size)
+    return _read_once(os.path.abspath(path), found.st_mtime_ns, found.st_size)
 
 
 @functools.lru_cache(maxsize=16)
-def _summary_of(path: str, _mtime_ns: int, _size: int) -> DatasetSummary:
-    return read_dataset(Path(path))[0]
+def _read_once(path: str, _mtime_ns: int, _size: int) -> tuple[DatasetSummary, bool]:
+    return read_dataset(Path(path))
 
 
 def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[DatasetSummary, bool]:
     """A scenario's ``dataset``: the summary of a COCO annotation file (and True: batches can be drawn from its
     annotations, ``training_annotations``), or a summary ``mlestimate dataset-stats`` wrote (and False)."""
     file = AnnotationFile(path, max_bytes)
-    if not file.is_object():
+    if file.kind() != "start_map":
         raise DatasetError(f"{path}: a COCO annotation file is a JSON object with images, annotations, categories")
     images = file.value("images")
-    if not isinstance(images, list) and file.value("per_image") is not MISSING:
+    if not isinstance(images, list) and file.kind("per_image") is not None:
         return _written_summary(path, max_bytes), False
-    where = str(path)
-    summary = summarise_entries(
-        images, file.value("categories"), file.entries("annotations"), path.name, file.sha256(), where
-    )
-    return summary, True
+    categories, sha256 = file.value("categories"), file.sha256()
+    with contextlib.closing(file.entries("annotations")) as annotations:  # an error leaves no file open
+        return summarise_entries(images, categories, annotations, path.name, sha256, str(path)), True
 
 
 def _written_summary(path: Path, max_bytes: int) -> DatasetSummary:
@@ -163,13 +166,25 @@ def trains_on(annotation: Mapping[str, Any]) -> bool:
     return not annotation.get("iscrowd", 0) and w >= 1 and h >= 1
 
 
-def training_annotations(path: Path, image_ids: Iterable[int]) -> dict[int, list[Mapping[str, Any]]]:
-    """The instances training uses (``trains_on``) of the given images, from a file ``read_dataset`` checked."""
-    wanted = set(image_ids)
-    found: dict[int, list[Mapping[str, Any]]] = {image: [] for image in wanted}
-    for annotation in AnnotationFile(path, MAX_ANNOTATION_BYTES).entries("annotations"):
-        if annotation["image_id"] in wanted and trains_on(annotation):
-            found[annotation["image_id"]].append(annotation)
+def training_annotations(path: Path, summary: DatasetSummary, image_ids: Iterable[int]) -> dict[int, list[Any]]:
+    """The instances training uses (``trains_on``) of the given images, from the file ``summary`` was read from:
+    a file that changed since is an error, not batches from another dataset."""
+    ids = set(image_ids)
+    wanted = {row[0]: row[3] for row in summary.per_image if row[0] in ids}
+    found: dict[int, list[Any]] = {image: [] for image in wanted}
+    file = AnnotationFile(path, MAX_ANNOTATION_BYTES)
+    changed = DatasetError(f"{path}: changed since it was read; estimate again")
+    if file.sha256() != summary.sha256:
+        raise changed
+    with contextlib.closing(file.entries("annotations")) as annotations:
+        for annotation in annotations:
+            try:
+                if annotation["image_id"] in found and trains_on(annotation):
+                    found[annotation["image_id"]].append(annotation)
+            except (KeyError, TypeError, ValueError):
+                raise changed from None
+    if any(len(found[image]) != count for image, count in wanted.items()):
+        raise changed
     return found
 
 
@@ -178,9 +193,12 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
     where = where or source
     if not isinstance(document, Mapping):
         raise DatasetError(f"{where}: a COCO annotation file is a JSON object with images, annotations, categories")
+
+    def annotations() -> Iterator[Any]:  # checked when the first is wanted, after the images and categories
+        yield from require_list(document.get("annotations", MISSING), "annotations", where)
+
     images, categories = document.get("images", MISSING), document.get("categories", MISSING)
-    annotations = (entry for entry in require_list(document.get("annotations", MISSING), "annotations", where))
-    return summarise_entries(images, categories, annotations, source, sha256, where)
+    return summarise_entries(images, categories, annotations(), source, sha256, where)
 
 
 def summarise_entries(

@@ -8,6 +8,7 @@ time), so a summary of it holds one row per image and a few figures per annotati
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 from collections.abc import Iterator
@@ -64,10 +65,17 @@ class AnnotationFile:
     def __init__(self, path: Path, max_bytes: int) -> None:
         self.path, self.max_bytes = path, max_bytes
 
-    def is_object(self) -> bool:
+    def kind(self, key: str = "") -> str | None:
+        """The JSON kind at a top-level key (or of the document, ``""``): ``start_map``, ``start_array``,
+        ``string``, ``number``, ...; None where the key is missing. Walks the events only up to it."""
         ijson = _ijson()
         with self._open() as handle:
-            return self._first(ijson.parse(handle)) == "start_map"
+            after_key = key == ""
+            for prefix, event, value in self._parsed(ijson.parse(handle)):
+                if after_key and prefix == key:
+                    return "number" if event in ("integer", "double") else event
+                after_key = key != "" and prefix == "" and event == "map_key" and value == key
+        return None
 
     def value(self, key: str) -> Any:
         """A top-level key's whole value, or ``MISSING``."""
@@ -76,16 +84,13 @@ class AnnotationFile:
             return next(self._parsed(ijson.items(handle, key, use_float=True)), MISSING)
 
     def entries(self, key: str) -> Iterator[Any]:
-        """The items of a top-level list, one at a time; a key that is missing or not a list is an error once
-        it is known (after the file's last item)."""
+        """The items of a top-level list, one at a time; a key that is missing or not a list is an error before
+        the first."""
+        if self.kind(key) != "start_array":
+            require_list(self.value(key), key, str(self.path))
         ijson = _ijson()
         with self._open() as handle:
-            empty = True
-            for entry in self._parsed(ijson.items(handle, f"{key}.item", use_float=True)):
-                empty = False
-                yield entry
-        if empty:
-            require_list(self.value(key), key, str(self.path))
+            yield from self._parsed(ijson.items(handle, f"{key}.item", use_float=True))
 
     def sha256(self) -> str:
         digest = hashlib.sha256()
@@ -105,22 +110,33 @@ class AnnotationFile:
             raise DatasetError(f"{self.path} cannot be read ({exc.strerror or exc})") from None
 
     def _parsed(self, found: Iterator[Any]) -> Iterator[Any]:
-        ijson = _ijson()
+        from ijson import JSONError  # what every backend raises
+
         try:
             yield from found
-        except ijson.JSONError as exc:
-            reason = str(exc).strip().splitlines()[0].removeprefix("b'")
-            raise DatasetError(f"{self.path}: not JSON: {reason}") from None
+        except JSONError as exc:
+            raise DatasetError(f"{self.path}: not JSON: {_reason(exc)}") from None
+        except RecursionError:
+            raise DatasetError(f"{self.path}: nested too deep to be a COCO annotation file") from None
 
-    def _first(self, events: Iterator[tuple[str, str, Any]]) -> str | None:
-        for _, event, _ in self._parsed(events):
-            return event
-        return None
+
+def _reason(exc: Exception) -> str:
+    """yajl's message (its first line) and the text it stopped at; a message about bytes comes as their repr."""
+    text = str(exc)
+    if text.startswith(("b'", 'b"')):
+        with contextlib.suppress(ValueError, SyntaxError):
+            text = ast.literal_eval(text).decode("utf-8", errors="replace")
+    lines = [line.strip() for line in text.strip().splitlines()]
+    context = f" near {lines[1][:80]!r}" if len(lines) > 2 and lines[1] else ""
+    return f"{lines[0] if lines else type(exc).__name__}{context}"
 
 
 def _ijson() -> Any:
+    """ijson with its C parser (yajl2_c) where installed; its default backend otherwise."""
     try:
         import ijson
     except ImportError:
         raise DatasetError("reading an annotation file needs ijson: pip install 'pytest-mlestimate[coco]'") from None
+    with contextlib.suppress(ImportError):
+        return ijson.get_backend("yajl2_c")
     return ijson

@@ -263,7 +263,9 @@ class Scenario(BaseModel):
                     f"dataset: image {image_id} has {instances} instances; from 0 to {MAX_INSTANCES_PER_IMAGE}"
                 )
         if not any(row[3] for row in summary.per_image):
-            raise ValueError("dataset: no image has an instance to train on (crowd regions excluded)")
+            raise ValueError(
+                "dataset: no image has an instance to train on (crowd regions and boxes under a pixel excluded)"
+            )
         return self
 
     def dataset_summary(self) -> DatasetSummary:

@@ -17,7 +17,7 @@ from pytest_mlestimate.scenarios.scenario import MAX_BATCH_SIZE, MAX_IMAGE_SIDE
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 _API_KEY = re.compile(r"^[!-~]+$")
-_KWARG_NAME = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_]*)$")
+_KWARG_NAME = re.compile(r"^(\*|[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?)$")
 
 DEFAULT_MAX_BODY_SIZE = 64 * 1024
 DEFAULT_MAX_CLIP_LENGTH = 64
@@ -157,7 +157,10 @@ class ServiceSettings:
             problems.append(f"max_body_size {self.max_body_size} must be positive (bytes)")
         for name, limit in sorted(self.max_model_kwargs.items()):
             if not _KWARG_NAME.match(name):
-                problems.append(f"max_model_kwargs: '{name}' is not a keyword name; allowed: a Python identifier or *")
+                problems.append(
+                    f"max_model_kwargs: '{name}' is not a keyword name; allowed: a Python identifier, a "
+                    "sub-configuration's keyword (backbone_config.embed_dim) or *"
+                )
             if isinstance(limit, bool) or not isinstance(limit, int | float) or not 0 < limit < math.inf:
                 problems.append(f"max_model_kwargs: the limit of '{name}' is {limit!r}; allowed: a positive number")
         for name, value, highest in (

@@ -7,6 +7,7 @@ Everything a request echoes back is cut short: a message repeats at most ``ECHO_
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from annotated_types import Le
@@ -220,12 +221,16 @@ def model_kwarg_limit(name: str, scenario: Scenario, settings: ServiceSettings) 
 
 
 def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[Problem]:
+    """Numbers over their limit, a sub-configuration's too (``backbone_config.embed_dim``: the operator's limit
+    for that dotted name, else the one for the inner name, as for any keyword)."""
     found = []
-    for name, value in scenario.model_kwargs.items():
-        if scenario.architecture in TORCHVISION and name in SIZE_KWARGS and name not in settings.max_model_kwargs:
+    for loc, item in _keywords(scenario.model_kwargs):
+        name = ".".join(loc)
+        sized = len(loc) == 1 and scenario.architecture in TORCHVISION and name in SIZE_KWARGS
+        if sized and name not in settings.max_model_kwargs:
             continue  # judged by the size the model computes on
-        limit = model_kwarg_limit(name, scenario, settings)
-        numbers = [v for v in (value if isinstance(value, list) else [value]) if _is_number(v)]
+        limit = model_kwarg_limit(name if name in settings.max_model_kwargs else loc[-1], scenario, settings)
+        numbers = [v for v in (item if isinstance(item, list) else [item]) if _is_number(v)]
         over = next((n for n in numbers if abs(n) > limit), None) if limit is not None else None
         if over is not None:
             shown = f"{limit:g}" if isinstance(limit, float) else str(limit)
@@ -234,10 +239,19 @@ def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[
                     f"model_kwargs.{clip(name, ECHO_LIMIT)}",
                     f"{brief(over)} is over this service's limit of {shown}; allowed: numbers from -{shown} to {shown}",
                     "less_than_equal",
-                    loc=["model_kwargs", name],
+                    loc=["model_kwargs", *loc],
                 )
             )
     return found
+
+
+def _keywords(model_kwargs: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Each keyword's place and value, those of a sub-configuration one level down."""
+    for name, value in model_kwargs.items():
+        if isinstance(value, dict):
+            yield from (((name, inner), item) for inner, item in value.items())
+        else:
+            yield (name,), value
 
 
 def _is_number(value: Any) -> bool:

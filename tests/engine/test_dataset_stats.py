@@ -15,7 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_mlestimate.commands.cli import main
-from pytest_mlestimate.scenarios.coco import DatasetError, DatasetSummary, summarise, summarise_file
+from pytest_mlestimate.scenarios.coco import (
+    DatasetError,
+    DatasetSummary,
+    summarise,
+    summarise_file,
+    training_annotations,
+)
 
 SQUARE = [[10.0, 10.0, 20.0, 10.0, 20.0, 20.0, 10.0, 20.0]]  # 10 x 10 px
 
@@ -241,3 +247,50 @@ def test_an_instance_under_a_pixel_is_not_counted_as_one_training_uses(tmp_path:
     path.write_text(json.dumps(document))
     summary = summarise_file(path)
     assert summary.annotations == 5 and summary.per_image[0] == (1, 100, 50, 2)
+
+
+def test_a_summary_is_not_summarised_again_and_an_object_is_not_a_list(tmp_path: Path) -> None:
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(coco()))
+    summary = tmp_path / "data.stats.json"
+    summary.write_text(summarise_file(path).model_dump_json())
+    with pytest.raises(DatasetError, match=r"data\.stats\.json: a summary already, not a COCO annotation file"):
+        summarise_file(summary)
+    document = coco()
+    document["annotations"] = {"item": document["annotations"][0]}  # a path ijson would read as a list's item
+    path.write_text(json.dumps(document))
+    with pytest.raises(DatasetError, match=r"data\.json: annotations: a list is required, found an object"):
+        summarise_file(path)
+
+
+def test_a_file_that_is_not_json_says_what_and_near_what(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(
+        '{"images": [{"id": 1, "width": 10, "height": 10}], "categories": [{"id": 1, "name": "a"}], '
+        '"annotations": [nope]}'
+    )
+    with pytest.raises(DatasetError, match=r"bad\.json: not JSON: lexical error: .* near .*\[nope\]"):
+        summarise_file(path)
+    path.write_bytes(b'{"images": "\xff\xfe"}')
+    with pytest.raises(DatasetError, match=r"bad\.json: not JSON: .*error") as raised:
+        summarise_file(path)
+    assert "\\n" not in str(raised.value) and "b'" not in str(raised.value)
+
+
+def test_the_images_are_checked_before_the_annotations_of_a_parsed_document() -> None:
+    with pytest.raises(DatasetError, match=r"images\[0\]\.width: an integer is required"):
+        summarise({"images": [{"id": 1}], "categories": []}, "d.json", "0")
+
+
+def test_the_annotations_of_drawn_images_come_from_the_file_the_summary_was_read_from(tmp_path: Path) -> None:
+
+    path = tmp_path / "data.json"
+    path.write_text(json.dumps(coco()))
+    summary = summarise_file(path)
+    found = training_annotations(path, summary, [1, 2])
+    assert [a["id"] for a in found[1]] == [1, 2, 3] and [a["id"] for a in found[2]] == [4]  # the crowd left out
+    changed = coco()
+    del changed["annotations"][0]
+    path.write_text(json.dumps(changed))
+    with pytest.raises(DatasetError, match=r"data\.json: changed since it was read; estimate again"):
+        training_annotations(path, summary, [1])

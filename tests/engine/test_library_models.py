@@ -13,7 +13,7 @@ from pytest_mlestimate.api import estimate
 from pytest_mlestimate.core.errors import EstimateError, ModelBuildError
 from pytest_mlestimate.profiling.models import build_model
 from pytest_mlestimate.scenarios.scenario import ScenarioError, parse_scenario
-from tests.family_scenarios import HF_DETR, HF_MASK2FORMER, HF_TEXT, HF_VISION, TIMM
+from tests.family_scenarios import HF_DETR, HF_MASK2FORMER, HF_TEXT, HF_VISION, TIMM, TINY_DETR
 
 
 @pytest.mark.parametrize("scenario", [TIMM, HF_VISION, HF_TEXT], ids=["timm", "hf-vision", "hf-causal-lm"])
@@ -132,3 +132,29 @@ def test_a_model_type_transformers_does_not_build_for_the_task_is_named_with_tho
         r"task_type 'detection' measures; model types it builds as an object detector: .*detr",
     ):
         build_model(parse_scenario({**HF_DETR, "architecture": "hf:gpt2", "model_kwargs": {}}))
+
+
+def test_a_model_transformers_builds_for_the_task_but_that_cannot_train_on_its_targets_is_refused_when_built() -> None:
+    with pytest.raises(
+        ModelBuildError,
+        match=r"builds DetrForSegmentation, which task_type 'instance' cannot train: "
+        r"its forward takes no class_labels, mask_labels",
+    ):
+        wide = {"d_model": 64, "encoder_attention_heads": 8, "decoder_attention_heads": 8}  # its mask head's norm
+        build_model(parse_scenario({**HF_DETR, "task_type": "instance", "model_kwargs": {**TINY_DETR, **wide}}))
+
+
+def test_a_detectors_backbone_is_never_pretrained_whatever_model_kwargs_say(monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 4 downloads a backbone's weights for use_pretrained_backbone=True; 5 ignores it at the top."""
+    import transformers
+
+    asked: list[dict[str, Any]] = []
+    for_model = transformers.AutoConfig.for_model
+    monkeypatch.setattr(
+        transformers.AutoConfig, "for_model", lambda name, **kw: asked.append(kw) or for_model(name, **kw)
+    )
+    wanting = {**HF_MASK2FORMER["model_kwargs"], "use_pretrained_backbone": True}
+    wanting["backbone_config"] = {**wanting["backbone_config"], "use_pretrained_backbone": True}
+    build_model(parse_scenario({**HF_MASK2FORMER, "model_kwargs": wanting}))
+    assert asked[-1]["use_pretrained_backbone"] is False
+    assert asked[-1]["backbone_config"]["use_pretrained_backbone"] is False

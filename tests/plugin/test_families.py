@@ -38,5 +38,8 @@ def test_every_family_runs_end_to_end_with_its_budgets(
         assert found[name]["training_time"]["Total Training Time"] > 0, name
         assert found[name]["inference_time"]["1-Image Inference Time"] > 0, name
     assert found["hf-text"]["scenario"]["image_size"] == [1, 64]
+    for name in ("hf-detr", "hf-mask2former"):  # one prediction per query, as stated, and no warning about it
+        assert not [w for w in found[name]["warnings"] if "detection_load" in w], found[name]["warnings"]
+        assert "10 predictions per image" in json.dumps(found[name]), name
     (broken,) = [c for c in found["video"]["budgets"] if c["passed"] is False]
     assert broken["metric"] == "peak_ram_memory"

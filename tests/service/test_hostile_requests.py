@@ -270,3 +270,17 @@ async def test_a_non_finite_number_is_a_422_naming_its_field(client, measure, me
     assert problem["loc"] == ["body", *loc]
     assert "not a finite number" in problem["msg"]
     assert measure.calls == []
+
+
+async def test_a_sub_configurations_numbers_are_held_to_the_limits_too(measure):
+    settings = ServiceSettings(allowed_factories=frozenset({TINY}), max_model_kwargs={"backbone_config.depth": 8})
+    body = EXAMPLE | {"architecture": TINY, "image_size": [64, 64]}
+    async with client_for(create_app(settings, measure=measure)) as client:
+        wide = await client.post(RESOURCE, json=body | {"model_kwargs": {"backbone_config": {"embed_dim": 10**6}}})
+        deep = await client.post(RESOURCE, json=body | {"model_kwargs": {"backbone_config": {"depth": [2, 9]}}})
+
+    (problem,) = wide.json()["detail"]
+    assert problem["loc"] == ["body", "model_kwargs", "backbone_config", "embed_dim"]
+    assert "model_kwargs.backbone_config.embed_dim: 1000000 is over this service's limit of 4096" in problem["msg"]
+    assert "9 is over this service's limit of 8" in deep.json()["detail"][0]["msg"]
+    assert measure.calls == []
