@@ -168,7 +168,12 @@ def one_verdict(repo: Path, cache: Path) -> dict[str, Any]:
         "change": (total["value"] / total["baseline"] - 1) if total.get("baseline") else None,
         "detectable": total.get("detectable"),
         "seconds": time.monotonic() - started,
+        "problem": against.get("problem") or (None if checks else (record.get("message") or "no verdict")),
     }
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1%}"
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -196,6 +201,7 @@ def main() -> None:
     parser.add_argument("--arms", default="0,5,10,20", help="percent more work in the candidate (default 0,5,10,20)")
     parser.add_argument("--torchvision", action="store_true", help="also an SSDlite arm with +10 %% work")
     parser.add_argument("--torchvision-verdicts", type=int, default=5)
+    parser.add_argument("--first", type=int, default=1, help="the number the first verdict is printed with")
     args = parser.parse_args()
     print("load average before:", os.getloadavg(), flush=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -209,9 +215,9 @@ def main() -> None:
             for arm, repo in arms.items():
                 rows[arm].append(one_verdict(repo, root / "cache"))
                 row = rows[arm][-1]
-                print(f"verdict {n + 1} {arm}: {row['outcome']}, pairs {row['pairs']}, change {row['change']:+.1%}, "
-                      f"catches {row['detectable']:+.1%}, {row['seconds']:.0f} s", row["regressed"] or "",
-                      flush=True)  # fmt: skip
+                print(f"verdict {args.first + n} {arm}: {row['outcome']}, pairs {row['pairs']}, "
+                      f"change {_percent(row['change'])}, catches {_percent(row['detectable'])}, "
+                      f"{row['seconds']:.0f} s", row["regressed"] or "", row["problem"] or "", flush=True)  # fmt: skip
         if args.torchvision:
             repo = make_repo(root, "ssdlite", BASE_ROUNDS["ssdlite"], rounds_for("ssdlite", 10))
             rows["ssdlite +10%"] = []
