@@ -13,7 +13,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,7 +147,7 @@ def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[Dat
         return _written_summary(path, max_bytes), False
     categories, sha256 = file.value("categories"), file.sha256()
     with contextlib.closing(file.entries("annotations")) as annotations:  # an error leaves no file open
-        return summarise_entries(images, categories, annotations, path.name, sha256, str(path)), True
+        return _shallow(summarise_entries, images, categories, annotations, path.name, sha256, str(path)), True
 
 
 def _written_summary(path: Path, max_bytes: int) -> DatasetSummary:
@@ -198,7 +198,15 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
         yield from require_list(document.get("annotations", MISSING), "annotations", where)
 
     images, categories = document.get("images", MISSING), document.get("categories", MISSING)
-    return summarise_entries(images, categories, annotations(), source, sha256, where)
+    return _shallow(summarise_entries, images, categories, annotations(), source, sha256, where)
+
+
+def _shallow(summarise: Callable[..., DatasetSummary], *parts: Any) -> DatasetSummary:
+    """A value nested thousands deep (where a box belongs) is told as such, not as Python's recursion limit."""
+    try:
+        return summarise(*parts)
+    except RecursionError:
+        raise DatasetError(f"{parts[-1]}: nested too deep to be a COCO annotation file") from None
 
 
 def summarise_entries(

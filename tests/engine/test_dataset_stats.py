@@ -294,3 +294,13 @@ def test_the_annotations_of_drawn_images_come_from_the_file_the_summary_was_read
     path.write_text(json.dumps(changed))
     with pytest.raises(DatasetError, match=r"data\.json: changed since it was read; estimate again"):
         training_annotations(path, summary, [1])
+
+
+def test_a_box_nested_thousands_deep_is_told_as_such(tmp_path: Path) -> None:
+    deep: Any = [1.0]
+    for _ in range(5_000):
+        deep = [deep]
+    document = coco()
+    document["annotations"][0]["bbox"] = deep
+    with pytest.raises(DatasetError, match=r"^d\.json: nested too deep to be a COCO annotation file"):
+        summarise(document, "d.json", "0")
