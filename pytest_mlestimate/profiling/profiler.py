@@ -426,16 +426,18 @@ def _time_inference(
     one_times: list[float] = []
     batch_times: list[float] = []
     calls = 0
-    for images, times, minimum in (
-        (session.one_input, one_times, iterations.inference_one),
-        (session.images, batch_times, iterations.inference_batch),
+    ones, batches = session.inference_inputs()
+    for inputs, times, minimum in (
+        (ones, one_times, iterations.inference_one),
+        (batches, batch_times, iterations.inference_batch),
     ):
         started = turns.clock()
         seconds = INFERENCE_SECONDS if iterations.measure is None else 0.0  # a fixed count stays fixed
+        minimum = max(minimum, len(inputs))  # a dataset's sampled batches, each at least once
         while len(times) < minimum or (turns.clock() - started < seconds and len(times) < INFERENCE_MAX_CALLS):
             session.progress(Progress("inference", calls))
             calls += 1
-            elapsed, found = session.infer(images)
+            elapsed, found = session.infer(inputs[len(times) % len(inputs)])
             times.append(elapsed)
             if times is batch_times:
                 detections.append(found)

@@ -180,6 +180,14 @@ class Session:
 
         return tree_map(moved, images), tree_map(moved, targets)
 
+    def inference_inputs(self) -> tuple[list[Any], list[Any]]:
+        """What inference calls are timed on, in turn: one image and the batch; with a dataset, each sampled
+        batch's first image and the batch, as an evaluation pass meets its sizes (moved to the device call by
+        call, so the device holds one at a time)."""
+        if self.data is None:
+            return [self.one_input], [self.images]
+        return [batch.images[:1] for batch in self.data.sample], [batch.images for batch in self.data.sample]
+
     def batch_tensors(self) -> list[torch.Tensor]:
         """Every tensor of the batches the session holds on its device (a dataset's sample, or the one batch)."""
         batches = self._batches or [(self.images, self.targets)]
@@ -351,7 +359,9 @@ class Session:
         )
 
     def infer(self, images: list[torch.Tensor]) -> tuple[float, float]:
-        """(seconds, mean detections per image) of one synchronised inference call."""
+        """(seconds, mean detections per image) of one synchronised inference call (its inputs moved to the device
+        first, untimed)."""
+        images = self._on_device(images, [])[0]
         self.sync()
         turns.swap()
         start = time.perf_counter()

@@ -137,6 +137,8 @@ def test_the_worst_batch_sets_the_peak_and_is_named(tmp_path: Path) -> None:
                     "dataset": str(path), "measure_iterations": 4, "breakdown_depth": 0}  # fmt: skip
         found = estimate(scenario, cache=False)
         peaks[path.name] = found.profile.training.peak_rss if found.profile.training else 0
+        # inference met each of the 8 sampled batches, and each one's first image, at least once
+        assert min(len(found.profile.inference_batch_times), len(found.profile.inference_one_times)) >= 8
         drawn = found.to_dict()["details"]["dataset"]
         worst = drawn["worst_batches"]
         if path is large:
