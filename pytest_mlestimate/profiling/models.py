@@ -16,6 +16,7 @@ from torch import nn
 
 from pytest_mlestimate.core.errors import ModelBuildError
 from pytest_mlestimate.profiling.contract import MeasuredModel
+from pytest_mlestimate.profiling.hf_vision import HuggingFaceDetector
 from pytest_mlestimate.scenarios.architectures import (
     LIBRARY_EXTRAS,
     TENSOR_TASKS,
@@ -166,8 +167,6 @@ def _transformers_model(scenario: Scenario, name: str, overrides: dict[str, Any]
         return transformers.AutoModelForCausalLM.from_config(config)
     if scenario.task_type == "classification":
         return transformers.AutoModelForImageClassification.from_config(config)
-    from pytest_mlestimate.profiling.hf_vision import HuggingFaceDetector
-
     masks = scenario.task_type == "instance"
     auto = transformers.AutoModelForUniversalSegmentation if masks else transformers.AutoModelForObjectDetection
     return HuggingFaceDetector(auto.from_config(config), masks, scenario.architecture)
@@ -301,8 +300,6 @@ def apply_detection_load(model: nn.Module, scenario: Scenario) -> DetectionLoad:
     load = scenario.detection_load
     if scenario.task_type not in ("detection", "instance"):
         return DetectionLoad(None, f"a {scenario.task_type} model: no detections to post-process")
-    from pytest_mlestimate.profiling.hf_vision import HuggingFaceDetector
-
     if isinstance(model, HuggingFaceDetector):
         return DetectionLoad(
             model.queries,

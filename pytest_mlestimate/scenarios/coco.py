@@ -13,7 +13,7 @@ import functools
 import hashlib
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -147,7 +147,7 @@ def read_dataset(path: Path, max_bytes: int = MAX_ANNOTATION_BYTES) -> tuple[Dat
         return _written_summary(path, max_bytes), False
     categories, sha256 = file.value("categories"), file.sha256()
     with contextlib.closing(file.entries("annotations")) as annotations:  # an error leaves no file open
-        return _shallow(summarise_entries, images, categories, annotations, path.name, sha256, str(path)), True
+        return summarise_entries(images, categories, annotations, path.name, sha256, str(path)), True
 
 
 def _written_summary(path: Path, max_bytes: int) -> DatasetSummary:
@@ -198,21 +198,23 @@ def summarise(document: Any, source: str, sha256: str, where: str | None = None)
         yield from require_list(document.get("annotations", MISSING), "annotations", where)
 
     images, categories = document.get("images", MISSING), document.get("categories", MISSING)
-    return _shallow(summarise_entries, images, categories, annotations(), source, sha256, where)
-
-
-def _shallow(summarise: Callable[..., DatasetSummary], *parts: Any) -> DatasetSummary:
-    """A value nested thousands deep (where a box belongs) is told as such, not as Python's recursion limit."""
-    try:
-        return summarise(*parts)
-    except RecursionError:
-        raise DatasetError(f"{parts[-1]}: nested too deep to be a COCO annotation file") from None
+    return summarise_entries(images, categories, annotations(), source, sha256, where)
 
 
 def summarise_entries(
     images_value: Any, categories_value: Any, annotations: Iterable[Any], source: str, sha256: str, where: str
 ) -> DatasetSummary:
-    """The summary of a COCO file's three parts, the annotations taken one at a time."""
+    """The summary of a COCO file's three parts, the annotations taken one at a time. A value nested thousands
+    deep (where a box belongs) is told as such, not as Python's recursion limit."""
+    try:
+        return _summarise_entries(images_value, categories_value, annotations, source, sha256, where)
+    except RecursionError:
+        raise DatasetError(f"{where}: nested too deep to be a COCO annotation file") from None
+
+
+def _summarise_entries(
+    images_value: Any, categories_value: Any, annotations: Iterable[Any], source: str, sha256: str, where: str
+) -> DatasetSummary:
     images = _images(images_value, where)
     categories, keypoint_counts = _categories(categories_value, where)
     counts = dict.fromkeys(images, 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -86,6 +86,15 @@ class Optimizer(BaseModel):
             f"{name}, linear learning-rate warm-up from {self.warmup_factor:g} x lr over the first "
             f"{self.warmup_steps} steps, stepped every training step"
         )
+
+
+def model_kwarg_places(model_kwargs: Mapping[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Each keyword's place and value, a sub-configuration's (``backbone_config``) one level down."""
+    for name, value in model_kwargs.items():
+        if isinstance(value, Mapping):
+            yield from (((name, inner), item) for inner, item in value.items())
+        else:
+            yield (name,), value
 
 
 class Scenario(BaseModel):
@@ -181,13 +190,10 @@ class Scenario(BaseModel):
                     raise ValueError(f"{brief(key)} is {brief(scalar)}; {allowed}")
 
         for key, item in value.items():
-            if not isinstance(item, Mapping):
-                check(str(key), item)
-                continue
-            if len(item) > MAX_MODEL_KWARGS:
+            if isinstance(item, Mapping) and len(item) > MAX_MODEL_KWARGS:
                 raise ValueError(f"{brief(key)} has {len(item)} keywords; at most {MAX_MODEL_KWARGS} are allowed")
-            for inner, scalar in item.items():
-                check(f"{key}.{inner}", scalar)
+        for place, item in model_kwarg_places(value):
+            check(".".join(map(str, place)), item)
         return value
 
     @model_validator(mode="before")

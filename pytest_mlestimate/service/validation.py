@@ -7,7 +7,6 @@ Everything a request echoes back is cut short: a message repeats at most ``ECHO_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 from annotated_types import Le
@@ -18,7 +17,7 @@ from pytest_mlestimate.core.errors import ECHO_LIMIT, DeviceUnavailableError, br
 from pytest_mlestimate.core.files import InputFileError, file_inside
 from pytest_mlestimate.scenarios.architectures import TORCHVISION
 from pytest_mlestimate.scenarios.input_size import SIZE_KWARGS, InputSizeError, model_resize, resized
-from pytest_mlestimate.scenarios.scenario import Scenario, describe_errors
+from pytest_mlestimate.scenarios.scenario import Scenario, describe_errors, model_kwarg_places
 from pytest_mlestimate.service.settings import DEFAULT_MODEL_KWARG_LIMIT, ServiceSettings
 
 Problem = dict[str, Any]
@@ -224,7 +223,7 @@ def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[
     """Numbers over their limit, a sub-configuration's too (``backbone_config.embed_dim``: the operator's limit
     for that dotted name, else the one for the inner name, as for any keyword)."""
     found = []
-    for loc, item in _keywords(scenario.model_kwargs):
+    for loc, item in model_kwarg_places(scenario.model_kwargs):
         name = ".".join(loc)
         sized = len(loc) == 1 and scenario.architecture in TORCHVISION and name in SIZE_KWARGS
         if sized and name not in settings.max_model_kwargs:
@@ -243,15 +242,6 @@ def model_kwarg_problems(scenario: Scenario, settings: ServiceSettings) -> list[
                 )
             )
     return found
-
-
-def _keywords(model_kwargs: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], Any]]:
-    """Each keyword's place and value, those of a sub-configuration one level down."""
-    for name, value in model_kwargs.items():
-        if isinstance(value, dict):
-            yield from (((name, inner), item) for inner, item in value.items())
-        else:
-            yield (name,), value
 
 
 def _is_number(value: Any) -> bool:
