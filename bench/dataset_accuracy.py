@@ -127,6 +127,7 @@ def plain_loop(path: Path, shuffle: bool) -> dict[str, float]:
     if shuffle:
         random.Random(0).shuffle(ids)
     seconds = 0.0  # the steps' own time: data loading is not what the estimate counts
+    high_water: list[tuple[int, list[int], int]] = []  # (step, its image ids, the peak RSS after it) when it rose
     for first in range(0, len(ids), BATCH):
         batch = [sample(image_id) for image_id in ids[first : first + BATCH]]
         started = time.perf_counter()
@@ -138,8 +139,17 @@ def plain_loop(path: Path, shuffle: bool) -> dict[str, float]:
         warmup.step()
         float(loss)
         seconds += time.perf_counter() - started
+        reached = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        if not high_water or reached > high_water[-1][2]:
+            high_water.append((first // BATCH + 1, ids[first : first + BATCH], reached))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"seconds": seconds, "peak_rss": peak, "rss_before_steps": before_steps}
+    rises = [(step, batch_ids, round(rss / 2**20)) for step, batch_ids, rss in high_water]
+    return {
+        "seconds": seconds,
+        "peak_rss": peak,
+        "rss_before_steps": before_steps,
+        "peak rises (step, ids, MiB)": rises,
+    }
 
 
 def _rss_now() -> int:
@@ -209,7 +219,9 @@ def worst_arm(folder: Path, images: int) -> dict[str, Any]:
             round(estimate["rss_before_steps"] / 2**20),
             round(loop["rss_before_steps"] / 2**20),
         ],
+        "loop's peak rises (step, image ids, MiB)": loop["peak rises (step, ids, MiB)"],
         "loop peak RSS, glibc's mmap threshold fixed at 128 KiB, MiB": round(fixed["peak_rss"] / 2**20),
+        "its peak rises": fixed["peak rises (step, ids, MiB)"],
         "worst batches named": estimate["worst_batches"],
         "named images all crowded": set(named) <= set(CROWDED_IDS),
     }
