@@ -92,6 +92,7 @@ def estimated(path: Path, images: int, with_file: bool) -> dict[str, Any]:
         "peak_rss": found["resource"]["Peak RAM Memory"],
         "rss_before_steps": found["resource"]["RAM before training"],
         "worst_batches": {name: batch["image_ids"] for name, batch in (dataset.get("worst_batches") or {}).items()},
+        "pass_before_worst": dataset.get("pass_before_worst"),
     }
 
 
@@ -223,6 +224,7 @@ def worst_arm(folder: Path, images: int) -> dict[str, Any]:
         "loop peak RSS, glibc's mmap threshold fixed at 128 KiB, MiB": round(fixed["peak_rss"] / 2**20),
         "its peak rises": fixed["peak rises (step, ids, MiB)"],
         "worst batches named": estimate["worst_batches"],
+        "estimate's pass before them": estimate["pass_before_worst"],
         "named images all crowded": set(named) <= set(CROWDED_IDS),
     }
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import sys
 import time
 
 import psutil
@@ -51,3 +53,18 @@ class ProcessTree:
             if proc is self._root:
                 total += times.children_user + times.children_system
         return total
+
+
+def peak_rss_of_process() -> int:
+    """The peak RSS of this process's own memory (Linux: VmHWM). Not ``ru_maxrss`` where it can be helped: after
+    an exec it keeps the peak of the memory the process replaced, so a fresh interpreter started by a caller
+    holding 1.8 GiB reported a 1.8 GiB peak for a model that needs 0.8."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return usage if sys.platform == "darwin" else usage * 1024

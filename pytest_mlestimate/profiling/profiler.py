@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
-import resource
 import statistics
-import sys
 import time
 import traceback
 import warnings
@@ -40,6 +38,7 @@ from pytest_mlestimate.profiling.models import (
 )
 from pytest_mlestimate.profiling.module_hooks import measure_inference, measure_training
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
+from pytest_mlestimate.profiling.process_tree import peak_rss_of_process
 from pytest_mlestimate.profiling.profile import Profile
 from pytest_mlestimate.profiling.session import (
     Diverged,
@@ -69,22 +68,7 @@ MODEL_SEED = 0
 six seeds of one model stepped in 36-49 ms), which would otherwise count as noise between processes."""
 
 
-def _peak_rss_of_process() -> int:
-    """The peak RSS of this process's own memory (Linux: VmHWM). Not ``ru_maxrss`` where it can be helped: after
-    an exec it keeps the peak of the memory the process replaced, so a fresh interpreter started by a caller
-    holding 1.8 GiB reported a 1.8 GiB peak for a model that needs 0.8."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return usage if sys.platform == "darwin" else usage * 1024
-
-
-def _reset_peak_rss_of_process() -> bool:
+def _resetpeak_rss_of_process() -> bool:
     """Restart this process's peak RSS (VmHWM) from its RSS now: Linux's ``/proc/self/clear_refs`` takes "5"
     for that. False where it cannot (another system, or no such file)."""
     try:
@@ -142,10 +126,10 @@ def profile_scenario(
         session = Session(scenario, model, device, monitor, progress, contract)
         if contract is None:
             profile.effective_input_size = effective_input_size(model, session.images[0])
-        profile.dataset = session.data.describe() if session.data is not None else None
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
         _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
+        profile.dataset = session.data.describe() if session.data is not None else None  # with the steps it took
         profile.warnings.extend(monitor.warnings)
     except EstimateError:
         raise
@@ -188,7 +172,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
     profile.optimizer_recipe = session.scenario.optimizer.describe()
     profile.precision_target = iterations.precision
     snapshot = Snapshot(session)
-    lifetime_peak = _peak_rss_of_process() if isolated else 0  # all a clean run's lifetime peak holds before its steps
+    lifetime_peak = peak_rss_of_process() if isolated else 0  # all a clean run's lifetime peak holds before its steps
     lifetime_kept = isolated
     monitor.start_phase()
     try:
@@ -221,7 +205,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
         session.scheduler = None  # it holds the optimizer, whose state must not count in inference's peaks
     profile.training = monitor.end_phase()
     if lifetime_kept:
-        profile.training.peak_rss = max(profile.training.peak_rss, lifetime_peak, _peak_rss_of_process())
+        profile.training.peak_rss = max(profile.training.peak_rss, lifetime_peak, peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown, profile.timeline = _training_breakdown(session, profile)
     if session.scenario.predict_gpu:
@@ -330,7 +314,7 @@ def _restart_training(session: Session, snapshot: Snapshot, isolated: bool) -> b
     gc.collect()
     _return_freed_memory()
     session.sync()
-    restarted = isolated and _reset_peak_rss_of_process()
+    restarted = isolated and _resetpeak_rss_of_process()
     session.monitor.restart_phase()
     return restarted
 
@@ -387,7 +371,7 @@ def _profile_inference(session: Session, iterations: Iterations, profile: Profil
     profile.inference_detections = sum(detections) / len(detections) if detections else None
     profile.inference = monitor.end_phase()
     if isolated:
-        profile.inference.peak_rss = max(profile.inference.peak_rss, _peak_rss_of_process())
+        profile.inference.peak_rss = max(profile.inference.peak_rss, peak_rss_of_process())
     if session.scenario.breakdown_depth:
         profile.breakdown = _inference_breakdown(session, profile)
 

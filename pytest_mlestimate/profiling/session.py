@@ -17,12 +17,13 @@ from pytest_mlestimate.core.devices import is_gpu
 from pytest_mlestimate.core.progress import Listener, Progress
 from pytest_mlestimate.profiling import turns
 from pytest_mlestimate.profiling.contract import MeasuredModel
-from pytest_mlestimate.profiling.dataset_batches import DatasetBatches, draw_batches
+from pytest_mlestimate.profiling.dataset_batches import PASS_STEPS, DatasetBatches, DrawnBatch, draw_batches
 from pytest_mlestimate.profiling.energy import RaplEnergy, StepEnergy
 from pytest_mlestimate.profiling.hf_vision import predictions_per_image
 from pytest_mlestimate.profiling.models import num_classes, target_kind
 from pytest_mlestimate.profiling.monitor import ResourceMonitor
 from pytest_mlestimate.profiling.part_hooks import TrainingCalls
+from pytest_mlestimate.profiling.process_tree import peak_rss_of_process
 from pytest_mlestimate.profiling.synthetic import make_batch, make_images
 from pytest_mlestimate.profiling.tensor_batches import DEFAULT_CLIP_LENGTH, tensor_batch, tensor_loss
 from pytest_mlestimate.scenarios.architectures import TENSOR_TASKS
@@ -204,19 +205,42 @@ class Session:
         return self.model(inputs)
 
     def train_on_worst_batches(self) -> None:
-        """One training step on each of the dataset's worst batches, untimed: the phase's peaks include them."""
+        """Untimed training steps whose memory the phase's peaks include: through an epoch's batches until the
+        high-water stops rising (``PASS_STEPS``), then one step on each of the dataset's worst batches."""
         if self.data is None:
             return
+        data = self.data
         kept = self.images, self.targets
+        high_water: list[int] = []
         try:
-            for batch in self.data.worst():
-                self.images, self.targets = self._on_device(batch.images, batch.targets)
-                del batch
-                with contextlib.suppress(Diverged):  # its memory was held all the same
-                    self._step(phased=False)
-                self.images, self.targets = kept
+            for batch in data.passing():
+                self._untimed_step(batch)
+                data.pass_trained += 1
+                high_water.append(self.memory_high_water())
+                if PASS_STEPS.steady(high_water):
+                    data.pass_stop = PASS_STEPS.describe_steady()
+                    break
+            else:
+                data.pass_stop = f"after {data.pass_trained} steps: " + (
+                    "the most it takes" if data.pass_trained == PASS_STEPS.most else "the epoch's batches"
+                )
+            for batch in data.worst():
+                self._untimed_step(batch)
         finally:
             self.images, self.targets = kept
+
+    def _untimed_step(self, batch: DrawnBatch) -> None:
+        self.images, self.targets = self._on_device(batch.images, batch.targets)
+        del batch
+        with contextlib.suppress(Diverged):  # its memory was held all the same
+            self._step(phased=False)
+
+    def memory_high_water(self) -> int:
+        """What decides this device's memory figure at its highest so far: the allocator's reserved bytes on a
+        GPU, the process's peak RSS on the CPU."""
+        if self.on_gpu:
+            return int(torch.cuda.max_memory_reserved(self.device))
+        return peak_rss_of_process()
 
     def sync(self) -> None:
         if self.on_gpu:

@@ -246,3 +246,50 @@ def test_the_time_sample_holds_a_skewed_datasets_mix_of_crowded_and_sparse_image
     sampled = [counts[i - 1] for batch in drawn.sample for i in batch.ids]
     assert len(sampled) == 16 and len(set(i for batch in drawn.sample for i in batch.ids)) == 16
     assert sampled.count(40) == 4  # a quarter of the sample, as of the dataset
+
+
+def test_the_pass_before_the_worst_batches_is_an_epochs_batches_in_a_shuffled_order(tmp_path: Path) -> None:
+    path = orientations(tmp_path)
+    landscape = {1, 2, 3, 4, 5, 6, 13}
+    passing = [batch.ids for batch in draw_batches(str(path), 2, "boxes", 2).passing()]
+    assert sorted(i for ids in passing for i in ids) == list(range(1, 15))  # each image once
+    grouped = [batch.ids for batch in draw_batches(str(path), 2, "boxes", 2, group_factor=1).passing()]
+    assert all(len({i in landscape for i in ids}) == 1 for ids in grouped)  # one orientation a batch
+    assert grouped != sorted(grouped)
+
+
+def test_the_pass_goes_on_while_the_memory_high_water_rises_then_the_worst_batches_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The allocator's growth over a pass is what the untimed steps are for: they stop once the high-water has
+    risen less than the rule allows over its patience, and the worst batches train after them."""
+    from pytest_mlestimate.profiling import session as session_module
+    from pytest_mlestimate.profiling.dataset_batches import PASS_STEPS
+
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(coco(big=True, small=300)))
+    rising_for = 12
+    trained: list[list[int]] = []
+    real_step = session_module.Session._untimed_step
+
+    def step(self: Any, batch: Any) -> None:
+        trained.append(list(batch.ids))
+        real_step(self, batch)
+
+    def high_water(self: Any) -> int:  # grows 5 % a step for twelve steps, then stays
+        return int(1e9 * 1.05 ** min(len(trained), rising_for))
+
+    monkeypatch.setattr(session_module.Session, "_untimed_step", step)
+    monkeypatch.setattr(session_module.Session, "memory_high_water", high_water)
+    scenario = {**TINY, "dataset": str(path), "measure_iterations": 2, "breakdown_depth": 0}
+    found = estimate(scenario, cache=False, isolate=False).to_dict()["details"]["dataset"]  # in this process
+    assert found["pass_before_worst"]["steps"] == rising_for + PASS_STEPS.patience
+    assert "rose under 1 % over its last 8 steps" in found["pass_before_worst"]["stopped"]
+    worst = [batch["image_ids"] for batch in found["worst_batches"].values()]
+    assert trained[-2:] == worst and len(trained) == rising_for + PASS_STEPS.patience + 2
+
+
+def test_the_pass_ends_with_the_epochs_batches_where_they_are_fewer(annotations: Path) -> None:
+    found = estimate({**TINY, "dataset": str(annotations), "measure_iterations": 2, "breakdown_depth": 0}, cache=False)
+    passed = found.to_dict()["details"]["dataset"]["pass_before_worst"]
+    assert passed == {"steps": 6, "stopped": "after 6 steps: the epoch's batches"}  # 11 images, batches of 2
