@@ -4,8 +4,9 @@
 # plain PyTorch loops). Pure-Python dependencies the machine lacks may be provided as wheels in .whl/.
 # Logs and results go to $OUT when it is set (else a temporary folder); no new work starts after BUDGET
 # seconds (default 380) from the script's start.
-#   bash bench/gpu_check.sh [all|tests|PARTS]   PARTS: gpu_proof.py's --parts, e.g. capacity,noise
+#   bash bench/gpu_check.sh [all|tests|PARTS]   PARTS: gpu_proof.py's --parts, e.g. capacity,noise, and families
 #   bash bench/gpu_check.sh all                  # the tests, then training,inference,capacity,noise
+#   bash bench/gpu_check.sh families             # bench/family_accuracy.py on the GPU (needs timm, transformers)
 #   bash bench/gpu_check.sh training,inference   # no tests
 #   SMOKE=1 bash bench/gpu_check.sh all          # on a CPU: the script itself, with tiny sizes
 set -u
@@ -38,6 +39,14 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
 fi
 parts=$what
 [ "$what" = all ] && parts=training,inference,capacity,noise
+if [[ ",$parts," == *",families,"* ]]; then
+  parts=$(echo ",$parts," | sed 's/,families,/,/; s/^,//; s/,$//')
+  left=$((budget - ($(date +%s) - started)))
+  device=cuda
+  [ -n "${SMOKE:-}" ] && device=cpu
+  timeout "$left" python3 bench/family_accuracy.py --repeats 2 ${ONLY:+--only "$ONLY"} --device "$device" 2>&1 \
+    | tee "$logs/family_accuracy.log"
+fi
 left=$((budget - ($(date +%s) - started)))
-python3 bench/gpu_proof.py --out "$logs" --parts "$parts" --deadline "$left" ${ONLY:+--only "$ONLY"} ${SMOKE:+--device cpu --smoke} 2>&1 | tee "$logs/gpu_proof.log"
+[ -n "$parts" ] && python3 bench/gpu_proof.py --out "$logs" --parts "$parts" --deadline "$left" ${ONLY:+--only "$ONLY"} ${SMOKE:+--device cpu --smoke} 2>&1 | tee "$logs/gpu_proof.log"
 echo "gpu_check: $(($(date +%s) - started)) s"

@@ -199,6 +199,7 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
                     "the starting state was restored and every step measured again with finite losses. Training "
                     "with these settings may diverge: lower optimizer.lr or lengthen optimizer.warmup_steps"
                 )
+            session.train_through_a_pass()
             session.train_on_worst_batches()
     finally:
         snapshot.close()

@@ -204,9 +204,10 @@ class Session:
             return self.contract(inputs)
         return self.model(inputs)
 
-    def train_on_worst_batches(self) -> None:
-        """Untimed training steps whose memory the phase's peaks include: through an epoch's batches until the
-        high-water stops rising (``PASS_STEPS``), then one step on each of the dataset's worst batches."""
+    def train_through_a_pass(self) -> None:
+        """Untimed training steps through an epoch's batches until the memory high-water stops rising
+        (``PASS_STEPS``), so that the worst batches meet the memory a pass has grown; their memory counts in the
+        phase's peaks."""
         if self.data is None:
             return
         data = self.data
@@ -224,7 +225,16 @@ class Session:
                 data.pass_stop = f"after {data.pass_trained} steps: " + (
                     "the most it takes" if data.pass_trained == PASS_STEPS.most else "the epoch's batches"
                 )
-            for batch in data.worst():
+        finally:
+            self.images, self.targets = kept
+
+    def train_on_worst_batches(self) -> None:
+        """One untimed training step on each of the dataset's worst batches: the phase's peaks include them."""
+        if self.data is None:
+            return
+        kept = self.images, self.targets
+        try:
+            for batch in self.data.worst():
                 self._untimed_step(batch)
         finally:
             self.images, self.targets = kept
