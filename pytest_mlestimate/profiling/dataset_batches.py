@@ -209,13 +209,13 @@ def draw_batches(
 
 
 def _epoch_order(draw: random.Random, groups: Sequence[Sequence[_Image]], size: int) -> list[list[_Image]]:
-    """An epoch's batches in a shuffled order: each group's images shuffled and cut into batches (a group's last
-    batch may be short), the batches then shuffled together."""
+    """An epoch's full batches in a shuffled order: each group's images shuffled and cut into batches (a short
+    last one left out, as ``drop_last`` does), the batches then shuffled together."""
     batches: list[list[_Image]] = []
     for group in groups:
         shuffled = list(group)
         draw.shuffle(shuffled)
-        batches.extend(shuffled[first : first + size] for first in range(0, len(shuffled), size))
+        batches.extend(shuffled[first : first + size] for first in range(0, len(shuffled) - size + 1, size))
     draw.shuffle(batches)
     return batches
 
