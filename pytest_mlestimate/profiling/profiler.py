@@ -68,7 +68,7 @@ MODEL_SEED = 0
 six seeds of one model stepped in 36-49 ms), which would otherwise count as noise between processes."""
 
 
-def _resetpeak_rss_of_process() -> bool:
+def _reset_peak_rss_of_process() -> bool:
     """Restart this process's peak RSS (VmHWM) from its RSS now: Linux's ``/proc/self/clear_refs`` takes "5"
     for that. False where it cannot (another system, or no such file)."""
     try:
@@ -315,7 +315,7 @@ def _restart_training(session: Session, snapshot: Snapshot, isolated: bool) -> b
     gc.collect()
     _return_freed_memory()
     session.sync()
-    restarted = isolated and _resetpeak_rss_of_process()
+    restarted = isolated and _reset_peak_rss_of_process()
     session.monitor.restart_phase()
     return restarted
 
