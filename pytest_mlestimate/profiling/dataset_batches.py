@@ -46,10 +46,13 @@ DATA_SEED = 0
 @dataclass(frozen=True)
 class PassSteps:
     """When the untimed pass before the worst batches stops: once the high-water has risen less than ``rise``
-    (a fraction) over the last ``patience`` steps, after ``most`` steps, or when the epoch's batches run out."""
+    (a fraction) over the last ``patience`` steps, after ``most`` steps, or when the epoch's batches run out.
+
+    The heap grows in steps with pauses between them: a patience of 8 stopped one Mask R-CNN pass after 13 steps
+    and another after 30, and the first left the peak 5.4 % under the plain loop's."""
 
     most: int = 64
-    patience: int = 8
+    patience: int = 16
     rise: float = 0.01
 
     def steady(self, high_water: Sequence[int]) -> bool:

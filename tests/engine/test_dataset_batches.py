@@ -284,7 +284,7 @@ def test_the_pass_goes_on_while_the_memory_high_water_rises_then_the_worst_batch
     scenario = {**TINY, "dataset": str(path), "measure_iterations": 2, "breakdown_depth": 0}
     found = estimate(scenario, cache=False, isolate=False).to_dict()["details"]["dataset"]  # in this process
     assert found["pass_before_worst"]["steps"] == rising_for + PASS_STEPS.patience
-    assert "rose under 1 % over its last 8 steps" in found["pass_before_worst"]["stopped"]
+    assert f"rose under 1 % over its last {PASS_STEPS.patience} steps" in found["pass_before_worst"]["stopped"]
     worst = [batch["image_ids"] for batch in found["worst_batches"].values()]
     assert trained[-2:] == worst and len(trained) == rising_for + PASS_STEPS.patience + 2
 
