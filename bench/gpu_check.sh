@@ -6,7 +6,8 @@
 # seconds (default 380) from the script's start.
 #   bash bench/gpu_check.sh [all|tests|PARTS]   PARTS: gpu_proof.py's --parts, e.g. capacity,noise, and families
 #   bash bench/gpu_check.sh all                  # the tests, then training,inference,capacity,noise
-#   bash bench/gpu_check.sh families             # bench/family_accuracy.py on the GPU (needs timm, transformers)
+#   BUDGET=560 bash bench/gpu_check.sh families  # bench/family_accuracy.py on the GPU (needs timm, transformers):
+#                                                # 24 fresh processes; ONLY="hf vit" narrows it to one family
 #   bash bench/gpu_check.sh training,inference   # no tests
 #   SMOKE=1 bash bench/gpu_check.sh all          # on a CPU: the script itself, with tiny sizes
 set -u
@@ -42,6 +43,7 @@ parts=$what
 if [[ ",$parts," == *",families,"* ]]; then
   parts=$(echo ",$parts," | sed 's/,families,/,/; s/^,//; s/,$//')
   left=$((budget - ($(date +%s) - started)))
+  [ "$left" -lt 10 ] && left=10
   device=cuda
   [ -n "${SMOKE:-}" ] && device=cpu
   timeout "$left" python3 bench/family_accuracy.py --repeats 2 ${ONLY:+--only "$ONLY"} --device "$device" 2>&1 \

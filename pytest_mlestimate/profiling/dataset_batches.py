@@ -90,7 +90,9 @@ class DatasetBatches:
     worst_images: dict[str, list[_Image]]
     """``largest images`` and ``most instances``: built only when trained on (``worst``), one at a time, so that
     the peak holds one of them, as a training run would."""
-    build: Callable[[Sequence[_Image]], DrawnBatch]
+    build: Callable[..., DrawnBatch]
+    """A batch of the given images (pixels and synthetic targets drawn from the given generator, else the one the
+    sample was drawn from)."""
     group_factor: int | None = None
     """Aspect-ratio grouping of the batches (torchvision's ``--aspect-ratio-group-factor``), if any."""
     pass_images: list[list[_Image]] = field(default_factory=list)
@@ -103,8 +105,9 @@ class DatasetBatches:
             yield self.build(images)
 
     def passing(self) -> Iterator[DrawnBatch]:
+        generator = torch.Generator().manual_seed(DATA_SEED + 1)  # the worst batches' draws never follow the pass's
         for images in self.pass_images:
-            yield self.build(images)
+            yield self.build(images, generator)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -117,7 +120,7 @@ class DatasetBatches:
             "aspect_ratio_group_factor": self.group_factor,
             "sampled_batches": [batch.ids for batch in self.sample],
             "worst_batches": {name: _describe(images) for name, images in self.worst_images.items()},
-            "pass_before_worst": {"steps": self.pass_trained, "stopped": self.pass_stop},
+            "pass_before_worst": {"steps": self.pass_trained, "stopped": self.pass_stop or "not run"},
             "figures": "time: the sampled batches' steps (their mean, with its interval, in timings); peaks: "
             "also untimed steps through an epoch's batches until the memory high-water stopped rising, then one "
             "training step on each worst batch",
@@ -194,7 +197,7 @@ def draw_batches(
         except DatasetError as exc:
             raise ModelBuildError(f"dataset '{dataset}': {exc}") from None
 
-    def batch(chosen: Sequence[_Image]) -> DrawnBatch:
+    def batch(chosen: Sequence[_Image], generator: torch.Generator = generator) -> DrawnBatch:
         found = DrawnBatch([], [], [])
         for image in chosen:
             found.images.append(torch.rand(3, image.height, image.width, generator=generator))

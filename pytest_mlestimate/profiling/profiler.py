@@ -126,6 +126,7 @@ def profile_scenario(
         session = Session(scenario, model, device, monitor, progress, contract)
         if contract is None:
             profile.effective_input_size = effective_input_size(model, session.images[0])
+        profile.dataset = session.data.describe() if session.data is not None else None  # kept if it fails
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
         _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
@@ -199,7 +200,15 @@ def _profile_training(session: Session, iterations: Iterations, profile: Profile
                     "the starting state was restored and every step measured again with finite losses. Training "
                     "with these settings may diverge: lower optimizer.lr or lengthen optimizer.warmup_steps"
                 )
-            session.train_through_a_pass()
+            diverged = session.train_through_a_pass()
+            if diverged is not None:  # the worst batches, and all after them, start again from finite weights
+                traceback.clear_frames(diverged.__traceback__)
+                _restore_starting_state(session, snapshot)
+                profile.warnings.append(
+                    f"the loss {diverged.what} in the untimed pass through the dataset's batches before its worst "
+                    f"ones (learning rate {diverged.lr:.3g}); the pass stopped there, and the worst batches trained "
+                    "from the starting state"
+                )
             session.train_on_worst_batches()
     finally:
         snapshot.close()
@@ -308,16 +317,21 @@ def _restart_training(session: Session, snapshot: Snapshot, isolated: bool) -> b
     to sit beside its copy), and the copy once it is loaded; then the phase's peaks start again: the sampled
     ones, the allocator's (GPU) and, in a process of its own, the process's peak RSS. Returns whether that
     lifetime peak still describes the training run: False where it could not be restarted."""
-    session.model.zero_grad(set_to_none=True)
-    if session.optimizer is not None:
-        session.optimizer.state.clear()
-    snapshot.restore(session)
-    gc.collect()
+    _restore_starting_state(session, snapshot)
     _return_freed_memory()
     session.sync()
     restarted = isolated and _reset_peak_rss_of_process()
     session.monitor.restart_phase()
     return restarted
+
+
+def _restore_starting_state(session: Session, snapshot: Snapshot) -> None:
+    """Gradients and optimizer state freed first, so that they do not sit beside the copy read back."""
+    session.model.zero_grad(set_to_none=True)
+    if session.optimizer is not None:
+        session.optimizer.state.clear()
+    snapshot.restore(session)
+    gc.collect()
 
 
 def _forget_training(profile: Profile) -> None:

@@ -204,46 +204,49 @@ class Session:
             return self.contract(inputs)
         return self.model(inputs)
 
-    def train_through_a_pass(self) -> None:
+    def train_through_a_pass(self) -> Diverged | None:
         """Untimed training steps through an epoch's batches until the memory high-water stops rising
         (``PASS_STEPS``), so that the worst batches meet the memory a pass has grown; their memory counts in the
-        phase's peaks."""
+        phase's peaks. A diverged step ends the pass and is returned: the weights it left must not go on."""
         if self.data is None:
-            return
+            return None
         data = self.data
-        kept = self.images, self.targets
         high_water: list[int] = []
-        try:
-            for batch in data.passing():
+        for batch in data.passing():
+            try:
                 self._untimed_step(batch)
-                data.pass_trained += 1
-                high_water.append(self.memory_high_water())
-                if PASS_STEPS.steady(high_water):
-                    data.pass_stop = PASS_STEPS.describe_steady()
-                    break
-            else:
-                data.pass_stop = f"after {data.pass_trained} steps: " + (
-                    "the most it takes" if data.pass_trained == PASS_STEPS.most else "the epoch's batches"
-                )
-        finally:
-            self.images, self.targets = kept
+            except Diverged as diverged:
+                data.pass_stop = f"the loss {diverged.what} at its step {data.pass_trained + 1}"
+                return diverged
+            data.pass_trained += 1
+            high_water.append(self.memory_high_water())
+            if PASS_STEPS.steady(high_water):
+                data.pass_stop = PASS_STEPS.describe_steady()
+                return None
+        data.pass_stop = f"after {data.pass_trained} steps: " + (
+            f"the most it takes ({PASS_STEPS.most})" if data.pass_trained == PASS_STEPS.most else "the epoch's batches"
+        )
+        return None
 
     def train_on_worst_batches(self) -> None:
         """One untimed training step on each of the dataset's worst batches: the phase's peaks include them."""
         if self.data is None:
             return
-        kept = self.images, self.targets
-        try:
-            for batch in self.data.worst():
+        for batch in self.data.worst():
+            with contextlib.suppress(Diverged):  # its memory was held all the same
                 self._untimed_step(batch)
-        finally:
-            self.images, self.targets = kept
 
     def _untimed_step(self, batch: DrawnBatch) -> None:
+        """One step on ``batch``, with nothing else holding its tensors (a GPU's host copies go as they are
+        moved), and the session's own batch back in place after it, so the next batch is built without this one."""
+        kept = self.images, self.targets
         self.images, self.targets = self._on_device(batch.images, batch.targets)
-        del batch
-        with contextlib.suppress(Diverged):  # its memory was held all the same
+        batch.images.clear()
+        batch.targets.clear()
+        try:
             self._step(phased=False)
+        finally:
+            self.images, self.targets = kept
 
     def memory_high_water(self) -> int:
         """What decides this device's memory figure at its highest so far: the allocator's reserved bytes on a

@@ -293,3 +293,32 @@ def test_the_pass_ends_with_the_epochs_batches_where_they_are_fewer(annotations:
     found = estimate({**TINY, "dataset": str(annotations), "measure_iterations": 2, "breakdown_depth": 0}, cache=False)
     passed = found.to_dict()["details"]["dataset"]["pass_before_worst"]
     assert passed == {"steps": 5, "stopped": "after 5 steps: the epoch's batches"}  # 11 images: 5 full batches of 2
+
+
+def test_a_loss_that_diverges_in_the_pass_ends_it_and_the_worst_batches_start_from_finite_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_mlestimate.profiling import session as session_module
+
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(coco(big=True, small=300)))
+    trained: list[list[int]] = []
+    real_step = session_module.Session._untimed_step
+
+    def step(self: Any, batch: Any) -> None:
+        trained.append(list(batch.ids))
+        if len(trained) == 3:
+            with torch.no_grad():  # what a diverged step leaves behind
+                for parameter in self.model.parameters():
+                    parameter.fill_(float("nan"))
+            raise session_module.Diverged(self.steps, 0.01, float("nan"), 1.0)
+        real_step(self, batch)
+        assert all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    monkeypatch.setattr(session_module.Session, "_untimed_step", step)
+    scenario = {**TINY, "dataset": str(path), "measure_iterations": 2, "breakdown_depth": 0}
+    found = estimate(scenario, cache=False, isolate=False)
+    passed = found.to_dict()["details"]["dataset"]["pass_before_worst"]
+    assert passed == {"steps": 2, "stopped": "the loss became nan at its step 3"}
+    assert any("the worst batches trained from the starting state" in w for w in found.warnings())
+    assert len(trained) == 3 + 2  # the worst batches trained after it, on finite weights (asserted in the step)
