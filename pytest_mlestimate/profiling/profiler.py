@@ -126,11 +126,9 @@ def profile_scenario(
         session = Session(scenario, model, device, monitor, progress, contract)
         if contract is None:
             profile.effective_input_size = effective_input_size(model, session.images[0])
-        profile.dataset = session.data.describe() if session.data is not None else None  # kept if it fails
         if scenario.application_type == "training":
             _profile_training(session, iterations, profile, isolated)
         _profile_inference(session, iterations, profile, isolated and scenario.application_type == "inference")
-        profile.dataset = session.data.describe() if session.data is not None else None  # with the steps it took
         profile.warnings.extend(monitor.warnings)
     except EstimateError:
         raise
@@ -150,6 +148,8 @@ def profile_scenario(
         )
     finally:
         monitor.stop()
+        if session is not None and session.data is not None:  # with the steps it took, also in a failed profile
+            profile.dataset = session.data.describe()
         del session
         with contextlib.suppress(NameError):
             del model
