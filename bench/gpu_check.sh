@@ -8,6 +8,8 @@
 #   bash bench/gpu_check.sh all                  # the tests, then training,inference,capacity,noise
 #   BUDGET=560 bash bench/gpu_check.sh families  # bench/family_accuracy.py on the GPU (needs timm, transformers):
 #                                                # 24 fresh processes; ONLY="hf vit" narrows it to one family
+#   BUDGET=560 bash bench/gpu_check.sh dataset   # bench/dataset_accuracy.py's worst batch on the GPU (needs
+#                                                # pycocotools): the estimate's peak allocated against a loop's
 #   bash bench/gpu_check.sh training,inference   # no tests
 #   SMOKE=1 bash bench/gpu_check.sh all          # on a CPU: the script itself, with tiny sizes
 set -u
@@ -40,15 +42,20 @@ if [ "$what" = all ] || [ "$what" = tests ]; then
 fi
 parts=$what
 [ "$what" = all ] && parts=training,inference,capacity,noise
-if [[ ",$parts," == *",families,"* ]]; then
-  parts=$(echo ",$parts," | sed 's/,families,/,/; s/^,//; s/,$//')
-  left=$((budget - ($(date +%s) - started)))
+device=cuda
+[ -n "${SMOKE:-}" ] && device=cpu
+# a bench script of its own, run when PARTS names it, within what is left of the budget; its log is NAME.log
+bench_part() {
+  local part=$1 log=$2
+  shift 2
+  [[ ",$parts," == *",$part,"* ]] || return 0
+  parts=$(echo ",$parts," | sed "s/,$part,/,/; s/^,//; s/,\$//")
+  local left=$((budget - ($(date +%s) - started)))
   [ "$left" -lt 10 ] && left=10
-  device=cuda
-  [ -n "${SMOKE:-}" ] && device=cpu
-  timeout "$left" python3 bench/family_accuracy.py --repeats 2 ${ONLY:+--only "$ONLY"} --device "$device" 2>&1 \
-    | tee "$logs/family_accuracy.log"
-fi
+  timeout "$left" python3 "$@" --device "$device" 2>&1 | tee "$logs/$log.log"
+}
+bench_part families family_accuracy bench/family_accuracy.py --repeats 2 ${ONLY:+--only "$ONLY"}
+bench_part dataset dataset_accuracy bench/dataset_accuracy.py --only worst
 left=$((budget - ($(date +%s) - started)))
 [ -n "$parts" ] && python3 bench/gpu_proof.py --out "$logs" --parts "$parts" --deadline "$left" ${ONLY:+--only "$ONLY"} ${SMOKE:+--device cpu --smoke} 2>&1 | tee "$logs/gpu_proof.log"
 echo "gpu_check: $(($(date +%s) - started)) s"
